@@ -1,0 +1,134 @@
+"""Input checks shared by the public modules.
+
+Every check raises :class:`TypeError` or :class:`ValueError` with a message that names the argument,
+what was expected and what came, so that a wrong call fails at the boundary instead of deep inside
+a matrix multiplication.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+
+def check_tensor(x: object, name: str, *, ndim: int | tuple[int, ...] | None = None) -> Tensor:
+    """Check that ``x`` is a floating-point tensor with the expected number of dimensions.
+
+    Args:
+        x: The value to check.
+        name: The argument name used in the error message.
+        ndim: Allowed number of dimensions (an int or a tuple of ints), or ``None`` for any.
+
+    Returns:
+        ``x`` itself.
+
+    Raises:
+        TypeError: ``x`` is not a tensor, or not floating point.
+        ValueError: ``x`` has the wrong number of dimensions.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise TypeError(
+            f"{name}: expected a floating-point tensor, got dtype {x.dtype} "
+            "(convert images with .float() and normalise them first)"
+        )
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if x.ndim not in allowed:
+            shapes = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name}: expected a {shapes} tensor, got shape {tuple(x.shape)}")
+    return x
+
+
+def check_modality_keys(
+    given: Iterable[str],
+    known: Iterable[str],
+    name: str,
+    *,
+    require_all: bool = False,
+    require_any: bool = True,
+) -> None:
+    """Check the modality names of a mapping against the names a module knows.
+
+    Args:
+        given: The keys that came.
+        known: The modality names the module was built for, in their fixed order.
+        name: The argument name used in the error message.
+        require_all: Every known modality must be present.
+        require_any: At least one known modality must be present.
+
+    Raises:
+        ValueError: An unknown name came, or required names are missing.
+    """
+    given_list, known_list = list(given), list(known)
+    unknown = [k for k in given_list if k not in known_list]
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown modality name(s) {unknown}; expected names from {known_list}"
+        )
+    if require_all:
+        missing = [k for k in known_list if k not in given_list]
+        if missing:
+            raise ValueError(
+                f"{name}: missing modality name(s) {missing}; expected all of {known_list}, "
+                f"got {given_list}"
+            )
+    if require_any and not given_list:
+        raise ValueError(f"{name}: expected at least one of the modalities {known_list}, got none")
+
+
+def batch_size_of(tensors: Mapping[str, Tensor], name: str) -> int:
+    """Return the common batch size of a name -> tensor mapping.
+
+    The size is returned as it comes (a symbolic int under ``torch.export``), so that exported and
+    compiled models keep a dynamic batch axis.
+
+    Raises:
+        ValueError: The tensors disagree on their first dimension, or the mapping is empty.
+    """
+    if not tensors:
+        raise ValueError(f"{name}: expected at least one tensor, got an empty mapping")
+    items = list(tensors.items())
+    first = items[0][1].shape[0]
+    for _, value in items[1:]:
+        if value.shape[0] != first:
+            sizes = {k: tuple(v.shape)[0] for k, v in items}
+            raise ValueError(f"{name}: all modalities must have the same batch size, got {sizes}")
+    return first
+
+
+def check_availability(
+    available: Mapping[str, Tensor] | None,
+    known: Iterable[str],
+    batch_size: int,
+    name: str = "available",
+) -> dict[str, Tensor] | None:
+    """Validate a per-sample availability mask (modality name -> bool tensor ``[B]``).
+
+    Returns:
+        The mask as a plain dict of bool tensors, or ``None`` when none was given.
+
+    Raises:
+        TypeError: A mask is not a boolean tensor.
+        ValueError: Unknown modality names, or a mask of the wrong shape.
+    """
+    if available is None:
+        return None
+    if not isinstance(available, Mapping):
+        raise TypeError(f"{name}: expected a mapping name -> bool tensor [B], got {type(available).__name__}")
+    check_modality_keys(available.keys(), known, name, require_any=False)
+    out: dict[str, Tensor] = {}
+    for key, mask in available.items():
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+            raise TypeError(f"{name}[{key!r}]: expected a bool tensor of shape [{batch_size}], got {got}")
+        if tuple(mask.shape) != (batch_size,):
+            raise ValueError(
+                f"{name}[{key!r}]: expected shape [{batch_size}] (one flag per sample), "
+                f"got {tuple(mask.shape)}"
+            )
+        out[key] = mask
+    return out

@@ -1,0 +1,36 @@
+"""Neural-network building blocks of mmfusion (paper sections III.B-III.D)."""
+
+from mmfusion.nn.attention import ChannelAttentionBlock, SpatialAttention
+from mmfusion.nn.encoder import ModalityEncoder
+from mmfusion.nn.fusion import (
+    DEFAULT_MODALITIES,
+    AttentionEmbedding,
+    AttentionFusion,
+    ConcatFusion,
+    FeatureFusion,
+    FusionOutput,
+    PooledEmbedding,
+)
+from mmfusion.nn.heads import JOINT, ClassifierHead, EnsembleHead, EnsembleOutput
+from mmfusion.nn.model import ClassifierOutput, MultiModalClassifier
+from mmfusion.nn.pooling import ChannelGroupPool
+
+__all__ = [
+    "DEFAULT_MODALITIES",
+    "JOINT",
+    "AttentionEmbedding",
+    "AttentionFusion",
+    "ChannelAttentionBlock",
+    "ChannelGroupPool",
+    "ClassifierHead",
+    "ClassifierOutput",
+    "ConcatFusion",
+    "EnsembleHead",
+    "EnsembleOutput",
+    "FeatureFusion",
+    "FusionOutput",
+    "ModalityEncoder",
+    "MultiModalClassifier",
+    "PooledEmbedding",
+    "SpatialAttention",
+]

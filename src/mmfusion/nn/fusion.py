@@ -1,0 +1,321 @@
+"""Fusion of per-modality feature maps into one vector (paper section III.C).
+
+Each modality's stage-4 map is turned into a feature vector ``f_m`` of ``embed_dim`` values by its
+own *embedding* module; the vectors are concatenated in the fusion module's fixed modality order
+into the fused vector ``[f_m1, f_m2, ...]``. Two embeddings are provided:
+
+* :class:`AttentionEmbedding` - the paper's attention branch: channel-group pooling 2048 -> 512,
+  1x1 convolution 512 -> 256, :class:`~mmfusion.nn.SpatialAttention`,
+  :class:`~mmfusion.nn.ChannelAttentionBlock` re-weighting the ORIGINAL map, global average
+  pooling, fully connected 2048 -> 256.
+* :class:`PooledEmbedding` - the "late" fusion baseline of Table I: global average pooling,
+  fully connected 2048 -> 256.
+
+:class:`AttentionFusion` and :class:`ConcatFusion` build one embedding per modality for any number
+of modalities. A modality that is absent (left out of the input mapping, or flagged absent per
+sample) is replaced by a learned placeholder vector, so the fused vector keeps its layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from mmfusion._checks import (
+    batch_size_of,
+    check_availability,
+    check_modality_keys,
+    check_tensor,
+)
+from mmfusion.nn.attention import ChannelAttentionBlock, SpatialAttention
+from mmfusion.nn.pooling import ChannelGroupPool
+
+DEFAULT_MODALITIES: tuple[str, ...] = ("us", "swe")
+"""The paper's modalities in fusion order: B-mode ultrasound, then shear-wave elastography."""
+
+
+@dataclass
+class FusionOutput:
+    """What a fusion module returns.
+
+    Attributes:
+        fused: ``[B, M * embed_dim]`` concatenation of the modality vectors in the module's
+            modality order (a learned placeholder stands in for an absent modality).
+        features: modality -> ``[B, embed_dim]`` vector ``f_m`` for every modality that was given
+            (before placeholder substitution; the consistency loss, eq. (2), uses these).
+        attention: modality -> ``[B, 1, H, W]`` spatial attention map, when asked for and when the
+            embedding has one; otherwise ``None``.
+    """
+
+    fused: Tensor
+    features: dict[str, Tensor]
+    attention: dict[str, Tensor] | None = None
+
+
+class AttentionEmbedding(nn.Module):
+    """The paper's per-modality attention branch: feature map -> feature vector ``f_m``.
+
+    ``pool (C -> r1) -> 1x1 conv (r1 -> r2) -> SpatialAttention -> ChannelAttentionBlock(r2 -> C)``
+    applied to the ORIGINAL map ``-> global average pool -> Linear(C -> embed_dim)``.
+
+    Args:
+        in_channels: Channels ``C`` of the encoder map (2048 for ResNet-50).
+        embed_dim: Size of ``f_m`` (256 in the paper).
+        reduced_channels: ``(r1, r2)``: channels after the group pooling and after the 1x1
+            convolution ((512, 256) in the paper). ``r1`` must divide ``in_channels``.
+        hidden_channels: Hidden width of the channel attention block (``C // 4``: 512 by default).
+        kernel_size: Kernel of the spatial attention convolution.
+
+    Shape:
+        - Input: ``[B, C, H, W]``.
+        - Output: ``([B, embed_dim], [B, 1, H, W] or None)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        embed_dim: int = 256,
+        reduced_channels: tuple[int, int] = (512, 256),
+        hidden_channels: int | None = None,
+        kernel_size: int = 7,
+    ) -> None:
+        super().__init__()
+        if len(tuple(reduced_channels)) != 2:
+            raise ValueError(
+                f"reduced_channels: expected two ints (pooled, convolved), got {reduced_channels!r}"
+            )
+        pooled, reduced = reduced_channels
+        self.in_channels = in_channels
+        self.pool = ChannelGroupPool(in_channels, pooled)
+        self.reduce = nn.Conv2d(pooled, reduced, kernel_size=1)
+        self.spatial = SpatialAttention(kernel_size)
+        self.channel = ChannelAttentionBlock(reduced, in_channels, hidden_channels)
+        self.proj = nn.Linear(in_channels, embed_dim)
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Embed one modality's map; optionally also return its spatial attention map."""
+        reduced = self.reduce(self.pool(x))
+        attention = self.spatial.attention_map(reduced)
+        weighted = self.channel(reduced * attention, target=x)
+        vector = self.proj(weighted.mean(dim=(2, 3)))
+        return vector, (attention if return_attention else None)
+
+
+class PooledEmbedding(nn.Module):
+    """The "late" fusion baseline's branch: global average pooling -> ``Linear(C -> embed_dim)``.
+
+    Shape:
+        - Input: ``[B, C, H, W]``.
+        - Output: ``([B, embed_dim], None)`` (no attention map).
+    """
+
+    def __init__(self, in_channels: int, embed_dim: int = 256) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.proj = nn.Linear(in_channels, embed_dim)
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Embed one modality's map (``return_attention`` is accepted and ignored)."""
+        return self.proj(x.mean(dim=(2, 3))), None
+
+
+class FeatureFusion(nn.Module):
+    """Concatenate per-modality embeddings in a fixed order, with placeholders for absent ones.
+
+    The generic container behind :class:`AttentionFusion` and :class:`ConcatFusion`; pass your own
+    embedding modules (each maps ``[B, C, H, W]`` to ``([B, embed_dim], attention or None)``) to
+    build another fusion.
+
+    Args:
+        embedders: modality name -> embedding module; the mapping's order is the fusion order.
+        embed_dim: Size of each modality vector.
+        allow_missing: Accept inputs where a modality is absent (replaced by a learned
+            placeholder). With ``False`` every modality must be given.
+
+    Attributes:
+        modalities: The modality names in fusion order.
+        out_features: ``len(modalities) * embed_dim``.
+    """
+
+    def __init__(
+        self,
+        embedders: Mapping[str, nn.Module],
+        embed_dim: int,
+        *,
+        allow_missing: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(embedders, Mapping) or not embedders:
+            raise ValueError(f"embedders: expected a non-empty mapping name -> module, got {embedders!r}")
+        if not isinstance(embed_dim, int) or embed_dim < 1:
+            raise ValueError(f"embed_dim: expected a positive int, got {embed_dim!r}")
+        self.modalities: tuple[str, ...] = tuple(embedders)
+        self.embed_dim = embed_dim
+        self.out_features = embed_dim * len(self.modalities)
+        self.allow_missing = allow_missing
+        self.embedders = nn.ModuleDict(dict(embedders))
+        self.placeholders = nn.ParameterDict(
+            {m: nn.Parameter(torch.zeros(embed_dim)) for m in self.modalities}
+        )
+
+    def forward(
+        self,
+        feature_maps: Mapping[str, Tensor],
+        available: Mapping[str, Tensor] | None = None,
+        return_attention: bool = False,
+    ) -> FusionOutput:
+        """Fuse the feature maps of the given modalities.
+
+        Args:
+            feature_maps: modality -> ``[B, C_m, H, W]`` encoder maps; any subset of
+                :attr:`modalities` when ``allow_missing`` is true, all of them otherwise.
+            available: optional modality -> bool ``[B]``: per-sample presence flags; a sample
+                flagged ``False`` gets the placeholder instead of its vector.
+            return_attention: Also return the spatial attention maps.
+
+        Returns:
+            A :class:`FusionOutput` with ``fused`` of shape ``[B, len(modalities) * embed_dim]``.
+        """
+        if not isinstance(feature_maps, Mapping):
+            raise TypeError(
+                f"feature_maps: expected a mapping name -> [B, C, H, W] tensor, "
+                f"got {type(feature_maps).__name__}"
+            )
+        check_modality_keys(
+            feature_maps.keys(), self.modalities, "feature_maps", require_all=not self.allow_missing
+        )
+        for name, x in feature_maps.items():
+            check_tensor(x, f"feature_maps[{name!r}]", ndim=4)
+            expected = getattr(self.embedders[name], "in_channels", x.shape[1])
+            if x.shape[1] != expected:
+                raise ValueError(
+                    f"feature_maps[{name!r}]: expected {expected} channels, got shape {tuple(x.shape)}"
+                )
+        batch = batch_size_of(feature_maps, "feature_maps")
+        masks = check_availability(available, self.modalities, batch)
+
+        features: dict[str, Tensor] = {}
+        attention: dict[str, Tensor] = {}
+        parts: list[Tensor] = []
+        for name in self.modalities:
+            if name in feature_maps:
+                vector, att = self.embedders[name](feature_maps[name], return_attention)
+                features[name] = vector
+                if att is not None:
+                    attention[name] = att
+                if masks is not None and name in masks:
+                    placeholder = self.placeholders[name].to(vector.dtype)
+                    vector = torch.where(masks[name][:, None], vector, placeholder)
+                parts.append(vector)
+            else:
+                ref = next(iter(feature_maps.values()))
+                placeholder = self.placeholders[name].to(ref.dtype)
+                parts.append(placeholder.expand(batch, self.embed_dim))
+        return FusionOutput(
+            fused=torch.cat(parts, dim=1),
+            features=features,
+            attention=attention if return_attention else None,
+        )
+
+
+def _channels_by_modality(
+    in_channels: Mapping[str, int] | int, modalities: Sequence[str] | None
+) -> dict[str, int]:
+    if isinstance(in_channels, Mapping):
+        channels = dict(in_channels)
+        if modalities is not None and tuple(modalities) != tuple(channels):
+            raise ValueError(
+                f"modalities: {tuple(modalities)} does not match the keys of in_channels "
+                f"{tuple(channels)} (give one or the other, in the same order)"
+            )
+    elif isinstance(in_channels, int):
+        channels = {m: in_channels for m in (DEFAULT_MODALITIES if modalities is None else modalities)}
+    else:
+        raise TypeError(
+            f"in_channels: expected an int or a mapping name -> int, got {type(in_channels).__name__}"
+        )
+    if not channels:
+        raise ValueError("modalities: expected at least one modality, got none")
+    if len(set(channels)) != len(channels) or not all(isinstance(m, str) for m in channels):
+        raise ValueError(f"modalities: expected distinct string names, got {list(channels)}")
+    for name, c in channels.items():
+        if not isinstance(c, int) or c < 1:
+            raise ValueError(f"in_channels[{name!r}]: expected a positive int, got {c!r}")
+    return channels
+
+
+class AttentionFusion(FeatureFusion):
+    """The paper's attention-weighted fusion for any number of modalities (section III.C, Fig. 3-4).
+
+    One :class:`AttentionEmbedding` per modality, each with its own weights; the vectors are
+    concatenated in ``modalities`` order (the order of ``in_channels`` when it is a mapping) into the
+    fused vector (512-d for two modalities and ``embed_dim=256``).
+
+    Args:
+        in_channels: Encoder channels: one int for every modality, or modality -> channels.
+        modalities: Modality names in fusion order. Default: the keys of ``in_channels`` when it
+            is a mapping, else ``("us", "swe")``.
+        embed_dim: Size of each modality vector ``f_m``.
+        reduced_channels: ``(pooled, convolved)`` channels of the attention input (512, 256).
+        hidden_channels: Hidden width of the channel attention block (``C // 4``).
+        kernel_size: Spatial attention kernel.
+        allow_missing: Accept absent modalities (see :class:`FeatureFusion`).
+
+    Example:
+        >>> fusion = AttentionFusion(2048, modalities=("us", "swe"))
+        >>> maps = {"us": torch.randn(2, 2048, 7, 7), "swe": torch.randn(2, 2048, 7, 7)}
+        >>> out = fusion(maps, return_attention=True)
+        >>> out.fused.shape, out.features["us"].shape, out.attention["swe"].shape
+        (torch.Size([2, 512]), torch.Size([2, 256]), torch.Size([2, 1, 7, 7]))
+    """
+
+    def __init__(
+        self,
+        in_channels: Mapping[str, int] | int,
+        modalities: Sequence[str] | None = None,
+        *,
+        embed_dim: int = 256,
+        reduced_channels: tuple[int, int] = (512, 256),
+        hidden_channels: int | None = None,
+        kernel_size: int = 7,
+        allow_missing: bool = True,
+    ) -> None:
+        channels = _channels_by_modality(in_channels, modalities)
+        embedders = {
+            m: AttentionEmbedding(c, embed_dim, reduced_channels, hidden_channels, kernel_size)
+            for m, c in channels.items()
+        }
+        super().__init__(embedders, embed_dim, allow_missing=allow_missing)
+
+
+class ConcatFusion(FeatureFusion):
+    """The "late" fusion baseline of Table I: per modality GAP -> Linear, then concatenation.
+
+    Same interface as :class:`AttentionFusion`, without attention (``attention`` is always empty).
+
+    Args:
+        in_channels: Encoder channels: one int for every modality, or modality -> channels.
+        modalities: Modality names in fusion order (as for :class:`AttentionFusion`).
+        embed_dim: Size of each modality vector.
+        allow_missing: Accept absent modalities (see :class:`FeatureFusion`).
+
+    Example:
+        >>> fusion = ConcatFusion(512, modalities=("us", "swe"), embed_dim=64)
+        >>> fusion({"us": torch.randn(2, 512, 4, 4), "swe": torch.randn(2, 512, 4, 4)}).fused.shape
+        torch.Size([2, 128])
+    """
+
+    def __init__(
+        self,
+        in_channels: Mapping[str, int] | int,
+        modalities: Sequence[str] | None = None,
+        *,
+        embed_dim: int = 256,
+        allow_missing: bool = True,
+    ) -> None:
+        channels = _channels_by_modality(in_channels, modalities)
+        embedders = {m: PooledEmbedding(c, embed_dim) for m, c in channels.items()}
+        super().__init__(embedders, embed_dim, allow_missing=allow_missing)
