@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,24 +203,50 @@ def _create_features_model(
             f"weights: expected a {'/'.join(_WEIGHT_SUFFIXES)} file, got {path.name!r}"
         )
     try:
-        return timm.create_model(
+        model = timm.create_model(
             backbone,
             pretrained=True,
             pretrained_cfg_overlay=dict(file=str(path)),
             **common,
         )
-    except (RuntimeError, KeyError) as err:
-        first = str(err).strip().splitlines()[0][:300]
-        raise ValueError(
-            f"weights: {str(path)!r} does not fit backbone {backbone!r} (key names or shapes "
-            f"differ: {first}). Pass a state dict saved from timm or torchvision {backbone!r}."
-        ) from err
-    except Exception as err:  # unpickling refused, truncated file, ...
+        file_keys = set(timm.models.load_state_dict(str(path)).keys())
+    except Exception as err:
+        message = " ".join(str(err).split())
+        if "weights_only" in message or "pickle" in message.lower():
+            raise ValueError(
+                f"weights: {str(path)!r} holds pickled Python objects, which mmfusion never "
+                "unpickles (weights_only=True); save a plain state dict instead, e.g. "
+                "torch.save(model.state_dict(), path) or safetensors"
+            ) from err
+        if isinstance(err, RuntimeError | KeyError):
+            raise ValueError(
+                f"weights: {str(path)!r} does not fit backbone {backbone!r} (key names or shapes "
+                f"differ: {message[:300]}). Pass a state dict saved from timm or torchvision "
+                f"{backbone!r}."
+            ) from err
         raise ValueError(
             f"weights: cannot read {str(path)!r} as a weights file ({type(err).__name__}: "
-            f"{str(err)[:200]}); expected a safetensors file or a plain state dict saved with "
-            "torch.save(model.state_dict(), ...)"
+            f"{message[:200]}); expected a safetensors file or a plain state dict"
         ) from err
+    # timm loads features_only weights non-strictly (it drops the classifier), so check ourselves
+    # that every tensor of the feature extractor came from the file.
+    missing = [k for k in model.state_dict() if not _candidate_keys(k) & file_keys]
+    if missing:
+        raise ValueError(
+            f"weights: {str(path)!r} does not fit backbone {backbone!r}: {len(missing)} of "
+            f"{len(model.state_dict())} tensors are missing from the file (e.g. {missing[:3]}). "
+            f"Pass a state dict saved from timm or torchvision {backbone!r}."
+        )
+    return model
+
+
+def _candidate_keys(key: str) -> set[str]:
+    """Names a features-only tensor may have in a full-model state dict.
+
+    timm's features wrapper renames ``stages.0`` to ``stages_0`` when it flattens sequential
+    containers; both spellings are accepted.
+    """
+    return {key, re.sub(r"^([A-Za-z]+)_(\d+)\.", r"\1.\2.", key)}
 
 
 def _require_cached_hub_weights(backbone: str) -> None:

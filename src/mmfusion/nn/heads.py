@@ -175,7 +175,7 @@ class EnsembleHead(nn.Module):
         if self.joint_head is not None:
             check_tensor(fused, "fused", ndim=2)
         present = {m: x for m, x in feature_maps.items() if m in self.branch_heads}
-        batch = int(fused.shape[0]) if fused is not None else batch_size_of(present, "feature_maps")
+        batch = fused.shape[0] if fused is not None else batch_size_of(present, "feature_maps")
         masks = check_availability(available, list(feature_maps), batch) or {}
 
         logits: dict[str, Tensor] = {m: self.branch_heads[m](x) for m, x in present.items()}
