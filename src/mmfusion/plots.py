@@ -231,11 +231,13 @@ def plot_overlay(
     heat = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
 
     h, w = img.shape[:2]
+    fig: Figure | None = None
     if isinstance(path_or_ax, Axes):
-        ax, out = path_or_ax, None
+        ax = path_or_ax
     else:
         out = _png_path(path_or_ax, "path_or_ax")
-        ax = _new_figure((4.0 * w / max(h, w), 4.0 * h / max(h, w))).add_subplot()
+        fig = _new_figure((4.0 * w / max(h, w), 4.0 * h / max(h, w)))
+        ax = fig.add_subplot()
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
     ax.imshow(
         heat,
@@ -247,6 +249,6 @@ def plot_overlay(
         interpolation="bilinear",
     )
     ax.set_axis_off()
-    if out is None:
+    if fig is None:
         return ax
-    return _save(ax.figure, out)
+    return _save(fig, out)

@@ -41,6 +41,14 @@ def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
     return float(roc_auc_score(positive, score))
 
 
+def _cutoff_score(p: np.ndarray, c: int) -> np.ndarray:
+    """Score of "stage >= c": summed probabilities of classes ``>= c``.
+
+    Rounded to 12 decimals so that equal sums stay ties whatever the order of float additions.
+    """
+    return np.round(p[:, c:].sum(axis=1), 12)
+
+
 def classification_report(
     probs: Any,
     labels: Any,
@@ -81,7 +89,8 @@ def classification_report(
         - ``confusion_matrix``: ``K x K`` nested list of counts, rows = true class,
           columns = predicted class.
         - ``cutoff_aucs``: ``{">=c": AUROC}`` for ``c`` in ``1..K-1``: the binary problem
-          "stage >= c" scored by the summed probabilities of classes ``>= c``. For ``K == 5`` also
+          "stage >= c" scored by the summed probabilities of classes ``>= c`` (rounded to 12
+          decimals, so that float summation order does not break ties). For ``K == 5`` also
           ``auc_f2plus``, ``auc_f3plus``, ``auc_f4`` (= ``">=2"``, ``">=3"``, ``">=4"``).
         - ``ci``: ``None`` if ``n_bootstrap == 0``, else ``{"level", "method": "percentile",
           "unit": "patient" | "sample", "n_bootstrap", "seed", "accuracy": {"lower", "upper",
@@ -151,7 +160,7 @@ def classification_report(
         "qwk": qwk,
         "per_class": per_class,
         "confusion_matrix": cm.astype(int).tolist(),
-        "cutoff_aucs": {f">={c}": _binary_auc(y >= c, p[:, c:].sum(axis=1)) for c in range(1, k)},
+        "cutoff_aucs": {f">={c}": _binary_auc(y >= c, _cutoff_score(p, c)) for c in range(1, k)},
     }
     if k == 5:
         for key, c in _NAMED_CUTOFFS.items():
