@@ -41,7 +41,7 @@ ablation: $(STAMP)
 	$(PY) -m examples.liver_fibrosis.ablation --out runs/ablation
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.throughput
+	$(PY) -m benchmarks.throughput --overwrite
 
 clean:
 	rm -rf docs/_build .pytest_cache .ruff_cache .hypothesis
