@@ -157,8 +157,12 @@ def to_markdown(report: dict) -> str:
             "",
             f"Machine: {machine['cpu_model']}, {machine['cpu_count']} cores, "
             f"Python {machine['python']}, torch {machine['torch']}, OpenCV {machine['opencv']}. "
-            f"Load average before generation: {gen['load_average_before']:.1f} "
-            "(other processes were sharing the cores).",
+            f"Load average before generation: {gen['load_average_before']:.1f}"
+            + (
+                " (other processes were sharing the cores)."
+                if gen["load_average_before"] > 1
+                else "."
+            ),
             "",
             "| Measure | Value |",
             "|---|---|",

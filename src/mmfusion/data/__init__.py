@@ -1,0 +1,89 @@
+"""mmfusion.data: everything between image files and a batch (paper section II).
+
+- :mod:`~mmfusion.data.roi`: fan-shaped sector ROI by contour detection (II.B).
+- :mod:`~mmfusion.data.transforms`: paired geometric and per-modality intensity transforms.
+- :mod:`~mmfusion.data.augmentation`: the paper's offline flip/shift expansion as a plan.
+- :mod:`~mmfusion.data.manifest`: CSV manifest reading with full validation.
+- :mod:`~mmfusion.data.dataset`: paired-image data set with ROI crop and cache.
+- :mod:`~mmfusion.data.splits`: patient-level (and warned image-level) splits.
+- :mod:`~mmfusion.data.phantom`: the liver phantom, the embedded default data set.
+
+This package never imports :mod:`mmfusion.nn`.
+"""
+
+from mmfusion.data.augmentation import (
+    AugmentationItem,
+    PlannedAugmentationDataset,
+    balanced_augmentation_plan,
+)
+from mmfusion.data.dataset import PairedImageDataset, load_image
+from mmfusion.data.manifest import (
+    Manifest,
+    ManifestError,
+    ManifestRow,
+    read_manifest,
+    write_manifest,
+)
+from mmfusion.data.phantom import (
+    LiverPhantom,
+    PhantomConfig,
+    PhantomPair,
+    PhantomTruth,
+    SectorGeometry,
+    bayes_ceiling,
+    make_phantom_dataset,
+    phantom_truth,
+)
+from mmfusion.data.roi import SectorNotFoundWarning, SectorROI, detect_sector
+from mmfusion.data.splits import LeakageWarning, image_split, patient_kfold, patient_split
+from mmfusion.data.stages import NUM_STAGES, STAGE_NAMES, parse_stage, stage_name
+from mmfusion.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AsImages,
+    PerModality,
+    SectorCrop,
+    default_intensity_transforms,
+    eval_transforms,
+    train_transforms,
+)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "NUM_STAGES",
+    "STAGE_NAMES",
+    "AsImages",
+    "AugmentationItem",
+    "LeakageWarning",
+    "LiverPhantom",
+    "Manifest",
+    "ManifestError",
+    "ManifestRow",
+    "PairedImageDataset",
+    "PerModality",
+    "PhantomConfig",
+    "PhantomPair",
+    "PhantomTruth",
+    "PlannedAugmentationDataset",
+    "SectorCrop",
+    "SectorGeometry",
+    "SectorNotFoundWarning",
+    "SectorROI",
+    "balanced_augmentation_plan",
+    "bayes_ceiling",
+    "default_intensity_transforms",
+    "detect_sector",
+    "eval_transforms",
+    "image_split",
+    "load_image",
+    "make_phantom_dataset",
+    "parse_stage",
+    "patient_kfold",
+    "patient_split",
+    "phantom_truth",
+    "read_manifest",
+    "stage_name",
+    "train_transforms",
+    "write_manifest",
+]

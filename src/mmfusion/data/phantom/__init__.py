@@ -1,0 +1,32 @@
+"""The liver phantom: the embedded default data set (the paper's data are private; NOTES.md).
+
+Paired B-mode + SWE frames with a convex-probe fan, Rayleigh speckle, stage-dependent texture and
+stiffness, scanner overlays, and the ground truth needed to check ROI detection and models.
+
+- :class:`LiverPhantom` renders single pairs in memory (with :class:`PhantomTruth`).
+- :func:`make_phantom_dataset` writes PNG pairs and ``manifest.csv`` (1,414 pairs, 250 patients).
+- :func:`phantom_truth` reads a pair's ground truth (e.g. the SWE colour box) from its manifest row.
+- :func:`bayes_ceiling` is the accuracy of the Bayes-optimal classifier: the phantom's ceiling.
+"""
+
+from mmfusion.data.phantom.ceiling import bayes_ceiling
+from mmfusion.data.phantom.cohort import PatientLatent, sample_cohort
+from mmfusion.data.phantom.config import PhantomConfig
+from mmfusion.data.phantom.generator import LiverPhantom, PhantomPair, PhantomTruth
+from mmfusion.data.phantom.geometry import SectorGeometry
+from mmfusion.data.phantom.swe import colour_lut
+from mmfusion.data.phantom.writer import make_phantom_dataset, phantom_truth
+
+__all__ = [
+    "LiverPhantom",
+    "PatientLatent",
+    "PhantomConfig",
+    "PhantomPair",
+    "PhantomTruth",
+    "SectorGeometry",
+    "bayes_ceiling",
+    "colour_lut",
+    "make_phantom_dataset",
+    "phantom_truth",
+    "sample_cohort",
+]

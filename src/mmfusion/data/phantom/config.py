@@ -1,0 +1,101 @@
+"""Parameters of the liver phantom: cohort, stiffness and texture per stage, image geometry.
+
+The cohort follows the paper (section II.B; NOTES.md "Data"): stage prevalence
+162:287:284:197:94 and about 1,414 pairs for 250 patients (5.656 views per patient). Stiffness per
+stage is log-normal with the medians of published 2D-SWE studies (NOTES.md "Real data is private"):
+F0 5.2, F1 6.2, F2 7.8, F3 9.8, F4 15 kPa; the log-sigmas 0.187-0.244 give the published standard
+deviations (1.0, 1.3, 1.8, 2.5 kPa), F4 gets 0.35 (heavy tail, about 8-30 kPa).
+
+The texture latent is a unitless fibrosis-texture score: near 0 for F0-F2 (small steps, nearly
+alike in B-mode, as in real life), about 0.55 for F3 (heterogeneous, septa) and 0.85 for F4 (coarse,
+nodular, irregular surface).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+__all__ = ["PhantomConfig"]
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """Configuration of :class:`~mmfusion.data.phantom.LiverPhantom`.
+
+    Attributes:
+        width: Frame width in pixels (scanner frames are about 800 x 600).
+        height: Frame height in pixels.
+        stage_prevalence: Relative number of patients per stage F0..F4.
+        pairs_per_patient: Mean number of views (image pairs) per patient.
+        views_range: Minimum and maximum views per patient.
+        stiffness_median_kpa: Median of the log-normal stiffness per stage.
+        stiffness_log_sigma: Sigma of ``log(stiffness)`` per stage.
+        texture_mean: Mean of the texture latent per stage.
+        texture_sd: Standard deviation of the texture latent within a stage.
+        view_stiffness_log_sd: Per-view variation of ``log(stiffness)`` around the patient's latent.
+        view_texture_sd: Per-view variation of the texture score around the patient's latent.
+        kpa_max: Top of the SWE colour scale in kPa (the scale is 0..kpa_max, blue to red).
+        swe_spatial_log_sd: Spatial variation of ``log(stiffness)`` inside the SWE box.
+        swe_void_fraction: Range of the fraction of void (uncoloured) pixels in the SWE box.
+        opening_deg: Range of the fan's opening angle in degrees (convex probe).
+        border_touch_prob: Probability that the fan runs past the bottom border of the frame.
+        dynamic_range_db: Log-compression dynamic range of the B-mode image.
+    """
+
+    width: int = 800
+    height: int = 600
+    stage_prevalence: tuple[float, ...] = (162, 287, 284, 197, 94)
+    pairs_per_patient: float = 1414 / 250
+    views_range: tuple[int, int] = (4, 7)
+    stiffness_median_kpa: tuple[float, ...] = (5.2, 6.2, 7.8, 9.8, 15.0)
+    stiffness_log_sigma: tuple[float, ...] = (0.187, 0.203, 0.222, 0.244, 0.35)
+    texture_mean: tuple[float, ...] = (0.0, 0.1, 0.2, 0.55, 0.85)
+    texture_sd: float = 0.1
+    view_stiffness_log_sd: float = 0.04
+    view_texture_sd: float = 0.03
+    kpa_max: float = 40.0
+    swe_spatial_log_sd: float = 0.08
+    swe_void_fraction: tuple[float, float] = (0.005, 0.03)
+    opening_deg: tuple[float, float] = (55.0, 75.0)
+    border_touch_prob: float = 0.3
+    dynamic_range_db: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.width < 64 or self.height < 48:
+            raise ValueError(
+                f"width, height: expected at least 64 x 48 pixels, got {self.width} x {self.height}"
+            )
+        for name in (
+            "stage_prevalence",
+            "stiffness_median_kpa",
+            "stiffness_log_sigma",
+            "texture_mean",
+        ):
+            value = getattr(self, name)
+            if len(value) != 5:
+                raise ValueError(f"{name}: expected 5 values (F0..F4), got {len(value)}")
+        for name in ("stage_prevalence", "stiffness_median_kpa", "stiffness_log_sigma"):
+            if min(getattr(self, name)) <= 0:
+                raise ValueError(f"{name}: expected positive values, got {getattr(self, name)}")
+        lo, hi = self.views_range
+        if not 1 <= lo <= hi or not lo <= self.pairs_per_patient <= hi:
+            raise ValueError(
+                f"views_range, pairs_per_patient: expected 1 <= min <= mean <= max, got "
+                f"{self.views_range} and {self.pairs_per_patient}"
+            )
+        if not 0 < self.opening_deg[0] <= self.opening_deg[1] < 120:
+            raise ValueError(f"opening_deg: expected 0 < min <= max < 120, got {self.opening_deg}")
+        if self.kpa_max <= 0:
+            raise ValueError(f"kpa_max: expected > 0, got {self.kpa_max}")
+
+    @property
+    def scale(self) -> float:
+        """Pixel scale relative to an 800 x 600 frame (speckle, text and structures scale)."""
+        return min(self.width / 800.0, self.height / 600.0)
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain-JSON form (tuples become lists)."""
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in fields(self)
+        }

@@ -1,0 +1,203 @@
+"""Write the phantom to disk as PNG pairs plus a ``manifest.csv`` (the embedded default data set).
+
+Layout (same format as real data, see :mod:`mmfusion.data.manifest`)::
+
+    root/manifest.csv             patient_id,us_path,swe_path,stage,<ground-truth columns>
+    root/phantom.json             generation parameters (seed, n_patients, config)
+    root/P001/view1_us.png        grey B-mode
+    root/P001/view1_swe.png       RGB SWE
+
+The extra manifest columns hold each pair's ground truth (view stiffness, latents, SWE box, fan
+geometry); :func:`phantom_truth` turns a manifest row back into a :class:`PhantomTruth`.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import fields
+from pathlib import Path
+
+import cv2
+
+from mmfusion.data.manifest import ManifestRow, write_manifest
+from mmfusion.data.phantom.cohort import PatientLatent
+from mmfusion.data.phantom.config import PhantomConfig
+from mmfusion.data.phantom.generator import LiverPhantom, PhantomTruth
+from mmfusion.data.phantom.geometry import SectorGeometry
+from mmfusion.data.stages import STAGE_NAMES
+
+__all__ = ["make_phantom_dataset", "phantom_truth"]
+
+MANIFEST_NAME = "manifest.csv"
+PARAMS_NAME = "phantom.json"
+_BOX = ("swe_x0", "swe_y0", "swe_x1", "swe_y1")
+_GEOM = tuple(f.name for f in fields(SectorGeometry))
+COLUMNS = (
+    "patient_id", "us_path", "swe_path", "stage", "view", "stiffness_kpa",
+    "latent_stiffness_kpa", "texture", "latent_texture", *_BOX, *_GEOM, "width", "height",
+)  # fmt: skip
+
+
+def _truth_columns(truth: PhantomTruth) -> dict[str, object]:
+    geom = truth.geometry
+    return {
+        "view": truth.view,
+        "stiffness_kpa": f"{truth.stiffness_kpa:.4f}",
+        "latent_stiffness_kpa": f"{truth.latent_stiffness_kpa:.4f}",
+        "texture": f"{truth.texture:.4f}",
+        "latent_texture": f"{truth.latent_texture:.4f}",
+        **dict(zip(_BOX, truth.swe_box, strict=True)),
+        **{name: repr(float(getattr(geom, name))) for name in _GEOM},
+        "width": truth.width,
+        "height": truth.height,
+    }
+
+
+def phantom_truth(row: ManifestRow) -> PhantomTruth:
+    """The ground truth of a phantom pair from its manifest row (sector, SWE box, latents).
+
+    Args:
+        row: A row of a manifest written by :func:`make_phantom_dataset`.
+
+    Returns:
+        The pair's :class:`PhantomTruth`; ``truth.swe_box`` is the colour box rectangle in frame
+        pixels and ``truth.swe_box_in_crop(out_size)`` maps it into the model input.
+
+    Raises:
+        ValueError: If the row lacks the phantom's ground-truth columns.
+    """
+    missing = [c for c in COLUMNS[4:] if c not in row.extra]
+    if missing:
+        raise ValueError(
+            f"row: expected the phantom ground-truth columns, line {row.line} lacks {missing}"
+        )
+    x = row.extra
+    return PhantomTruth(
+        patient_id=row.patient_id,
+        view=int(x["view"]),
+        stage=row.stage,
+        stiffness_kpa=float(x["stiffness_kpa"]),
+        latent_stiffness_kpa=float(x["latent_stiffness_kpa"]),
+        texture=float(x["texture"]),
+        latent_texture=float(x["latent_texture"]),
+        swe_box=tuple(int(x[c]) for c in _BOX),  # type: ignore[arg-type]
+        geometry=SectorGeometry(**{name: float(x[name]) for name in _GEOM}),
+        width=int(x["width"]),
+        height=int(x["height"]),
+    )
+
+
+def _write_patient(
+    args: tuple[PhantomConfig, int, PatientLatent, str, int],
+) -> list[dict[str, object]]:
+    """Render and write all views of one patient; return their manifest rows."""
+    config, seed, patient, root, compression = args
+    phantom = LiverPhantom(config, seed)
+    folder = Path(root) / patient.patient_id
+    folder.mkdir(parents=True, exist_ok=True)
+    params = [cv2.IMWRITE_PNG_COMPRESSION, compression]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11: skipping adaptive filters halves time
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+    rows = []
+    for view in range(patient.n_views):
+        pair = phantom.render(patient, view)
+        us_rel = f"{patient.patient_id}/view{view + 1}_us.png"
+        swe_rel = f"{patient.patient_id}/view{view + 1}_swe.png"
+        if not cv2.imwrite(str(Path(root) / us_rel), pair.us, params):
+            raise OSError(f"could not write {Path(root) / us_rel}")
+        if not cv2.imwrite(
+            str(Path(root) / swe_rel), cv2.cvtColor(pair.swe, cv2.COLOR_RGB2BGR), params
+        ):
+            raise OSError(f"could not write {Path(root) / swe_rel}")
+        rows.append(
+            {
+                "patient_id": patient.patient_id,
+                "us_path": us_rel,
+                "swe_path": swe_rel,
+                "stage": STAGE_NAMES[patient.stage],
+                **_truth_columns(pair.truth),
+            }
+        )
+    return rows
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+
+
+def make_phantom_dataset(
+    root: str | Path,
+    n_patients: int = 250,
+    seed: int = 0,
+    *,
+    config: PhantomConfig | None = None,
+    workers: int = 2,
+    png_compression: int = 1,
+    overwrite: bool = False,
+) -> Path:
+    """Generate the phantom data set: PNG pairs and ``manifest.csv`` under ``root``.
+
+    The default (250 patients, seed 0) gives 1,414 pairs with stage prevalence 162:287:284:197:94
+    (40/70/69/48/23 patients), as in the paper (II.B). Output is byte-identical for a given seed
+    and configuration, whatever ``workers`` is. If ``root`` already holds a phantom generated with
+    the same parameters, nothing is regenerated.
+
+    Args:
+        root: Output folder (created if needed).
+        n_patients: Number of patients.
+        seed: Seed.
+        config: Phantom configuration (frame size, distributions); default if None.
+        workers: Processes; 0 or 1 generates in this process.
+        png_compression: PNG compression level 0-9 (1 is fast and still compact).
+        overwrite: Regenerate even if ``root`` holds a phantom with other parameters.
+
+    Returns:
+        Path of the written ``manifest.csv`` (read it with :func:`read_manifest`).
+
+    Raises:
+        FileExistsError: If ``root`` holds a phantom made with other parameters and not
+            ``overwrite``.
+    """
+    cfg = config or PhantomConfig()
+    if not isinstance(cfg, PhantomConfig):
+        raise TypeError(f"config: expected PhantomConfig or None, got {type(config).__name__}")
+    if not 0 <= png_compression <= 9:
+        raise ValueError(f"png_compression: expected 0..9, got {png_compression}")
+    out = Path(root)
+    manifest_path, params_path = out / MANIFEST_NAME, out / PARAMS_NAME
+    params = {"n_patients": n_patients, "seed": seed, "config": cfg.as_dict()}
+    if manifest_path.exists() and params_path.exists():
+        stored = json.loads(params_path.read_text())
+        if stored == params:
+            return manifest_path
+        if not overwrite:
+            raise FileExistsError(
+                f"root: {str(out)!r} holds a phantom made with other parameters ({stored} vs "
+                f"{params}); pass overwrite=True or choose another folder"
+            )
+    elif manifest_path.exists() and not overwrite:
+        raise FileExistsError(f"root: {str(manifest_path)!r} exists and is not a phantom manifest")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (manifest_path, params_path):
+        stale.unlink(missing_ok=True)
+
+    patients = LiverPhantom(cfg, seed).cohort(n_patients)
+    jobs = [(cfg, seed, p, str(out), png_compression) for p in patients]
+    if workers <= 1:
+        results = [_write_patient(job) for job in jobs]
+    else:
+        # fork (Linux) avoids re-importing torch in every worker; workers use only numpy/OpenCV.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+            results = list(pool.map(_write_patient, jobs, chunksize=4))
+    rows = [row for patient_rows in results for row in patient_rows]
+
+    tmp = manifest_path.with_suffix(".csv.tmp")
+    write_manifest(tmp, rows, COLUMNS)
+    params_path.write_text(json.dumps(params, indent=1))
+    os.replace(tmp, manifest_path)
+    return manifest_path

@@ -1,0 +1,235 @@
+"""Paired transforms: one geometric transform for all modalities of a pair (paper II.B, Fig. 2).
+
+Built on torchvision ``transforms.v2``: a sample is a dict whose modalities are
+``tv_tensors.Image``; v2 draws the random parameters once per call and applies them to every Image
+in the dict. (Plain tensors are a known pitfall: v2 transforms only the first plain tensor and passes
+later ones through untouched, so the SWE image would silently miss the flip. :class:`AsImages`
+therefore wraps plain ``[C, H, W]`` tensors first.)
+
+- :func:`train_transforms`: (ROI crop) -> resize -> per-modality intensity -> random horizontal
+  flip -> random horizontal shift of up to ``max_shift`` pixels -> normalise.
+- :func:`eval_transforms`: (ROI crop) -> resize -> normalise.
+- :class:`PerModality`: intensity transforms for one modality only. Never colour-jitter the SWE
+  image: its colour is the stiffness measurement. :func:`default_intensity_transforms` touches
+  only ``"us"``.
+
+The ROI crop is usually done (and cached) by :class:`~mmfusion.data.dataset.PairedImageDataset`;
+``roi_crop=True`` adds it to the pipeline for data sets that return full frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from mmfusion.data.roi import detect_sector
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "AsImages",
+    "PerModality",
+    "SectorCrop",
+    "default_intensity_transforms",
+    "eval_transforms",
+    "train_transforms",
+]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+Sample = dict[str, Any]
+
+
+class AsImages(torch.nn.Module):
+    """Wrap every plain ``[C, H, W]`` tensor of a sample dict as ``tv_tensors.Image``.
+
+    Tensors of other ranks and non-tensor values (label, patient id) are left as they are.
+    """
+
+    def forward(self, sample: Sample) -> Sample:
+        if not isinstance(sample, dict):
+            raise TypeError(
+                f"sample: expected a dict of modality -> image, got {type(sample).__name__}"
+            )
+        return {
+            k: tv_tensors.Image(v)
+            if isinstance(v, torch.Tensor)
+            and not isinstance(v, tv_tensors.TVTensor)
+            and v.ndim == 3
+            else v
+            for k, v in sample.items()
+        }
+
+
+class SectorCrop(v2.Transform):
+    """Crop every image to its own detected scan sector (:func:`~mmfusion.data.roi.detect_sector`).
+
+    Outputs of different modalities may differ in size; follow with ``v2.Resize``.
+
+    Args:
+        fallback: Use the full frame (with a warning) when no sector is found.
+    """
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, fallback: bool = False) -> None:
+        super().__init__()
+        self.fallback = fallback
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        plain = inpt.as_subclass(torch.Tensor)
+        roi = detect_sector(plain, fallback=self.fallback)
+        return tv_tensors.wrap(roi.crop(plain), like=inpt)
+
+
+class PerModality(torch.nn.Module):
+    """Apply a transform to one modality of a sample dict only (intensity augmentation).
+
+    Args:
+        transforms: Modality key -> transform of one ``[C, H, W]`` image, e.g.
+            ``{"us": v2.ColorJitter(brightness=0.2, contrast=0.2)}``. Keep colour transforms off
+            the SWE image: its colour encodes stiffness.
+    """
+
+    def __init__(self, transforms: Mapping[str, Callable[[Any], Any]]) -> None:
+        super().__init__()
+        if not isinstance(transforms, Mapping):
+            raise TypeError(
+                f"transforms: expected a mapping of modality -> transform, got {type(transforms).__name__}"
+            )
+        for key, t in transforms.items():
+            if not callable(t):
+                raise TypeError(f"transforms[{key!r}]: expected a callable, got {type(t).__name__}")
+        self.transforms = dict(transforms)
+
+    def forward(self, sample: Sample) -> Sample:
+        missing = [k for k in self.transforms if k not in sample]
+        if missing:
+            raise ValueError(
+                f"sample: expected modalities {missing} for the intensity transforms, "
+                f"got keys {list(sample)}"
+            )
+        out = dict(sample)
+        for key, transform in self.transforms.items():
+            out[key] = transform(sample[key])
+        return out
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.transforms.items())
+
+
+def default_intensity_transforms() -> dict[str, Callable[[Any], Any]]:
+    """Default intensity augmentation: B-mode gain/contrast jitter and slight blur, US only.
+
+    Returns:
+        ``{"us": v2.Compose([...])}``; the SWE colour map is never touched.
+    """
+    return {
+        "us": v2.Compose(
+            [
+                v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.8),
+                v2.RandomApply([v2.GaussianBlur(kernel_size=3, sigma=(0.1, 1.0))], p=0.2),
+            ]
+        )
+    }
+
+
+def _size(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(size)
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise ValueError(f"size: expected an int or (H, W) of positive ints, got {size!r}")
+    return size  # type: ignore[return-value]
+
+
+def _head(size: tuple[int, int], roi_crop: bool, roi_fallback: bool) -> list[Any]:
+    steps: list[Any] = [AsImages()]
+    if roi_crop:
+        steps.append(SectorCrop(fallback=roi_fallback))
+    steps.append(v2.Resize(size, antialias=True))
+    return steps
+
+
+def _tail(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
+    return [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(mean), std=list(std)),
+        v2.ToPureTensor(),
+    ]
+
+
+def train_transforms(
+    size: int | Sequence[int] = 224,
+    max_shift: int = 5,
+    flip_p: float = 0.5,
+    intensity: Mapping[str, Callable[[Any], Any]] | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    *,
+    roi_crop: bool = False,
+    roi_fallback: bool = False,
+) -> v2.Compose:
+    """Online training augmentation for a sample dict (paper II.B: flips and small shifts).
+
+    Pipeline: (ROI crop) -> resize to ``size`` -> per-modality intensity -> random horizontal
+    flip -> random horizontal shift by an integer in ``[-max_shift, max_shift]`` pixels (at the
+    resized resolution, black fill) -> float in [0, 1] -> normalise. Flip and shift are drawn once
+    per sample and applied to every modality.
+
+    Args:
+        size: Output ``(H, W)`` (or ``size x size``).
+        max_shift: Largest horizontal shift in output pixels (0 disables it).
+        flip_p: Probability of a horizontal flip.
+        intensity: Modality -> intensity transform; None uses
+            :func:`default_intensity_transforms`, ``{}`` disables intensity augmentation.
+        mean: Per-channel normalisation mean (RGB), default ImageNet.
+        std: Per-channel normalisation std (RGB), default ImageNet.
+        roi_crop: Detect and crop the scan sector of each image first.
+        roi_fallback: With ``roi_crop``, use the full frame when no sector is found.
+
+    Returns:
+        A ``v2.Compose``; output modalities are float32 ``[3, H, W]`` plain tensors.
+    """
+    out_size = _size(size)
+    if not isinstance(max_shift, int) or not 0 <= max_shift < out_size[1]:
+        raise ValueError(f"max_shift: expected an int in [0, {out_size[1]}), got {max_shift!r}")
+    if not 0.0 <= flip_p <= 1.0:
+        raise ValueError(f"flip_p: expected a probability in [0, 1], got {flip_p}")
+    steps = _head(out_size, roi_crop, roi_fallback)
+    intensity = default_intensity_transforms() if intensity is None else intensity
+    if intensity:
+        steps.append(PerModality(intensity))
+    steps.append(v2.RandomHorizontalFlip(p=flip_p))
+    if max_shift > 0:
+        # RandomAffine draws tx = round(U(-f * W, f * W)) pixels: f * W = max_shift exactly.
+        steps.append(v2.RandomAffine(degrees=0.0, translate=(max_shift / out_size[1], 0.0), fill=0))
+    return v2.Compose(steps + _tail(mean, std))
+
+
+def eval_transforms(
+    size: int | Sequence[int] = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    *,
+    roi_crop: bool = False,
+    roi_fallback: bool = False,
+) -> v2.Compose:
+    """Deterministic evaluation pipeline: (ROI crop) -> resize -> normalise.
+
+    Args:
+        size: Output ``(H, W)`` (or ``size x size``).
+        mean: Per-channel normalisation mean (RGB), default ImageNet.
+        std: Per-channel normalisation std (RGB), default ImageNet.
+        roi_crop: Detect and crop the scan sector of each image first.
+        roi_fallback: With ``roi_crop``, use the full frame when no sector is found.
+
+    Returns:
+        A ``v2.Compose``; output modalities are float32 ``[3, H, W]`` plain tensors.
+    """
+    return v2.Compose(_head(_size(size), roi_crop, roi_fallback) + _tail(mean, std))
