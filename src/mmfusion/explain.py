@@ -248,7 +248,8 @@ def grad_cam(
 
     Raises:
         ImportError: Captum is not installed (``pip install mmfusion[explain]``).
-        TypeError / ValueError: Bad ``inputs``, ``target``, ``branch``, ``layer`` or ``image_size``.
+        TypeError: ``inputs`` or ``target`` of the wrong type.
+        ValueError: Bad ``inputs``, ``target``, ``branch``, ``layer`` or ``image_size``.
 
     Example:
         >>> from mmfusion import (AttentionFusion, ClassifierHead, EnsembleHead, ModalityEncoder,

@@ -48,7 +48,7 @@ def balanced_augmentation_plan(
 
     Every sample gives 4 items: original, flip, shift ``-shift_px``, shift ``+shift_px``. A class
     with fewer than its target then gets extra shifted items, spread round-robin over its samples
-    (in a seeded order): each sample first takes unused shifts of 1..``max_extra_shift`` pixels
+    (in a seeded order): each sample first takes unused shifts of 1 to ``max_extra_shift`` pixels
     in either direction (skipping ``0`` and ``+-shift_px``, which would repeat an item), then the
     same shifts of the flipped image, then repeats. Classes at or above their target keep their 4
     items per sample; nothing is dropped.

@@ -6,7 +6,7 @@ One row per image pair::
     P001,P001/view1_us.png,P001/view1_swe.png,F2
 
 Every ``<name>_path`` column is a modality (key ``<name>``, in column order, so three modalities
-work too); ``stage`` is ``F0``..``F4`` or ``0``..``4``; paths are relative to the CSV's folder or
+work too); ``stage`` is ``F0`` to ``F4`` or ``0`` to ``4``; paths are relative to the CSV's folder or
 absolute; other columns are kept in :attr:`ManifestRow.extra` and otherwise ignored. Images may be
 PNG or JPEG, grey or colour.
 

@@ -14,7 +14,7 @@ NUM_STAGES: int = len(STAGE_NAMES)
 
 
 def parse_stage(value: object) -> int:
-    """Parse a fibrosis stage written as ``F0``..``F4`` (any case) or ``0``..``4``.
+    """Parse a fibrosis stage written as ``F0`` to ``F4`` (any case) or ``0`` to ``4``.
 
     Args:
         value: The stage as read from a manifest (``str``) or an ``int``.
@@ -42,7 +42,7 @@ def parse_stage(value: object) -> int:
 
 
 def stage_name(label: int) -> str:
-    """Return the name (``"F0"``..``"F4"``) of an integer stage label.
+    """Return the name (``"F0"`` to ``"F4"``) of an integer stage label.
 
     Raises:
         ValueError: If ``label`` is not in ``0..4``.
