@@ -42,6 +42,7 @@ def build_model(
     num_classes: int = 5,
     alpha: float = 0.2,
     modality_dropout: float = 0.0,
+    head_pool: Literal["flatten", "avg"] = "flatten",
 ) -> tuple[MultiModalClassifier, EnsembleLoss]:
     """Build one Table I configuration and its loss.
 
@@ -58,6 +59,8 @@ def build_model(
         num_classes: number of stages.
         alpha: consistency-loss weight (eq. (3)).
         modality_dropout: per-modality dropout probability during training.
+        head_pool: single-modal heads on the ``"flatten"``-ed stage-4 map (paper) or on its
+            global ``"avg"`` pool (a small head for quick CPU runs).
 
     Returns:
         ``(model, loss_fn)``.
@@ -69,8 +72,13 @@ def build_model(
         for m in modalities
     }
     c, h, w = encoders[modalities[0]].feature_shape(image_size)
+    flat = c * h * w if head_pool == "flatten" else c
+
+    def branch_head() -> ClassifierHead:
+        return ClassifierHead(flat, num_classes, hidden, pool=head_pool)
+
     if len(modalities) == 1 or fusion is None:
-        heads = {m: ClassifierHead(c * h * w, num_classes, hidden) for m in modalities}
+        heads = {m: branch_head() for m in modalities}
         model = MultiModalClassifier(encoders, None, EnsembleHead(heads))
         return model, EnsembleLoss(alpha=0.0)
     if fusion == "attention":
@@ -83,7 +91,7 @@ def build_model(
     if loss == "single":
         head, loss_fn = EnsembleHead({}, joint), EnsembleLoss(alpha=0.0, branches=("joint",))
     elif loss == "multi":
-        branch = {m: ClassifierHead(c * h * w, num_classes, hidden) for m in modalities}
+        branch = {m: branch_head() for m in modalities}
         head, loss_fn = EnsembleHead(branch, joint), EnsembleLoss(alpha=alpha)
     else:
         raise ValueError(f"loss: expected 'multi' or 'single', got {loss!r}")

@@ -1,0 +1,64 @@
+"""Command-line error handling: a known problem becomes one line on stderr and exit code 2.
+
+Every entry point of the example runs its ``main`` through :func:`run`. Problems a user can fix
+(a missing or malformed manifest, a checkpoint of another configuration, a weights file with other
+keys, an unknown preset or backbone, CUDA asked for where there is none, an occupied run folder)
+are raised as :class:`CliError` or as the library's ``ValueError``/``FileNotFoundError`` and are
+printed as ``error: <what> <fix>``, without a traceback. Anything else is a bug and keeps its
+traceback. Set ``MMFUSION_DEBUG=1`` to get tracebacks for everything.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+#: Exit code for a usage or input problem (argparse uses the same).
+EXIT_USAGE = 2
+#: Exit code after Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A problem with the command line or its inputs; the message names it and the fix."""
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, FileNotFoundError) and err.filename and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    return text
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)`` and turn known problems into one line and exit code 2.
+
+    Args:
+        main: The entry point; returns an exit code or ``None`` (0).
+        argv: Arguments (``None``: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code.
+    """
+    debug = os.environ.get("MMFUSION_DEBUG", "") not in ("", "0")
+    try:
+        return int(main(argv) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; the last completed epoch is kept: rerun with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+        if debug:
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def say(message: str) -> None:
+    """Print a status line to stderr (stdout stays free for machine-readable output)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """Print a warning line to stderr."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,275 @@
+"""Data of the example: the manifest (or the generated phantom), splits, data sets and loaders.
+
+Paper II.B with NOTES.md's corrections: split by patient first (stratified by stage), augment only
+the training part. Decoded ROI crops are resized once to the model input size and cached in memory
+(:class:`mmfusion.data.PairedImageDataset` with ``size`` and ``cache``), so an epoch never decodes
+a PNG after the first. Augmentation (``augment``):
+
+* ``"paper"``: the paper's offline expansion (every pair x original/flip/shift -5/+5 px, then extra
+  shifts of 0-10 px until the stages are balanced; :func:`mmfusion.data.balanced_augmentation_plan`),
+  no online augmentation;
+* ``"online"``: random flip, shift and B-mode intensity jitter per sample
+  (:func:`mmfusion.data.train_transforms`);
+* ``"none"``.
+
+Every sample is augmented under its own seed, given by :class:`~.distributed.EpochSampler`, so the
+augmentation stream is the same with or without worker processes and after ``--resume``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from examples.liver_fibrosis.cli import CliError, say, warn
+from examples.liver_fibrosis.config import TrainConfig
+from examples.liver_fibrosis.distributed import DistInfo, EpochSampler, barrier
+from mmfusion.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Manifest,
+    PairedImageDataset,
+    PlannedAugmentationDataset,
+    balanced_augmentation_plan,
+    eval_transforms,
+    image_split,
+    make_phantom_dataset,
+    patient_kfold,
+    patient_split,
+    read_manifest,
+    train_transforms,
+)
+
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class Split:
+    """One train/test partition of the manifest.
+
+    Attributes:
+        name: Folder name of the run (``""`` for a single split, ``"fold-K"`` for a fold).
+        train: Training pairs.
+        test: Held-out pairs.
+        description: How it was made, for ``metrics.json``'s ``split``.
+        train_idx: Positions of the training pairs in the full manifest.
+        test_idx: Positions of the test pairs in the full manifest.
+    """
+
+    name: str
+    train: Manifest
+    test: Manifest
+    description: str
+    train_idx: tuple[int, ...] = ()
+    test_idx: tuple[int, ...] = ()
+
+
+def _positions(full: Manifest, part: Manifest) -> tuple[int, ...]:
+    where = {row.line: i for i, row in enumerate(full.rows)}
+    return tuple(where[row.line] for row in part.rows)
+
+
+def _split(full: Manifest, name: str, train: Manifest, test: Manifest, description: str) -> Split:
+    return Split(name, train, test, description, _positions(full, train), _positions(full, test))
+
+
+def is_phantom(cfg: TrainConfig) -> bool:
+    """True when the run uses the generated phantom (no ``--data``)."""
+    return not cfg.data
+
+
+def load_manifest(cfg: TrainConfig, info: DistInfo, verify: str = "decode") -> Manifest:
+    """Read ``cfg.data``, or generate the phantom once (rank 0) into ``cfg.phantom_dir``.
+
+    Raises:
+        CliError: Missing or malformed manifest, or a phantom folder made with other parameters.
+    """
+    if cfg.data:
+        path = Path(cfg.data)
+        if not path.is_file():
+            raise CliError(f"--data: manifest {path} does not exist; pass the path of a CSV with "
+                           "columns patient_id,us_path,swe_path,stage (or omit --data for the phantom)")
+        try:
+            return read_manifest(path, verify=verify)
+        except ValueError as err:
+            raise CliError(f"--data: {' '.join(str(err).split())}") from err
+    root = Path(cfg.phantom_dir)
+    if info.is_main:
+        fresh = not (root / "manifest.csv").is_file()
+        if fresh:
+            say(f"generating the liver phantom ({cfg.phantom_patients} patients, seed "
+                f"{cfg.phantom_seed}) into {root} (once; about 1-3 min on 2 cores)")
+        try:
+            make_phantom_dataset(root, cfg.phantom_patients, cfg.phantom_seed, workers=2)
+        except FileExistsError as err:
+            raise CliError(
+                f"--phantom-dir: {root} holds a phantom made with other parameters; pass another "
+                f"--phantom-dir or delete the folder ({err})"
+            ) from err
+    barrier(info)
+    return read_manifest(root / "manifest.csv", verify="exists")
+
+
+def make_splits(manifest: Manifest, cfg: TrainConfig) -> list[Split]:
+    """The patient split (or K folds), or the warned image-level split of the paper."""
+    try:
+        if cfg.split == "image":
+            if cfg.folds:
+                raise CliError("--folds: K-fold runs split by patient; drop --split image")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                train, test = image_split(manifest, cfg.test_size, cfg.seed)
+            for w in caught:
+                warn(f"--split image: {w.message}")
+            return [_split(manifest, "", train, test, "image (paper protocol, leaks patients)")]
+        if cfg.folds:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                folds = patient_kfold(manifest, cfg.folds, cfg.seed)
+            for w in caught:
+                warn(str(w.message))
+            return [
+                _split(manifest, f"fold-{k}", tr, te, f"patient {cfg.folds}-fold, fold {k}")
+                for k, (tr, te) in enumerate(folds)
+                if cfg.fold is None or k == cfg.fold
+            ]
+        train, test = patient_split(manifest, cfg.test_size, cfg.seed)
+        return [_split(manifest, "", train, test, "patient")]
+    except ValueError as err:
+        raise CliError(f"--split: {' '.join(str(err).split())}") from err
+
+
+_CROPS: dict[tuple[str, tuple[int, ...], int], PairedImageDataset] = {}
+
+
+def crops(manifest: Manifest, image_size: int) -> PairedImageDataset:
+    """Uint8 ROI crops of every pair, resized to the model input and cached in memory.
+
+    Decoded once per process and manifest (before any worker forks, so workers share the cache);
+    later runs in the same process (folds, ablation, evaluation) reuse it.
+
+    Raises:
+        CliError: An image cannot be decoded or has no detectable scan sector.
+    """
+    key = (manifest.source, tuple(r.line for r in manifest.rows), image_size)
+    if key not in _CROPS:
+        ds = PairedImageDataset(manifest, cache=True, size=image_size)
+        try:
+            ds.preload(num_threads=2)
+        except ValueError as err:
+            raise CliError(f"--data: {' '.join(str(err).split())}") from err
+        _CROPS.clear()  # keep one data set in memory
+        _CROPS[key] = ds
+    return _CROPS[key]
+
+
+class Subset(Dataset):
+    """The pairs of ``base`` at ``indices`` (keeps ``modalities`` and ``labels``)."""
+
+    def __init__(self, base: PairedImageDataset, indices: tuple[int, ...]) -> None:
+        self.base, self.indices = base, indices
+        self.modalities = base.modalities
+        self.labels = base.labels[list(indices)] if indices else base.labels[:0]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.base[self.indices[i]]
+
+
+class SeededSamples(Dataset):
+    """Index with ``(index, seed)``: draw the sample's random augmentation under ``seed``.
+
+    Applies ``transform`` to the uint8 sample of ``base`` and adds ``"index"``. The global RNG
+    state is restored afterwards, so the model's own randomness (dropout, modality dropout) does
+    not depend on the data pipeline.
+    """
+
+    def __init__(self, base: Dataset, modalities: tuple[str, ...],
+                 transform: Callable | None = None) -> None:
+        self.base, self.modalities, self.transform = base, modalities, transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+        index, seed = key if isinstance(key, tuple) else (key, 0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            sample = self.base[index]
+            if self.transform is not None:
+                sample = self.transform(sample)
+        out = {m: torch.as_tensor(sample[m]).as_subclass(torch.Tensor) for m in self.modalities}
+        out.update(label=int(sample["label"]), patient_id=str(sample["patient_id"]), index=index)
+        return out
+
+
+def eval_dataset(manifest: Manifest, cfg: TrainConfig, indices: tuple[int, ...] | None = None
+                 ) -> SeededSamples:
+    """Deterministic evaluation samples (cached crop -> normalise) of ``manifest[indices]``."""
+    full = crops(manifest, cfg.image_size)
+    part = Subset(full, tuple(range(len(manifest))) if indices is None else indices)
+    return SeededSamples(part, tuple(cfg.modalities), eval_transforms(cfg.image_size))
+
+
+def train_dataset(manifest: Manifest, cfg: TrainConfig, indices: tuple[int, ...]) -> SeededSamples:
+    """Training samples of ``manifest[indices]`` with the configured augmentation."""
+    mods = tuple(cfg.modalities)
+    part = Subset(crops(manifest, cfg.image_size), indices)
+    shift = max(1, round(10 * cfg.image_size / 224))
+    if cfg.augment == "paper":
+        plan = balanced_augmentation_plan(part.labels, shift_px=max(1, shift // 2),
+                                          max_extra_shift=shift, seed=cfg.seed)
+        return SeededSamples(PlannedAugmentationDataset(part, plan), mods,
+                             eval_transforms(cfg.image_size))
+    if cfg.augment == "online":
+        return SeededSamples(part, mods, train_transforms(cfg.image_size, max_shift=shift))
+    return SeededSamples(part, mods, eval_transforms(cfg.image_size))
+
+
+@dataclass
+class Loaders:
+    """Training and test loaders of one split."""
+
+    train: DataLoader
+    train_sampler: EpochSampler
+    test: DataLoader
+    test_dataset: SeededSamples
+
+
+def make_loader(dataset: Dataset, sampler: EpochSampler, batch_size: int, cfg: TrainConfig,
+                info: DistInfo, train: bool) -> DataLoader:
+    """A loader with the speed defaults: pinned memory on CUDA, persistent workers."""
+    workers = cfg.workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=info.device.type == "cuda",
+        persistent_workers=workers > 0,
+        drop_last=train and len(sampler) > batch_size,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def build_loaders(manifest: Manifest, split: Split, cfg: TrainConfig, info: DistInfo) -> Loaders:
+    """Datasets, samplers and loaders of ``split`` for this process."""
+    train_ds = train_dataset(manifest, cfg, split.train_idx)
+    test_ds = eval_dataset(manifest, cfg, split.test_idx)
+    train_sampler = EpochSampler(len(train_ds), cfg.seed, info.rank, info.world_size, shuffle=True)
+    test_sampler = EpochSampler(len(test_ds), cfg.seed, info.rank, info.world_size,
+                                shuffle=False, pad=False)
+    return Loaders(
+        train=make_loader(train_ds, train_sampler, cfg.batch_size, cfg, info, train=True),
+        train_sampler=train_sampler,
+        test=make_loader(test_ds, test_sampler, max(cfg.batch_size, 32), cfg, info, train=False),
+        test_dataset=test_ds,
+    )

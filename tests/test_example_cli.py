@@ -1,0 +1,122 @@
+"""Bad input to the liver fibrosis example: one clear line, exit code 2, nothing overwritten."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from examples.liver_fibrosis import evaluate, predict
+from examples.liver_fibrosis import train as train_mod
+from examples.liver_fibrosis.checkpoint import atomic_save_tensors
+from examples.liver_fibrosis.cli import run
+from examples.liver_fibrosis.config import PRESETS, TrainConfig, preset_config
+
+pytestmark = pytest.mark.xdist_group("example_cli")
+
+
+def fails(main, argv: list[str], capsys: pytest.CaptureFixture[str], *words: str) -> str:
+    """Run ``main``; assert exit code 2 and a one-line error mentioning ``words``."""
+    assert run(main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert "Traceback" not in "\n".join(err)
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
+
+
+def test_missing_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fails(train_mod.main, ["--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r")],
+          capsys, "--data", "nope.csv")
+    assert not (tmp_path / "r").exists()
+
+
+def test_malformed_manifest_lists_the_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("patient_id,us_path,stage\nP1,missing.png,F7\n")
+    line = fails(train_mod.main, ["--data", str(csv), "--out", str(tmp_path / "r")], capsys,
+                 "--data", "F7", "missing.png")
+    assert "swe" not in line or "problem" in line
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--preset", "fast"], ("--preset", "fast", "paper")),
+        (["--backbone", "resnet5000"], ("--backbone", "resnet5000")),
+        (["--device", "cuda"], ("--device", "CUDA")),
+        (["--amp", "fp16", "--device", "cpu"], ("--amp fp16",)),
+        (["--epochs", "0"], ("--epochs",)),
+        (["--modalities", "us", "--modality-dropout", "0.3"], ("--modality-dropout",)),
+    ],
+)
+def test_bad_options(argv, words, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    fails(train_mod.main, [*argv, "--out", str(tmp_path / "r")], capsys, *words)
+    assert not (tmp_path / "r").exists()
+
+
+def test_occupied_out_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"keep": true}')
+    fails(train_mod.main, ["--out", str(out), "--preset", "quick"], capsys, "--overwrite", "--resume")
+    assert json.loads((out / "metrics.json").read_text()) == {"keep": True}
+
+
+def test_weights_with_other_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = tmp_path / "w.safetensors"
+    save_file({"not.a.resnet": torch.zeros(3)}, str(weights))
+    argv = ["--weights", str(weights), "--backbone", "test_resnet", "--preset", "quick",
+            "--image-size", "64", "--out", str(tmp_path / "r")]
+    fails(train_mod.main, argv, capsys, "weights", "does not fit")
+    assert not (tmp_path / "r").exists()
+
+
+def test_checkpoint_of_another_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from examples.liver_fibrosis.config import save_config
+    from examples.liver_fibrosis.model import build_model
+
+    cfg = preset_config("quick", dict(backbone="test_resnet", image_size=64, hidden=[16],
+                                      embed_dim=16))
+    model, _ = build_model(**cfg.model_kwargs())
+    run_dir = tmp_path / "run"
+    atomic_save_tensors(model.state_dict(), run_dir / "model.safetensors")
+    save_config(TrainConfig.from_json({**cfg.to_json(), "hidden": [32]}), run_dir / "config.json")
+    fails(evaluate.main, ["--checkpoint", str(run_dir)], capsys, "--checkpoint", "different model")
+    fails(predict.main, ["--checkpoint", str(tmp_path / "nothing"), "--us", "a.png"], capsys,
+          "--checkpoint")
+
+
+def test_atomic_save_keeps_the_last_good_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "model.safetensors"
+    atomic_save_tensors({"w": torch.ones(2)}, path)
+    import examples.liver_fibrosis.checkpoint as ckpt
+
+    def killed(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save_tensors({"w": torch.zeros(2)}, path)
+    from safetensors.torch import load_file
+
+    assert load_file(str(path))["w"].tolist() == [1.0, 1.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_presets_are_complete() -> None:
+    paper = preset_config("paper", {})
+    assert (paper.backbone, paper.image_size, paper.lr, paper.weight_decay, paper.batch_size,
+            paper.epochs, paper.frozen_stages, paper.augment) == (
+        "resnet50", 224, 7e-5, 1e-3, 4, 40, 3, "paper")
+    assert set(PRESETS) == {"paper", "quick"}
+    assert TrainConfig.from_json(paper.to_json()) == paper

@@ -1,0 +1,162 @@
+"""End to end on a tiny phantom: train -> evaluate -> predict -> export, and resume.
+
+The liver fibrosis example (``examples/liver_fibrosis``) is run in-process through its command-line
+entry points on 10 phantom patients (2 small views each), with timm's ``test_resnet`` at 64 px.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from examples.liver_fibrosis import train as train_mod
+from examples.liver_fibrosis.cli import run
+from mmfusion.data import PhantomConfig, make_phantom_dataset
+
+pytestmark = pytest.mark.xdist_group("example_pipeline")
+
+TINY = ["--backbone", "test_resnet", "--image-size", "64", "--batch-size", "4", "--epochs", "2",
+        "--test-size", "0.5", "--n-bootstrap", "20", "--hidden", "16", "--embed-dim", "16",
+        "--preset", "quick", "--device", "cpu", "--workers", "0"]
+
+
+def tiny_phantom(root: Path) -> Path:
+    """10 patients (2 per stage) x 2 views of 256 x 192 px: every stage on both sides of a split."""
+    config = PhantomConfig(width=256, height=192, stage_prevalence=(1, 1, 1, 1, 1),
+                           views_range=(2, 2), pairs_per_patient=2.0)
+    return make_phantom_dataset(root, n_patients=10, seed=0, config=config, workers=1)
+
+
+@pytest.fixture(scope="session")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_phantom(tmp_path_factory.mktemp("phantom"))
+
+
+@pytest.fixture(scope="session")
+def trained(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "full"
+    assert run(train_mod.main, ["--data", str(manifest), "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_every_output(trained: Path) -> None:
+    for name in ("config.json", "metrics.json", "log.jsonl", "confusion_matrix.png", "roc.png",
+                 "model.safetensors", "checkpoint.json"):
+        assert (trained / name).is_file(), name
+    assert list((trained / "attention").glob("*.png"))
+    log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2]
+    assert {"loss", "ce_us", "ce_swe", "ce_joint", "consistency", "lr", "seconds",
+            "pairs_per_s"} <= set(log[0])
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["split"] == "patient"
+    assert metrics["n_test_pairs"] == 10 and metrics["n_test_patients"] == 5
+    assert set(metrics["branches"]) == {"us", "swe", "joint"}
+    for report in [metrics["ensemble"], *metrics["branches"].values()]:
+        for key in ("accuracy", "auc_macro", "sensitivity_macro", "specificity_macro", "qwk",
+                    "auc_f2plus", "auc_f3plus", "auc_f4", "per_class", "confusion_matrix", "ci"):
+            assert key in report
+        assert np.asarray(report["confusion_matrix"]).shape == (5, 5)
+        assert report["ci"]["unit"] == "patient"
+    config = json.loads((trained / "config.json").read_text())
+    assert config["backbone"] == "test_resnet" and config["resume"] is False
+
+
+def test_evaluate_reports_missing_modalities(trained: Path, manifest: Path, tmp_path: Path) -> None:
+    from examples.liver_fibrosis import evaluate
+
+    out = tmp_path / "eval"
+    argv = ["--checkpoint", str(trained), "--data", str(manifest), "--out", str(out),
+            "--missing-modality-report", "--n-bootstrap", "10", "--device", "cpu"]
+    assert run(evaluate.main, argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test_pairs"] == 20
+    table = (out / "missing_modality.md").read_text()
+    assert "| US + SWE |" in table and "| US |" in table and "| SWE |" in table
+    assert run(evaluate.main, argv) == 2  # never overwrites without --overwrite
+
+
+def _pair(manifest: Path, patient: str = "P001") -> list[str]:
+    return ["--us", str(manifest.parent / f"{patient}/view1_us.png"),
+            "--swe", str(manifest.parent / f"{patient}/view1_swe.png")]
+
+
+def test_predict_json_and_overlay(
+    trained: Path, manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from examples.liver_fibrosis import predict
+
+    out = tmp_path / "pred"
+    assert run(predict.main, ["--checkpoint", str(trained), *_pair(manifest), "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["probabilities"]) == {"F0", "F1", "F2", "F3", "F4"}
+    assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
+    assert (out / "overlay.png").is_file() and result["maps"] == ["attention"]
+    assert set(result["branches"]) == {"us", "swe", "joint"}
+
+
+@pytest.mark.slow
+def test_export_and_predict_with_onnx(
+    trained: Path, manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from examples.liver_fibrosis import export, predict
+
+    onnx = tmp_path / "model.onnx"
+    assert run(export.main, ["--checkpoint", str(trained), "--out", str(onnx)]) == 0
+    common = ["--checkpoint", str(trained), *_pair(manifest)]
+    assert run(predict.main, [*common, "--out", str(tmp_path / "p1")]) == 0
+    capsys.readouterr()
+    assert run(predict.main, [*common, "--out", str(tmp_path / "p2"), "--onnx", str(onnx)]) == 0
+    via_onnx = json.loads(capsys.readouterr().out)
+    via_torch = json.loads((tmp_path / "p1" / "prediction.json").read_text())
+    assert via_onnx["engine"] == "onnxruntime"
+    for stage, p in via_torch["probabilities"].items():
+        assert via_onnx["probabilities"][stage] == pytest.approx(p, abs=1e-4)
+
+
+def test_predict_with_grad_cam_and_without_swe(trained: Path, manifest: Path, tmp_path: Path) -> None:
+    from examples.liver_fibrosis import predict
+
+    us = str(manifest.parent / "P002/view1_us.png")
+    argv = ["--checkpoint", str(trained), "--us", us, "--out", str(tmp_path / "p"), "--explain"]
+    assert run(predict.main, argv) == 0
+    result = json.loads((tmp_path / "p" / "prediction.json").read_text())
+    assert result["modalities_present"] == ["us"] and result["maps"] == ["Grad-CAM", "attention"]
+
+
+def test_resume_reaches_the_uninterrupted_result(
+    trained: Path, manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "resumed"
+    argv = ["--data", str(manifest), "--out", str(out), *TINY]
+    original = train_mod.train_epoch
+    calls = []
+
+    def killed_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_epoch", killed_in_epoch_two)
+    assert run(train_mod.main, argv) == 130
+    assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 1
+    assert not (out / "metrics.json").exists()
+    assert run(train_mod.main, argv) == 2  # occupied: needs --resume or --overwrite
+    monkeypatch.setattr(train_mod, "train_epoch", original)
+    assert run(train_mod.main, [*argv, "--resume"]) == 0
+
+    expected, got = load_file(str(trained / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert expected.keys() == got.keys()
+    for key in expected:
+        np.testing.assert_array_equal(expected[key].numpy(), got[key].numpy(), err_msg=key)
+    a = json.loads((trained / "metrics.json").read_text())
+    b = json.loads((out / "metrics.json").read_text())
+    assert a["ensemble"] == b["ensemble"]
+    log_a = [json.loads(x) for x in (trained / "log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["loss"] for e in log_a] == [e["loss"] for e in log_b]
