@@ -89,10 +89,14 @@ class PairedImageDataset(Dataset[Sample]):
             time, before caching. None keeps the crop's size.
 
     Example:
-        >>> ds = PairedImageDataset("data/phantom/manifest.csv", size=128, cache=True)
+        >>> import tempfile
+        >>> from mmfusion.data import PhantomConfig, make_phantom_dataset
+        >>> csv = make_phantom_dataset(tempfile.mkdtemp(), n_patients=5, workers=1,
+        ...                            config=PhantomConfig(width=256, height=192))
+        >>> ds = PairedImageDataset(csv, size=64, cache=True)
         >>> sample = ds[0]
-        >>> sample["us"].shape, sample["us"].dtype, sample["label"]
-        (torch.Size([3, 128, 128]), torch.uint8, 2)
+        >>> sample["us"].shape, sample["us"].dtype, list(sample)
+        (torch.Size([3, 64, 64]), torch.uint8, ['us', 'swe', 'label', 'patient_id'])
     """
 
     def __init__(
