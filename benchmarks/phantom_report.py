@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from benchmarks.results_io import cpu_model
 from mmfusion.data import (
     LiverPhantom,
     PhantomConfig,
@@ -35,17 +36,6 @@ from mmfusion.data import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (or the platform's description)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def measure_roi(n_frames: int, seed: int) -> dict[str, float]:
