@@ -129,3 +129,17 @@ def test_bad_inputs():
     fusion = AttentionFusion(96, ("swe",), embed_dim=8, reduced_channels=(32, 16))
     with pytest.raises(ValueError, match="fusion: its modalities"):
         MultiModalClassifier(enc, fusion, EnsembleHead({}, ClassifierHead(8, 5)))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_channels_last_training_step():
+    model = tiny_model().cuda().to(memory_format=torch.channels_last).train()
+    x = {m: v.cuda().to(memory_format=torch.channels_last) for m, v in batch(("us", "swe")).items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(x, available={"swe": torch.tensor([True, False], device="cuda")})
+        loss = EnsembleLoss()(out.logits, torch.tensor([1, 3], device="cuda"), out.features,
+                              out.available)
+    loss.total.backward()
+    assert out.probs.dtype == torch.float32 and torch.isfinite(loss.total)
+    assert model.fusion.placeholders["swe"].grad is not None  # the placeholder stood in for SWE
