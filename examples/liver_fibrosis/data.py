@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from examples.liver_fibrosis.cli import CliError, say, warn
 from examples.liver_fibrosis.config import TrainConfig
@@ -169,21 +169,6 @@ def crops(manifest: Manifest, image_size: int) -> PairedImageDataset:
     return _CROPS[key]
 
 
-class Subset(Dataset):
-    """The pairs of ``base`` at ``indices`` (keeps ``modalities`` and ``labels``)."""
-
-    def __init__(self, base: PairedImageDataset, indices: tuple[int, ...]) -> None:
-        self.base, self.indices = base, indices
-        self.modalities = base.modalities
-        self.labels = base.labels[list(indices)] if indices else base.labels[:0]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.base[self.indices[i]]
-
-
 class SeededSamples(Dataset):
     """Index with ``(index, seed)``: draw the sample's random augmentation under ``seed``.
 
@@ -215,17 +200,19 @@ def eval_dataset(manifest: Manifest, cfg: TrainConfig, indices: tuple[int, ...] 
                  ) -> SeededSamples:
     """Deterministic evaluation samples (cached crop -> normalise) of ``manifest[indices]``."""
     full = crops(manifest, cfg.image_size)
-    part = Subset(full, tuple(range(len(manifest))) if indices is None else indices)
+    part = full if indices is None else Subset(full, list(indices))
     return SeededSamples(part, tuple(cfg.modalities), eval_transforms(cfg.image_size))
 
 
 def train_dataset(manifest: Manifest, cfg: TrainConfig, indices: tuple[int, ...]) -> SeededSamples:
     """Training samples of ``manifest[indices]`` with the configured augmentation."""
     mods = tuple(cfg.modalities)
-    part = Subset(crops(manifest, cfg.image_size), indices)
+    full = crops(manifest, cfg.image_size)
+    part = Subset(full, list(indices))
     shift = max(1, round(10 * cfg.image_size / 224))
     if cfg.augment == "paper":
-        plan = balanced_augmentation_plan(part.labels, shift_px=max(1, shift // 2),
+        labels = full.labels[list(indices)]
+        plan = balanced_augmentation_plan(labels, shift_px=max(1, shift // 2),
                                           max_extra_shift=shift, seed=cfg.seed)
         return SeededSamples(PlannedAugmentationDataset(part, plan), mods,
                              eval_transforms(cfg.image_size))
@@ -265,8 +252,7 @@ def build_loaders(manifest: Manifest, split: Split, cfg: TrainConfig, info: Dist
     train_ds = train_dataset(manifest, cfg, split.train_idx)
     test_ds = eval_dataset(manifest, cfg, split.test_idx)
     train_sampler = EpochSampler(len(train_ds), cfg.seed, info.rank, info.world_size, shuffle=True)
-    test_sampler = EpochSampler(len(test_ds), cfg.seed, info.rank, info.world_size,
-                                shuffle=False, pad=False)
+    test_sampler = EpochSampler(len(test_ds), cfg.seed, info.rank, info.world_size, shuffle=False)
     return Loaders(
         train=make_loader(train_ds, train_sampler, cfg.batch_size, cfg, info, train=True),
         train_sampler=train_sampler,

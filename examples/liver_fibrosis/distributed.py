@@ -4,10 +4,10 @@
 and ``LOCAL_RANK``; :func:`setup` then joins the process group (NCCL on GPUs, gloo on CPU) and picks
 ``cuda:LOCAL_RANK``. Without torchrun everything degrades to one process. Only rank 0 writes files.
 
-:class:`EpochSampler` is the one sampler of the example, for one process or many: each epoch a
-permutation seeded by ``(seed, epoch)``, padded to a multiple of the world size and dealt to the
-ranks like :class:`torch.utils.data.DistributedSampler`; with every index it yields a per-sample
-augmentation seed, so that augmentation does not depend on worker processes or on where a run was
+:class:`EpochSampler` is the one sampler of the example, for one process or many: torch's
+:class:`~torch.utils.data.DistributedSampler` (permutation seeded by ``(seed, epoch)``, padded to a
+multiple of the world size, dealt to the ranks) that yields a per-sample augmentation seed with
+every index, so that augmentation does not depend on worker processes or on where a run was
 resumed.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 from examples.liver_fibrosis.cli import CliError
 
@@ -140,44 +140,24 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yield ``(index, augmentation_seed)`` for this rank's share of one epoch.
+class EpochSampler(DistributedSampler):
+    """:class:`~torch.utils.data.DistributedSampler` yielding ``(index, augmentation_seed)``.
 
     Args:
         n: Dataset length.
-        seed: Run seed.
+        seed: Run seed (shuffling and augmentation seeds).
         rank: This process's rank.
         world_size: Number of processes.
         shuffle: Permute per epoch (training) or keep order (evaluation).
-        pad: Pad to a multiple of ``world_size`` by repeating indices (training: every rank gets
-            the same number of steps). Evaluation uses ``pad=False``: ranks get ``n`` samples in
-            total, so gathered predictions hold each sample once.
+
+    Every rank gets the same number of samples: the index list is padded by repeating indices, as
+    torch's sampler does. Evaluation removes the repeats when it gathers predictions by index.
     """
 
     def __init__(self, n: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True, pad: bool = True) -> None:
-        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
-        self.shuffle, self.pad = shuffle, pad
-        self.epoch = 0
+                 shuffle: bool = True) -> None:
+        super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (0-based) whose permutation and seeds to produce."""
-        self.epoch = epoch
-
-    def _indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        if self.pad and self.n % self.world_size:
-            extra = self.world_size - self.n % self.world_size
-            order += (order * (extra // max(self.n, 1) + 1))[:extra]
-        return order[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for i in self._indices():
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        for i in super().__iter__():
             yield i, sample_seed(self.seed, self.epoch, i)
-
-    def __len__(self) -> int:
-        return len(self._indices())

@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     dataset = data_mod.eval_dataset(manifest, cfg)
-    sampler = EpochSampler(len(dataset), shuffle=False, pad=False)
+    sampler = EpochSampler(len(dataset), shuffle=False)
     loader = data_mod.make_loader(dataset, sampler, args.batch_size,
                                   TrainConfig.from_json({**cfg.to_json(), "workers": 0}), info, False)
     rt = Runtime(info, amp="bf16" if device.type == "cuda" else "off",
