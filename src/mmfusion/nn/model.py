@@ -148,9 +148,10 @@ class MultiModalClassifier(nn.Module):
         given = [m for m in self.modalities if m in inputs]
         device = inputs[given[0]].device
         avail = {m: masks.get(m, torch.ones(batch, dtype=torch.bool, device=device)) for m in given}
-        if self.training and any(self.modality_dropout[m] > 0 for m in given):
+        dropping = self.training and any(self.modality_dropout[m] > 0 for m in given)
+        if dropping:
             avail = self._drop_modalities(avail)
-        use_masks = bool(masks) or (self.training and any(self.modality_dropout[m] > 0 for m in given))
+        use_masks = bool(masks) or dropping
 
         maps = {m: self.encoders[m](inputs[m]) for m in given}
         fused, features, attention = None, {}, None
