@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -18,7 +19,7 @@ from mmfusion.data import (
     phantom_truth,
     read_manifest,
 )
-from mmfusion.data.phantom import colour_lut, sample_cohort
+from mmfusion.data.phantom import colour_lut, generator_fingerprint, sample_cohort
 
 SMALL = PhantomConfig(width=160, height=120)
 
@@ -64,6 +65,37 @@ def test_dataset_layout_and_reuse(tmp_path: Path) -> None:
     assert csv.stat().st_mtime_ns == mtime  # reused, not regenerated
     with pytest.raises(FileExistsError, match="other parameters"):
         make_phantom_dataset(tmp_path, n_patients=5, seed=1, config=SMALL)
+
+
+def test_a_phantom_from_another_generator_version_is_not_reused(tmp_path: Path) -> None:
+    csv = make_phantom_dataset(tmp_path, n_patients=2, seed=0, config=SMALL, workers=0)
+    params_path = tmp_path / "phantom.json"
+    params = json.loads(params_path.read_text())
+    assert params["generator"] == generator_fingerprint()
+    assert re.fullmatch(r"[0-9a-f]{16}", params["generator"])
+    params["generator"] = "0123456789abcdef"  # as if written before the last generator change
+    params_path.write_text(json.dumps(params))
+    with pytest.raises(FileExistsError, match="another version of the generator .*0123456789abcdef"):
+        make_phantom_dataset(tmp_path, n_patients=2, seed=0, config=SMALL)
+    mtime = csv.stat().st_mtime_ns
+    make_phantom_dataset(tmp_path, n_patients=2, seed=0, config=SMALL, workers=0, overwrite=True)
+    assert csv.stat().st_mtime_ns != mtime
+    assert json.loads(params_path.read_text())["generator"] == generator_fingerprint()
+
+
+def test_overwrite_removes_the_images_of_a_larger_earlier_phantom(tmp_path: Path) -> None:
+    make_phantom_dataset(tmp_path, n_patients=4, seed=0, config=SMALL, workers=0)
+    before = {p.name for p in tmp_path.iterdir() if p.is_dir()}
+    assert len(before) == 4
+    keep = tmp_path / sorted(before)[-1] / "notes.txt"  # a file the phantom did not write
+    keep.write_text("mine")
+    csv = make_phantom_dataset(tmp_path, n_patients=2, seed=0, config=SMALL, workers=0,
+                               overwrite=True)
+    listed = {row.patient_id for row in read_manifest(csv)}
+    after = {p.name for p in tmp_path.iterdir() if p.is_dir()}
+    assert len(listed) == 2
+    assert after == listed | {keep.parent.name}  # only the folder holding a foreign file stays
+    assert keep.read_text() == "mine" and list(keep.parent.iterdir()) == [keep]
 
 
 def test_cohort_matches_the_paper() -> None:

@@ -63,6 +63,19 @@ def test_bad_options(argv, words, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert not (tmp_path / "r").exists()
 
 
+def test_phantom_of_another_generator_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mmfusion.data import PhantomConfig
+
+    phantom = tmp_path / "phantom"
+    phantom.mkdir()
+    (phantom / "manifest.csv").write_text("patient_id,us_path,swe_path,stage\n")
+    stale = {"n_patients": 250, "seed": 0, "config": PhantomConfig().as_dict(), "generator": "0" * 16}
+    (phantom / "phantom.json").write_text(json.dumps(stale))
+    fails(train_mod.main, ["--phantom-dir", str(phantom), "--out", str(tmp_path / "r")], capsys,
+          "--phantom-dir", "another version of the generator", "delete the folder")
+    assert json.loads((phantom / "phantom.json").read_text()) == stale  # left as it was
+
+
 def test_occupied_out_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r"
     out.mkdir()

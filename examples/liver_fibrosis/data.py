@@ -88,7 +88,8 @@ def load_manifest(cfg: TrainConfig, info: DistInfo, verify: str = "decode") -> M
     """Read ``cfg.data``, or generate the phantom once (rank 0) into ``cfg.phantom_dir``.
 
     Raises:
-        CliError: Missing or malformed manifest, or a phantom folder made with other parameters.
+        CliError: Missing or malformed manifest, or a phantom folder made with other parameters
+            or by another version of the phantom generator.
     """
     if cfg.data:
         path = Path(cfg.data)
@@ -108,9 +109,10 @@ def load_manifest(cfg: TrainConfig, info: DistInfo, verify: str = "decode") -> M
         try:
             make_phantom_dataset(root, cfg.phantom_patients, cfg.phantom_seed, workers=2)
         except FileExistsError as err:
+            reason = str(err).split(" holds a phantom made with ", 1)[-1].split("; pass ", 1)[0]
             raise CliError(
-                f"--phantom-dir: {root} holds a phantom made with other parameters; pass another "
-                f"--phantom-dir or delete the folder ({err})"
+                f"--phantom-dir: {root} holds a phantom made with {reason}; delete the folder "
+                "(it is regenerated) or pass another --phantom-dir"
             ) from err
     barrier(info)
     return read_manifest(root / "manifest.csv", verify="exists")

@@ -15,7 +15,7 @@ from mmfusion.data.phantom.config import PhantomConfig
 from mmfusion.data.phantom.generator import LiverPhantom, PhantomPair, PhantomTruth
 from mmfusion.data.phantom.geometry import SectorGeometry
 from mmfusion.data.phantom.swe import colour_lut
-from mmfusion.data.phantom.writer import make_phantom_dataset, phantom_truth
+from mmfusion.data.phantom.writer import generator_fingerprint, make_phantom_dataset, phantom_truth
 
 __all__ = [
     "LiverPhantom",
@@ -26,6 +26,7 @@ __all__ = [
     "SectorGeometry",
     "bayes_ceiling",
     "colour_lut",
+    "generator_fingerprint",
     "make_phantom_dataset",
     "phantom_truth",
     "sample_cohort",

@@ -3,7 +3,8 @@
 Layout (same format as real data, see :mod:`mmfusion.data.manifest`)::
 
     root/manifest.csv             patient_id,us_path,swe_path,stage,<ground-truth columns>
-    root/phantom.json             generation parameters (seed, n_patients, config)
+    root/phantom.json             generation parameters (seed, n_patients, config) and the
+                                  fingerprint of the generator's source code
     root/P001/view1_us.png        grey B-mode
     root/P001/view1_swe.png       RGB SWE
 
@@ -13,6 +14,8 @@ geometry); :func:`phantom_truth` turns a manifest row back into a :class:`Phanto
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import multiprocessing
 import os
@@ -29,7 +32,7 @@ from mmfusion.data.phantom.generator import LiverPhantom, PhantomTruth
 from mmfusion.data.phantom.geometry import SectorGeometry
 from mmfusion.data.stages import STAGE_NAMES
 
-__all__ = ["make_phantom_dataset", "phantom_truth"]
+__all__ = ["generator_fingerprint", "make_phantom_dataset", "phantom_truth"]
 
 MANIFEST_NAME = "manifest.csv"
 PARAMS_NAME = "phantom.json"
@@ -124,6 +127,51 @@ def _write_patient(
     return rows
 
 
+def generator_fingerprint() -> str:
+    """SHA-256 (first 16 hex digits) of the phantom package's source files.
+
+    Stored in ``phantom.json``, it lets :func:`make_phantom_dataset` tell a folder written by
+    another version of the generator from an up-to-date one, even when the parameters match.
+    Any edit of the package's files changes it (comments included: regenerating costs seconds,
+    reusing stale images costs wrong results).
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _remove_previous(out: Path, manifest_path: Path) -> None:
+    """Delete the images an earlier phantom listed in its manifest, then empty patient folders."""
+    if not manifest_path.is_file():
+        return
+    import csv
+
+    root = out.resolve()
+    folders: set[Path] = set()
+    with manifest_path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            for key in ("us_path", "swe_path"):
+                image = (out / row.get(key, "")).resolve()
+                if image.parent != root and root in image.parents and image.is_file():
+                    image.unlink()
+                    folders.add(image.parent)
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty: holds files the phantom did not write
+            folder.rmdir()
+
+
+def _difference(stored: dict, wanted: dict) -> str:
+    """``"other parameters (...)"`` or ``"another generator version (...)"``, for error messages."""
+    changed = [k for k in wanted if stored.get(k) != wanted[k]]
+    if changed == ["generator"]:
+        return (f"another version of the generator (fingerprint {stored.get('generator')} vs "
+                f"{wanted['generator']})")
+    shown = {k: (stored.get(k), wanted[k]) for k in changed if k != "generator"}
+    return f"other parameters (stored vs asked: {shown})"
+
+
 def _init_worker() -> None:
     cv2.setNumThreads(1)
 
@@ -143,7 +191,10 @@ def make_phantom_dataset(
     The default (250 patients, seed 0) gives 1,414 pairs with stage prevalence 162:287:284:197:94
     (40/70/69/48/23 patients), as in the paper (II.B). Output is byte-identical for a given seed
     and configuration, whatever ``workers`` is. If ``root`` already holds a phantom generated with
-    the same parameters, nothing is regenerated.
+    the same parameters by the same generator code
+    (:func:`~mmfusion.data.phantom.generator_fingerprint`), nothing is regenerated; with
+    ``overwrite=True`` an earlier phantom's images are deleted first, so no patient folder of a
+    larger earlier run is left behind.
 
     Args:
         root: Output folder (created if needed).
@@ -152,14 +203,15 @@ def make_phantom_dataset(
         config: Phantom configuration (frame size, distributions); default if None.
         workers: Processes; 0 or 1 generates in this process.
         png_compression: PNG compression level 0-9 (1 is fast and still compact).
-        overwrite: Regenerate even if ``root`` holds a phantom with other parameters.
+        overwrite: Regenerate even if ``root`` holds a phantom made with other parameters or
+            another version of the generator.
 
     Returns:
         Path of the written ``manifest.csv`` (read it with :func:`read_manifest`).
 
     Raises:
-        FileExistsError: If ``root`` holds a phantom made with other parameters and not
-            ``overwrite``.
+        FileExistsError: If ``root`` holds a phantom made with other parameters or another
+            generator version (or a manifest that is not a phantom's), and not ``overwrite``.
     """
     cfg = config or PhantomConfig()
     if not isinstance(cfg, PhantomConfig):
@@ -168,19 +220,25 @@ def make_phantom_dataset(
         raise ValueError(f"png_compression: expected 0..9, got {png_compression}")
     out = Path(root)
     manifest_path, params_path = out / MANIFEST_NAME, out / PARAMS_NAME
-    params = {"n_patients": n_patients, "seed": seed, "config": cfg.as_dict()}
-    if manifest_path.exists() and params_path.exists():
+    params = {
+        "n_patients": n_patients, "seed": seed, "config": cfg.as_dict(),
+        "generator": generator_fingerprint(),
+    }
+    ours = params_path.is_file()
+    if manifest_path.exists() and ours:
         stored = json.loads(params_path.read_text())
         if stored == params:
             return manifest_path
         if not overwrite:
             raise FileExistsError(
-                f"root: {str(out)!r} holds a phantom made with other parameters ({stored} vs "
-                f"{params}); pass overwrite=True or choose another folder"
+                f"root: {str(out)!r} holds a phantom made with {_difference(stored, params)}; "
+                "pass overwrite=True or choose another folder"
             )
     elif manifest_path.exists() and not overwrite:
         raise FileExistsError(f"root: {str(manifest_path)!r} exists and is not a phantom manifest")
     out.mkdir(parents=True, exist_ok=True)
+    if ours:
+        _remove_previous(out, manifest_path)
     for stale in (manifest_path, params_path):
         stale.unlink(missing_ok=True)
 
