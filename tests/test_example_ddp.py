@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
-    """No modality dropout: the fusion placeholders are unused, so DDP relies on touch_all()."""
+    """No modality dropout: the placeholders get gradients only via ``placeholders_in_graph``."""
     config = PhantomConfig(width=256, height=192, stage_prevalence=(1, 1, 1, 1, 1),
                            views_range=(2, 2), pairs_per_patient=2.0)
     manifest = make_phantom_dataset(tmp_path / "phantom", n_patients=10, seed=0, config=config,

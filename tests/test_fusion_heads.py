@@ -73,6 +73,27 @@ def test_missing_modality_uses_learned_placeholder():
     torch.testing.assert_close(masked.fused[0, 4:], masked.features["swe"][0])
 
 
+@pytest.mark.parametrize("fusion_cls", [AttentionFusion, ConcatFusion])
+def test_placeholders_in_graph_gives_zero_gradients_and_the_same_output(fusion_cls):
+    kwargs = {"reduced_channels": (8, 4)} if fusion_cls is AttentionFusion else {}
+    torch.manual_seed(0)
+    plain = fusion_cls(16, ("us", "swe"), embed_dim=4, **kwargs)
+    in_graph = fusion_cls(16, ("us", "swe"), embed_dim=4, placeholders_in_graph=True, **kwargs)
+    in_graph.load_state_dict(plain.state_dict())
+    maps = {"us": torch.randn(3, 16, 2, 2), "swe": torch.randn(3, 16, 2, 2)}
+    plain(maps).fused.sum().backward()
+    out = in_graph(maps)
+    out.fused.sum().backward()
+    torch.testing.assert_close(out.fused, plain(maps).fused, rtol=0, atol=0)
+    for name in ("us", "swe"):
+        assert plain.placeholders[name].grad is None  # unused: DDP would wait for it
+        assert torch.equal(in_graph.placeholders[name].grad, torch.zeros(4))
+    plain.placeholders_in_graph = True  # also switchable on a built model
+    plain.zero_grad(set_to_none=True)
+    plain(maps).fused.sum().backward()
+    assert torch.equal(plain.placeholders["us"].grad, torch.zeros(4))
+
+
 def test_fusion_bad_input():
     fusion = AttentionFusion(16, ("us", "swe"), embed_dim=4, reduced_channels=(8, 4),
                              allow_missing=False)

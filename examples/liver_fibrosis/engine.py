@@ -4,8 +4,9 @@
   (with a :class:`torch.amp.GradScaler`); the losses compute their cross-entropy in float32.
 * ``channels_last`` inputs when the model was converted to that memory format.
 * Non-blocking host-to-device copies from pinned memory.
-* Under DistributedDataParallel every trainable parameter takes part in every step (see
-  :func:`touch_all`), so ``find_unused_parameters`` is never needed.
+* Under DistributedDataParallel every trainable parameter takes part in every step (the training
+  script sets the fusion's ``placeholders_in_graph``), so ``find_unused_parameters`` is never
+  needed.
 
 Evaluation returns every branch's probabilities, gathered over processes, in dataset order.
 """
@@ -67,18 +68,6 @@ def move_batch(
     return inputs, labels
 
 
-def touch_all(model: nn.Module) -> Tensor:
-    """``0 *`` one element of every trainable parameter: makes each take part in the graph.
-
-    Added to the loss under DistributedDataParallel, this gives every trainable parameter a
-    (zero) gradient in every step - e.g. the fusion's placeholder vectors, which a batch without
-    missing modalities never uses - so DDP's reducer never waits for a gradient that will not come.
-    It costs one gather per parameter tensor.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.stack([p.reshape(-1)[0].float() for p in params]).sum() * 0.0
-
-
 def _progress(iterable: Iterable, rt: Runtime, **kwargs: Any) -> Iterable:
     if not rt.progress:
         return iterable
@@ -115,7 +104,6 @@ def train_epoch(
         ``seconds`` and ``pairs_per_s``.
     """
     model.train()
-    ddp = rt.info.enabled
     sums: dict[str, Tensor] = {}  # kept on the device: no host sync per step
     pairs = 0
     start = time.perf_counter()
@@ -126,7 +114,7 @@ def train_epoch(
         with rt.autocast():
             out = model(inputs)
             losses = loss_fn(out.logits, labels, out.features, out.available)
-        total = losses.total + (touch_all(model) if ddp else 0.0)
+        total = losses.total
         optimizer.zero_grad(set_to_none=True)
         if rt.scaler is not None:
             rt.scaler.scale(total).backward()

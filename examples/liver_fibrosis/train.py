@@ -61,6 +61,7 @@ from examples.liver_fibrosis.report import (
     write_json,
     write_overlays,
 )
+from mmfusion import FeatureFusion
 
 #: Files and folders a run writes; ``--overwrite`` removes exactly these.
 RUN_OUTPUTS = (
@@ -251,6 +252,10 @@ def train_one(
             say(f"resuming {out} after epoch {start_epoch}/{cfg.epochs}")
     net: torch.nn.Module = model
     if info.enabled:
+        # The fusion's placeholders get a (zero) gradient in every step, so DDP's reducer never
+        # waits for one; find_unused_parameters (an extra graph walk per step) is not needed.
+        for fusion in (m for m in model.modules() if isinstance(m, FeatureFusion)):
+            fusion.placeholders_in_graph = True
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )

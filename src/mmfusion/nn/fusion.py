@@ -134,6 +134,12 @@ class FeatureFusion(nn.Module):
         embed_dim: Size of each modality vector.
         allow_missing: Accept inputs where a modality is absent (replaced by a learned
             placeholder). With ``False`` every modality must be given.
+        placeholders_in_graph: Route every modality's vector through its placeholder's
+            substitution even when nothing is missing, so each placeholder gets a (zero) gradient
+            in every step. Needed under ``DistributedDataParallel`` without
+            ``find_unused_parameters=True``, whose reducer otherwise waits for placeholder
+            gradients that a batch without missing modalities never produces. Changes no value.
+            Also an attribute, so it can be switched on for a model built elsewhere.
 
     Attributes:
         modalities: The modality names in fusion order.
@@ -146,6 +152,7 @@ class FeatureFusion(nn.Module):
         embed_dim: int,
         *,
         allow_missing: bool = True,
+        placeholders_in_graph: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(embedders, Mapping) or not embedders:
@@ -156,6 +163,7 @@ class FeatureFusion(nn.Module):
         self.embed_dim = embed_dim
         self.out_features = embed_dim * len(self.modalities)
         self.allow_missing = allow_missing
+        self.placeholders_in_graph = placeholders_in_graph
         self.embedders = nn.ModuleDict(dict(embedders))
         self.placeholders = nn.ParameterDict(
             {m: nn.Parameter(torch.zeros(embed_dim)) for m in self.modalities}
@@ -209,6 +217,10 @@ class FeatureFusion(nn.Module):
                 if masks is not None and name in masks:
                     placeholder = self.placeholders[name].to(vector.dtype)
                     vector = torch.where(masks[name][:, None], vector, placeholder)
+                elif self.placeholders_in_graph:  # value unchanged, placeholder gradient zero
+                    placeholder = self.placeholders[name].to(vector.dtype)
+                    present = torch.ones((), dtype=torch.bool, device=vector.device)
+                    vector = torch.where(present, vector, placeholder)
                 parts.append(vector)
             else:
                 ref = next(iter(feature_maps.values()))
@@ -263,6 +275,8 @@ class AttentionFusion(FeatureFusion):
         hidden_channels: Hidden width of the channel attention block (``C // 4``).
         kernel_size: Spatial attention kernel.
         allow_missing: Accept absent modalities (see :class:`FeatureFusion`).
+        placeholders_in_graph: Give the placeholders a zero gradient in every step (for DDP; see
+            :class:`FeatureFusion`).
 
     Example:
         >>> fusion = AttentionFusion(2048, modalities=("us", "swe"))
@@ -282,13 +296,17 @@ class AttentionFusion(FeatureFusion):
         hidden_channels: int | None = None,
         kernel_size: int = 7,
         allow_missing: bool = True,
+        placeholders_in_graph: bool = False,
     ) -> None:
         channels = _channels_by_modality(in_channels, modalities)
         embedders = {
             m: AttentionEmbedding(c, embed_dim, reduced_channels, hidden_channels, kernel_size)
             for m, c in channels.items()
         }
-        super().__init__(embedders, embed_dim, allow_missing=allow_missing)
+        super().__init__(
+            embedders, embed_dim, allow_missing=allow_missing,
+            placeholders_in_graph=placeholders_in_graph,
+        )
 
 
 class ConcatFusion(FeatureFusion):
@@ -301,6 +319,8 @@ class ConcatFusion(FeatureFusion):
         modalities: Modality names in fusion order (as for :class:`AttentionFusion`).
         embed_dim: Size of each modality vector.
         allow_missing: Accept absent modalities (see :class:`FeatureFusion`).
+        placeholders_in_graph: Give the placeholders a zero gradient in every step (for DDP; see
+            :class:`FeatureFusion`).
 
     Example:
         >>> fusion = ConcatFusion(512, modalities=("us", "swe"), embed_dim=64)
@@ -315,7 +335,11 @@ class ConcatFusion(FeatureFusion):
         *,
         embed_dim: int = 256,
         allow_missing: bool = True,
+        placeholders_in_graph: bool = False,
     ) -> None:
         channels = _channels_by_modality(in_channels, modalities)
         embedders = {m: PooledEmbedding(c, embed_dim) for m, c in channels.items()}
-        super().__init__(embedders, embed_dim, allow_missing=allow_missing)
+        super().__init__(
+            embedders, embed_dim, allow_missing=allow_missing,
+            placeholders_in_graph=placeholders_in_graph,
+        )
