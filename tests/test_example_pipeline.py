@@ -160,3 +160,35 @@ def test_resume_reaches_the_uninterrupted_result(
     log_a = [json.loads(x) for x in (trained / "log.jsonl").read_text().splitlines()]
     log_b = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [e["loss"] for e in log_a] == [e["loss"] for e in log_b]
+
+
+def test_paper_preset_with_a_tiny_backbone(manifest: Path, tmp_path: Path) -> None:
+    """The paper's recipe end to end: local weights, frozen stem + stages 1-3, offline plan."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    source = timm.create_model("test_resnet", pretrained=False)
+    weights = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(weights, str(tmp_path / "imagenet.safetensors"))
+    out = tmp_path / "paper"
+    argv = ["--data", str(manifest), "--out", str(out), "--preset", "paper",
+            "--backbone", "test_resnet", "--image-size", "64", "--epochs", "1", "--hidden", "16",
+            "--embed-dim", "16", "--weights", str(tmp_path / "imagenet.safetensors"),
+            "--test-size", "0.5", "--n-bootstrap", "20", "--device", "cpu", "--workers", "0"]
+    assert run(train_mod.main, argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["augment"], config["frozen_stages"], config["head_pool"]) == ("paper", 3, "flatten")
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    # 10 training pairs, 2 per stage: the offline plan fills every stage to 4 x 2 = 8 items.
+    assert log[0]["pairs"] == 40
+    trained_state = load_file(str(out / "model.safetensors"))
+    for modality in ("us", "swe"):
+        frozen = [k for k in weights if not k.startswith(("layer4", "fc"))]
+        for key in frozen:  # stem and stages 1-3 (BatchNorm statistics too) stay as loaded
+            assert torch.equal(trained_state[f"encoders.{modality}.body.{key}"], weights[key]), key
+        stage4 = [k for k in weights if k.startswith("layer4") and k.endswith("conv1.weight")]
+        assert stage4 and all(
+            not torch.equal(trained_state[f"encoders.{modality}.body.{k}"], weights[k]) for k in stage4
+        )
