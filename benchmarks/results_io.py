@@ -114,10 +114,20 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def write_json(doc: Mapping[str, Any], path: Path) -> None:
-    """Write the results document (NaN-free, indented)."""
+def _write_atomically(text: str, path: Path) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A run killed mid-write (e.g. by a time limit) leaves the previous version, never half a file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(doc: Mapping[str, Any], path: Path) -> None:
+    """Write the results document (NaN-free, indented), atomically."""
+    _write_atomically(json.dumps(doc, indent=2, allow_nan=False) + "\n", path)
 
 
 def _fmt(value: object, digits: int = 1) -> str:
@@ -143,6 +153,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def _title(doc: Mapping[str, Any]) -> str:
     env = doc["environment"]
     mode = " (quick mode, tiny model)" if doc["config"]["quick"] else ""
+    if not doc.get("complete", True):
+        mode += " (PARTIAL)"
     if doc["is_gpu_result"]:
         return f"# mmfusion throughput: {env['device_name']}{mode}"
     return f"# mmfusion throughput: {env['device_name']}{mode}, NOT GPU results"
@@ -151,6 +163,14 @@ def _title(doc: Mapping[str, Any]) -> str:
 def _header(doc: Mapping[str, Any]) -> list[str]:
     env, cfg, model = doc["environment"], doc["config"], doc["model"]
     lines = [_title(doc), ""]
+    if not doc.get("complete", True):
+        progress = doc["progress"]
+        lines += [
+            f"> **Partial results.** The run stopped (or is still running) after "
+            f"{progress['rows_done']} of {progress['rows_planned']} rung x batch-size "
+            "measurements; the input pipeline was not reached.",
+            "",
+        ]
     if not doc["is_gpu_result"]:
         what = f"a tiny model ({cfg['backbone']}, {cfg['image_size']} px)" if cfg["quick"] else (
             "the model"
@@ -191,8 +211,9 @@ def _ladder(doc: Mapping[str, Any]) -> list[str]:
         "x naive", "train peak MB", "infer peak MB", "train TFLOP/s (% peak)",
         "infer TFLOP/s (% peak)", "status",
     ]
+    order = {r["name"]: i for i, r in enumerate(doc["rungs"])}
     rows = []
-    for r in doc["results"]:
+    for r in sorted(doc["results"], key=lambda r: (r["batch_size"], order.get(r["rung"], 0))):
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('note') or ''}"
         rows.append([
             str(r["batch_size"]), r["rung"], _fmt(r.get("train_pairs_per_s")),
@@ -243,6 +264,5 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
 
 
 def write_markdown(doc: Mapping[str, Any], path: Path) -> None:
-    """Write :func:`render_markdown` to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_markdown(doc))
+    """Write :func:`render_markdown` to ``path``, atomically."""
+    _write_atomically(render_markdown(doc), path)

@@ -11,10 +11,11 @@ code working. Results go to ``benchmarks/results/throughput_<device>.{json,md}``
 from __future__ import annotations
 
 import argparse
+import copy
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -323,9 +324,13 @@ def _rates(
 
 def run_ladder(
     template: nn.Module, loss_fn: nn.Module, opts: Options, flops: dict[str, Any],
-    peak: float | None,
+    peak: float | None, on_row: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every selected rung at every batch size; failures and skips become rows, not crashes."""
+    """Every selected rung at every batch size; failures and skips become rows, not crashes.
+
+    ``on_row`` is called with the rows so far after each measured row (the partial results files
+    are written from it).
+    """
     rows: list[dict[str, Any]] = []
     for batch in opts.batch_sizes:
         for name in opts.rungs:
@@ -349,6 +354,8 @@ def run_ladder(
                 ladder.free_memory(opts.device, collect=True, reset_compiler=compiled)
             row["wall_s"] = time.perf_counter() - t0
             log(_progress(row))
+            if on_row is not None:
+                on_row(rows)
     summary_mod.add_speedups(rows, opts.reference_batch)
     return rows
 
@@ -365,8 +372,19 @@ def _progress(row: dict[str, Any]) -> str:
     )
 
 
-def run(opts: Options) -> dict[str, Any]:
-    """Run the whole benchmark and return the results document."""
+def run(
+    opts: Options, save: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Run the whole benchmark and return the results document.
+
+    Args:
+        opts: The resolved options.
+        save: Called with a partial document (``"complete": false``) after every measured row,
+            so that a run stopped by a time limit still leaves what it measured.
+
+    Returns:
+        The complete results document (``"complete": true``).
+    """
     torch.backends.cudnn.benchmark = opts.cudnn_benchmark
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
@@ -378,10 +396,8 @@ def run(opts: Options) -> dict[str, Any]:
     facts = model_facts(template)
     log(f"model: {facts['params_total']:,} parameters, {facts['size_mb']:.1f} MB")
     flops = count_flops(template, loss_fn, opts)
-    rows = run_ladder(template, loss_fn, opts, flops, peak)
-    summary = summary_mod.summarise(rows)
     is_gpu = device.type == "cuda"
-    doc: dict[str, Any] = {
+    head: dict[str, Any] = {
         "schema_version": 1,
         "is_gpu_result": is_gpu,
         "label": "GPU measurement" if is_gpu else "CPU run: NOT GPU results",
@@ -398,12 +414,29 @@ def run(opts: Options) -> dict[str, Any]:
              "config": asdict(ladder.rung_config(r.name, device.type))}
             for r in ladder.RUNGS
         ],
-        "results": rows,
-        "summary": summary,
-        "goals": summary_mod.evaluate_goals(summary) if is_gpu and not opts.quick else None,
-        "goals_note": "Goals (H100) apply to a full GPU run; not evaluated for this run.",
     }
-    doc["data_pipeline"] = _data_part(opts, summary)
+    planned = len(opts.batch_sizes) * len(opts.rungs)
+
+    def document(rows: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
+        if not complete:  # speed-ups of the rows so far, on a copy
+            rows = copy.deepcopy(rows)
+            summary_mod.add_speedups(rows, opts.reference_batch)
+        summary = summary_mod.summarise(rows)
+        return {
+            **head,
+            "complete": complete,
+            "progress": {"rows_done": len(rows), "rows_planned": planned},
+            "results": rows,
+            "summary": summary,
+            "goals": summary_mod.evaluate_goals(summary) if is_gpu and not opts.quick else None,
+            "goals_note": "Goals (H100) apply to a full GPU run; not evaluated for this run.",
+            "data_pipeline": {"skipped": "not reached (partial results)"} if not complete else None,
+        }
+
+    on_row = None if save is None else (lambda rows: save(document(rows, complete=False)))
+    rows = run_ladder(template, loss_fn, opts, flops, peak, on_row)
+    doc = document(rows, complete=True)
+    doc["data_pipeline"] = _data_part(opts, doc["summary"])
     return doc
 
 
@@ -450,15 +483,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     opts = resolve(argv)
     t0 = time.perf_counter()
-    doc = run(opts)
     json_path, md_path = results_io.output_paths(
         opts.out, results_io.device_slug(opts.device, opts.quick)
     )
-    if not opts.overwrite and (json_path.exists() or md_path.exists()):
-        log(f"error: {json_path} appeared during the run; not overwriting (use --overwrite)")
+    written = False
+
+    def save(doc: dict[str, Any]) -> None:
+        nonlocal written
+        if not written and not opts.overwrite and (json_path.exists() or md_path.exists()):
+            raise FileExistsError(f"{json_path} appeared during the run; not overwriting it")
+        results_io.write_json(doc, json_path)
+        results_io.write_markdown(doc, md_path)
+        written = True
+
+    try:
+        save(run(opts, save))
+    except FileExistsError as err:
+        log(f"error: {err} (use --overwrite)")
         return 1
-    results_io.write_json(doc, json_path)
-    results_io.write_markdown(doc, md_path)
     log(f"wrote {json_path} and {md_path} in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -24,6 +24,7 @@ ROW_KEYS = {
 TOP_KEYS = {
     "is_gpu_result", "label", "date_utc", "command", "git_commit", "environment", "peak",
     "config", "model", "flops", "rungs", "results", "summary", "goals", "data_pipeline",
+    "complete", "progress",
 }
 
 
@@ -43,9 +44,10 @@ def _run(tmp_path: Path, *extra: str, data: bool = False) -> dict:
 @pytest.mark.slow
 def test_quick_cpu_run_end_to_end(tmp_path: Path) -> None:
     rungs = "naive,bf16,fused_adam"
-    doc = _run(tmp_path, "--batch-sizes", "2,4", "--rungs", rungs, data=True)
+    doc = _run(tmp_path, "--batch-sizes", "4,2", "--rungs", rungs, data=True)  # run 4 first
     assert TOP_KEYS <= set(doc)
     assert doc["is_gpu_result"] is False and "NOT GPU" in doc["label"]
+    assert doc["complete"] is True and doc["progress"] == {"rows_done": 6, "rows_planned": 6}
     assert doc["environment"]["torch"] == torch.__version__
     assert doc["config"]["reference_batch"] == 4
     rows = {(r["rung"], r["batch_size"]): r for r in doc["results"]}
@@ -74,6 +76,9 @@ def test_quick_cpu_run_end_to_end(tmp_path: Path) -> None:
     md = (tmp_path / "throughput_cpu-quick.md").read_text()
     assert md.startswith("# mmfusion throughput: CPU") and "NOT GPU results" in md
     assert "| batch | rung | train pairs/s |" in md and "| 4 | fused_adam |" in md
+    table = [line.split("|")[1:3] for line in md.splitlines() if line.startswith(("| 2 |", "| 4 |"))]
+    assert [(b.strip(), r.strip()) for b, r in table] == [
+        (str(b), r) for b in (2, 4) for r in rungs.split(",")]  # by batch, in ladder order
     assert "## Input pipeline" in md and "| png -> roi -> augment |" in md
 
 
@@ -97,6 +102,41 @@ def test_compile_rung_code_path_on_cpu(tmp_path: Path) -> None:
     assert row["rung"] == "compile" and row["status"] == "ok", row
     assert row["compile_stats"]["graph_breaks"] == 0
     assert row["train_speedup_vs_naive"] > 0
+
+
+def test_a_stopped_run_leaves_its_partial_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As under a time limit: the rows measured before the stop are on disk, marked partial."""
+    measure = throughput.measure_rung
+    calls: list[str] = []
+
+    def stopped_on_the_second(name: str, *args, **kwargs) -> None:
+        calls.append(name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # not an Exception: the ladder does not catch it
+        measure(name, *args, **kwargs)
+
+    monkeypatch.setattr(throughput, "measure_rung", stopped_on_the_second)
+    args = ["--device", "cpu", "--quick", "--out", str(tmp_path), *FAST,
+            "--batch-sizes", "2,4", "--rungs", "naive,channels_last"]
+    with pytest.raises(KeyboardInterrupt):
+        throughput.main(args)
+    doc = json.loads((tmp_path / "throughput_cpu-quick.json").read_text())
+    assert doc["complete"] is False and doc["progress"] == {"rows_done": 1, "rows_planned": 4}
+    assert [(r["rung"], r["batch_size"], r["status"]) for r in doc["results"]] == [
+        ("naive", 2, "ok")]
+    assert doc["results"][0]["train_speedup_vs_naive"] == pytest.approx(1.0)
+    assert doc["summary"]["2"]["best_train_rung"] == "naive"
+    md = (tmp_path / "throughput_cpu-quick.md").read_text()
+    assert md.splitlines()[0].endswith("(PARTIAL), NOT GPU results")
+    assert "after 1 of 4 rung x batch-size measurements" in md
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically
+    with pytest.raises(SystemExit):  # a partial result is still never replaced unasked
+        throughput.main(args)
+    monkeypatch.setattr(throughput, "measure_rung", measure)
+    assert throughput.main([*args, "--overwrite"]) == 0
+    assert json.loads((tmp_path / "throughput_cpu-quick.json").read_text())["complete"] is True
 
 
 def test_only_skipped_rungs_still_write_results(tmp_path: Path) -> None:

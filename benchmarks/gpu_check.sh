@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU checks owed by tracker issue 5, prepared as ONE call on a lent GPU machine:
+#
+#   bash benchmarks/gpu_check.sh OUT_DIR [more benchmarks.throughput options]
+#
+# Runs from the repository root on the machine's own PyTorch, without installing anything
+# (PYTHONPATH=src:.): first the CUDA tests and the inductor compile test, then the throughput
+# ladder with the goal batch sizes first (4, 256, then 32, 128). The benchmark rewrites its
+# results after every measured row, so a run stopped by the time limit keeps what it measured
+# (marked "PARTIAL"). Time limits (seconds) fit a 10-minute call: MMFUSION_TESTS_S (default
+# 120) and MMFUSION_BENCH_S (default 420). PYTHON picks the interpreter (default python3);
+# MMFUSION_DEVICE=cpu rehearses the script on a machine without a GPU.
+set -uo pipefail
+
+out=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR [benchmarks.throughput options]}
+shift
+python=${PYTHON:-python3}
+export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
+mkdir -p "$out"
+
+"$python" -c 'import torch, timm
+gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, timm {timm.__version__}, {gpu}")'
+
+tests_s=${MMFUSION_TESTS_S:-120}
+{
+    timeout "$tests_s" "$python" -m pytest -q -p no:cacheprovider -m cuda tests
+    echo "cuda tests: exit $?"
+    timeout "$tests_s" "$python" -m pytest -q -p no:cacheprovider tests/test_compile.py -k inductor
+    echo "inductor test: exit $?"
+} >"$out/gpu_tests.log" 2>&1
+grep -E "exit|passed|failed|error" "$out/gpu_tests.log"
+
+timeout "${MMFUSION_BENCH_S:-420}" "$python" -m benchmarks.throughput \
+    --device "${MMFUSION_DEVICE:-cuda}" --batch-sizes 4,256,32,128 --out "$out" --overwrite "$@" \
+    2>"$out/benchmark.log"
+echo "benchmark: exit $? (124: stopped by MMFUSION_BENCH_S; the results files hold what it measured)"
+tail -n 40 "$out/benchmark.log"
