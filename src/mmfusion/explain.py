@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfusion._checks import batch_size_of, check_modality_keys, check_tensor
+from mmfusion.nn.encoder import ModalityEncoder
+from mmfusion.nn.model import MultiModalClassifier
 
 __all__ = ["PROBS", "attention_overlays", "grad_cam", "normalize_maps"]
 
@@ -104,24 +106,24 @@ def _explaining(model: nn.Module) -> Iterator[None]:
     """
     modes = [(module, module.training) for module in model.modules()]
     no_grad_flags = [
-        (module, module.frozen_no_grad)
-        for module in model.modules()
-        if isinstance(getattr(module, "frozen_no_grad", None), bool)
+        (encoder, encoder.frozen_no_grad)
+        for encoder in model.modules()
+        if isinstance(encoder, ModalityEncoder)
     ]
     try:
         model.eval()
-        for module, _ in no_grad_flags:
-            module.frozen_no_grad = False
+        for encoder, _ in no_grad_flags:
+            encoder.frozen_no_grad = False
         yield
     finally:
-        for module, flag in no_grad_flags:
-            module.frozen_no_grad = flag
+        for encoder, flag in no_grad_flags:
+            encoder.frozen_no_grad = flag
         for module, mode in modes:
             module.training = mode
 
 
 def attention_overlays(
-    model: nn.Module,
+    model: MultiModalClassifier,
     inputs: Mapping[str, Tensor],
     image_size: SizeSpec = None,
 ) -> dict[str, Tensor]:
@@ -178,7 +180,7 @@ def attention_overlays(
     return out
 
 
-def _branch_forward(model: nn.Module, given: list[str], branch: str) -> Callable[..., Tensor]:
+def _branch_forward(model: MultiModalClassifier, given: list[str], branch: str) -> Callable[..., Tensor]:
     """Forward function taking the modality tensors positionally (``given`` order) -> ``[B, K]``."""
 
     def forward(*images: Tensor) -> Tensor:
@@ -208,7 +210,7 @@ def _check_target(target: int | Tensor | None, batch: int, num_classes: int) -> 
 
 
 def grad_cam(
-    model: nn.Module,
+    model: MultiModalClassifier,
     inputs: Mapping[str, Tensor],
     target: int | Tensor | None = None,
     branch: str = PROBS,

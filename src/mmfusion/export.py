@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import cast
 
 import numpy as np
 import torch
@@ -113,7 +114,7 @@ def _image_hw(image_size: object) -> tuple[int, int]:
 
 
 def _in_channels(model: nn.Module, modality: str) -> int:
-    encoder = model.encoders[modality]
+    encoder = cast(nn.ModuleDict, model.encoders)[modality]
     channels = getattr(encoder, "in_chans", None)
     if not isinstance(channels, int):
         raise ValueError(
@@ -198,6 +199,8 @@ def to_onnx(
                 opset_version=opset,
                 verbose=False,
             )
+        if program is None:  # only the legacy (dynamo=False) exporter returns None
+            raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program")
         program.save(str(path))
     finally:
         for module, mode in modes:

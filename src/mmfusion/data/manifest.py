@@ -246,11 +246,11 @@ def read_manifest(
 
     seen: dict[tuple[Path, ...], int] = {}
     for row in rows:
-        key = tuple(row.paths.values())
-        if key in seen:
-            problems.append(f"line {row.line}: duplicate of line {seen[key]} (same image files)")
+        files = tuple(row.paths.values())
+        if files in seen:
+            problems.append(f"line {row.line}: duplicate of line {seen[files]} (same image files)")
         else:
-            seen[key] = row.line
+            seen[files] = row.line
     by_patient: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         by_patient[row.patient_id][row.stage].append(row.line)

@@ -12,10 +12,11 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import timm
 import torch
-from timm.models import FeatureDictNet
+from timm.models import FeatureDictNet, FeatureInfo
 from torch import Tensor, nn
 
 from mmfusion._checks import check_tensor
@@ -89,7 +90,7 @@ class ModalityEncoder(nn.Module):
         self.in_chans = in_chans
         self.body = _create_features_model(backbone, weights, in_chans, dict(timm_kwargs))
 
-        info = self.body.feature_info
+        info = cast(FeatureInfo, self.body.feature_info)
         levels = [d for d in info.get_dicts() if d["reduction"] >= 4]
         self.num_stages = len(levels)
         self.out_channels: int = int(info.channels()[-1])
@@ -117,7 +118,7 @@ class ModalityEncoder(nn.Module):
         """Number of leading children of the sequential body that belong to stem + stages 1..k."""
         if frozen_stages == 0:
             return 0
-        names = list(self.body.keys())
+        names = list(cast(FeatureDictNet, self.body).keys())
         target = self._stage_modules[frozen_stages - 1].replace(".", "_")
         if target not in names:
             raise ValueError(
@@ -129,7 +130,7 @@ class ModalityEncoder(nn.Module):
     def frozen_modules(self) -> Iterator[nn.Module]:
         """Yield the frozen children (stem and stages ``1..frozen_stages``) in forward order."""
         if self._num_frozen_modules:
-            yield from list(self.body.values())[: self._num_frozen_modules]
+            yield from list(cast(FeatureDictNet, self.body).values())[: self._num_frozen_modules]
 
     def train(self, mode: bool = True) -> ModalityEncoder:
         """Set train/eval mode; the frozen prefix always stays in eval mode (BatchNorm frozen)."""
