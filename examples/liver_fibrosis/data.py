@@ -12,8 +12,10 @@ a PNG after the first. Augmentation (``augment``):
   (:func:`mmfusion.data.train_transforms`);
 * ``"none"``.
 
-Every sample is augmented under its own seed, given by :class:`~.distributed.EpochSampler`, so the
-augmentation stream is the same with or without worker processes and after ``--resume``.
+Every sample is augmented under its own seed (:class:`mmfusion.data.SeededSampler` hands out
+``(index, seed)`` keys, :class:`mmfusion.data.SeededDataset` draws under them), so the
+augmentation stream is the same with or without worker processes, on any number of processes and
+after ``--resume``.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from examples.liver_fibrosis.cli import CliError, say, warn
 from examples.liver_fibrosis.config import TrainConfig
-from examples.liver_fibrosis.distributed import DistInfo, EpochSampler, barrier
+from examples.liver_fibrosis.distributed import DistInfo, barrier
 from mmfusion.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Manifest,
     PairedImageDataset,
     PlannedAugmentationDataset,
+    SeededDataset,
+    SeededSampler,
     balanced_augmentation_plan,
     eval_transforms,
     image_split,
@@ -171,42 +175,37 @@ def crops(manifest: Manifest, image_size: int) -> PairedImageDataset:
     return _CROPS[key]
 
 
-class SeededSamples(Dataset):
-    """Index with ``(index, seed)``: draw the sample's random augmentation under ``seed``.
+class ModelInputs:
+    """Turn a transformed sample into the model's inputs: plain tensors of ``modalities``, the label
+    and the patient id (the other keys of the sample are dropped)."""
 
-    Applies ``transform`` to the uint8 sample of ``base`` and adds ``"index"``. The global RNG
-    state is restored afterwards, so the model's own randomness (dropout, modality dropout) does
-    not depend on the data pipeline.
-    """
+    def __init__(self, transform: Callable, modalities: tuple[str, ...]) -> None:
+        self.transform, self.modalities = transform, modalities
 
-    def __init__(self, base: Dataset, modalities: tuple[str, ...],
-                 transform: Callable | None = None) -> None:
-        self.base, self.modalities, self.transform = base, modalities, transform
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
-        index, seed = key if isinstance(key, tuple) else (key, 0)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            sample = self.base[index]
-            if self.transform is not None:
-                sample = self.transform(sample)
-        out = {m: torch.as_tensor(sample[m]).as_subclass(torch.Tensor) for m in self.modalities}
-        out.update(label=int(sample["label"]), patient_id=str(sample["patient_id"]), index=index)
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        sample = self.transform(sample)
+        out: dict[str, Any] = {
+            m: torch.as_tensor(sample[m]).as_subclass(torch.Tensor) for m in self.modalities
+        }
+        out.update(label=int(sample["label"]), patient_id=str(sample["patient_id"]))
         return out
 
 
+def seeded(base: Dataset, modalities: tuple[str, ...], transform: Callable) -> SeededDataset:
+    """``base`` behind :class:`mmfusion.data.SeededDataset`: items ``(index, seed)`` draw their
+    augmentation under ``seed`` and carry ``"index"``."""
+    return SeededDataset(base, ModelInputs(transform, modalities), return_index=True)
+
+
 def eval_dataset(manifest: Manifest, cfg: TrainConfig, indices: tuple[int, ...] | None = None
-                 ) -> SeededSamples:
+                 ) -> SeededDataset:
     """Deterministic evaluation samples (cached crop -> normalise) of ``manifest[indices]``."""
     full = crops(manifest, cfg.image_size)
     part = full if indices is None else Subset(full, list(indices))
-    return SeededSamples(part, tuple(cfg.modalities), eval_transforms(cfg.image_size))
+    return seeded(part, tuple(cfg.modalities), eval_transforms(cfg.image_size))
 
 
-def train_dataset(manifest: Manifest, cfg: TrainConfig, indices: tuple[int, ...]) -> SeededSamples:
+def train_dataset(manifest: Manifest, cfg: TrainConfig, indices: tuple[int, ...]) -> SeededDataset:
     """Training samples of ``manifest[indices]`` with the configured augmentation."""
     mods = tuple(cfg.modalities)
     full = crops(manifest, cfg.image_size)
@@ -216,11 +215,10 @@ def train_dataset(manifest: Manifest, cfg: TrainConfig, indices: tuple[int, ...]
         labels = full.labels[list(indices)]
         plan = balanced_augmentation_plan(labels, shift_px=max(1, shift // 2),
                                           max_extra_shift=shift, seed=cfg.seed)
-        return SeededSamples(PlannedAugmentationDataset(part, plan), mods,
-                             eval_transforms(cfg.image_size))
+        return seeded(PlannedAugmentationDataset(part, plan), mods, eval_transforms(cfg.image_size))
     if cfg.augment == "online":
-        return SeededSamples(part, mods, train_transforms(cfg.image_size, max_shift=shift))
-    return SeededSamples(part, mods, eval_transforms(cfg.image_size))
+        return seeded(part, mods, train_transforms(cfg.image_size, max_shift=shift))
+    return seeded(part, mods, eval_transforms(cfg.image_size))
 
 
 @dataclass
@@ -228,12 +226,12 @@ class Loaders:
     """Training and test loaders of one split."""
 
     train: DataLoader
-    train_sampler: EpochSampler
+    train_sampler: SeededSampler
     test: DataLoader
-    test_dataset: SeededSamples
+    test_dataset: SeededDataset
 
 
-def make_loader(dataset: Dataset, sampler: EpochSampler, batch_size: int, cfg: TrainConfig,
+def make_loader(dataset: Dataset, sampler: SeededSampler, batch_size: int, cfg: TrainConfig,
                 info: DistInfo, train: bool) -> DataLoader:
     """A loader with the speed defaults: pinned memory on CUDA, persistent workers."""
     workers = cfg.workers
@@ -253,8 +251,9 @@ def build_loaders(manifest: Manifest, split: Split, cfg: TrainConfig, info: Dist
     """Datasets, samplers and loaders of ``split`` for this process."""
     train_ds = train_dataset(manifest, cfg, split.train_idx)
     test_ds = eval_dataset(manifest, cfg, split.test_idx)
-    train_sampler = EpochSampler(len(train_ds), cfg.seed, info.rank, info.world_size, shuffle=True)
-    test_sampler = EpochSampler(len(test_ds), cfg.seed, info.rank, info.world_size, shuffle=False)
+    shard = dict(seed=cfg.seed, num_replicas=info.world_size, rank=info.rank)
+    train_sampler = SeededSampler(train_ds, shuffle=True, **shard)
+    test_sampler = SeededSampler(test_ds, shuffle=False, **shard)
     return Loaders(
         train=make_loader(train_ds, train_sampler, cfg.batch_size, cfg, info, train=True),
         train_sampler=train_sampler,

@@ -4,7 +4,7 @@
 and ``LOCAL_RANK``; :func:`setup` then joins the process group (NCCL on GPUs, gloo on CPU) and picks
 ``cuda:LOCAL_RANK``. Without torchrun everything degrades to one process. Only rank 0 writes files.
 
-:class:`EpochSampler` is the one sampler of the example, for one process or many: torch's
+The sampler is :class:`mmfusion.data.SeededSampler`, for one process or many: torch's
 :class:`~torch.utils.data.DistributedSampler` (permutation seeded by ``(seed, epoch)``, padded to a
 multiple of the world size, dealt to the ranks) that yields a per-sample augmentation seed with
 every index, so that augmentation does not depend on worker processes or on where a run was
@@ -14,14 +14,11 @@ resumed.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
 
 from examples.liver_fibrosis.cli import CliError
 
@@ -133,31 +130,3 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 31-bit seed for augmenting sample ``index`` in ``epoch`` (independent of order/rank)."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-class EpochSampler(DistributedSampler):
-    """:class:`~torch.utils.data.DistributedSampler` yielding ``(index, augmentation_seed)``.
-
-    Args:
-        n: Dataset length.
-        seed: Run seed (shuffling and augmentation seeds).
-        rank: This process's rank.
-        world_size: Number of processes.
-        shuffle: Permute per epoch (training) or keep order (evaluation).
-
-    Every rank gets the same number of samples: the index list is padded by repeating indices, as
-    torch's sampler does. Evaluation removes the repeats when it gathers predictions by index.
-    """
-
-    def __init__(self, n: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True) -> None:
-        super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        for i in super().__iter__():
-            yield i, sample_seed(self.seed, self.epoch, i)

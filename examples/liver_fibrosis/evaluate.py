@@ -25,7 +25,7 @@ from examples.liver_fibrosis import data as data_mod
 from examples.liver_fibrosis.checkpoint import MODEL_FILE, load_model_weights
 from examples.liver_fibrosis.cli import CliError, run, say
 from examples.liver_fibrosis.config import TrainConfig, load_config
-from examples.liver_fibrosis.distributed import DistInfo, EpochSampler, resolve_device
+from examples.liver_fibrosis.distributed import DistInfo, resolve_device
 from examples.liver_fibrosis.engine import Predictions, Runtime, predict
 from examples.liver_fibrosis.model import build_model
 from examples.liver_fibrosis.report import (
@@ -34,6 +34,7 @@ from examples.liver_fibrosis.report import (
     write_figures,
     write_json,
 )
+from mmfusion.data import SeededSampler
 
 OUTPUTS = ("metrics.json", "confusion_matrix.png", "roc.png", "missing_modality.md",
            "missing_modality.json")
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     dataset = data_mod.eval_dataset(manifest, cfg)
-    sampler = EpochSampler(len(dataset), shuffle=False)
+    sampler = SeededSampler(dataset, shuffle=False)
     loader = data_mod.make_loader(dataset, sampler, args.batch_size,
                                   TrainConfig.from_json({**cfg.to_json(), "workers": 0}), info, False)
     rt = Runtime(info, amp="bf16" if device.type == "cuda" else "off",

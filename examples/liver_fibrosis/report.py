@@ -200,7 +200,7 @@ def write_overlays(
     picks = pick_examples(preds, n)
     if not picks:
         return []
-    modalities = list(dataset.modalities)
+    modalities = list(model.modalities)
     samples = [dataset[int(preds.indices[i])] for i in picks]
     inputs = {m: torch.stack([s[m] for s in samples]).to(device) for m in modalities}
     has_attention = type(getattr(model, "fusion", None)).__name__ == "AttentionFusion"

@@ -51,7 +51,7 @@ from examples.liver_fibrosis.config import (
     validate,
 )
 from examples.liver_fibrosis.data import is_phantom
-from examples.liver_fibrosis.distributed import DistInfo, barrier, sample_seed, setup, teardown
+from examples.liver_fibrosis.distributed import DistInfo, barrier, setup, teardown
 from examples.liver_fibrosis.engine import Runtime, predict, train_epoch
 from examples.liver_fibrosis.model import build_model
 from examples.liver_fibrosis.report import (
@@ -62,6 +62,7 @@ from examples.liver_fibrosis.report import (
     write_overlays,
 )
 from mmfusion import FeatureFusion
+from mmfusion.data import sample_seed
 
 #: Files and folders a run writes; ``--overwrite`` removes exactly these.
 RUN_OUTPUTS = (

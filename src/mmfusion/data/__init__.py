@@ -6,6 +6,7 @@
 - :mod:`~mmfusion.data.manifest`: CSV manifest reading with full validation.
 - :mod:`~mmfusion.data.dataset`: paired-image data set with ROI crop and cache.
 - :mod:`~mmfusion.data.splits`: patient-level (and warned image-level) splits.
+- :mod:`~mmfusion.data.seeded`: per-sample seeds, so augmentation does not depend on the workers.
 - :mod:`~mmfusion.data.phantom`: the liver phantom, the embedded default data set.
 
 This package never imports :mod:`mmfusion.nn`.
@@ -35,6 +36,7 @@ from mmfusion.data.phantom import (
     phantom_truth,
 )
 from mmfusion.data.roi import SectorNotFoundWarning, SectorROI, detect_sector
+from mmfusion.data.seeded import SeededDataset, SeededSampler, sample_seed
 from mmfusion.data.splits import LeakageWarning, image_split, patient_kfold, patient_split
 from mmfusion.data.stages import NUM_STAGES, STAGE_NAMES, parse_stage, stage_name
 from mmfusion.data.transforms import (
@@ -70,6 +72,8 @@ __all__ = [
     "SectorGeometry",
     "SectorNotFoundWarning",
     "SectorROI",
+    "SeededDataset",
+    "SeededSampler",
     "balanced_augmentation_plan",
     "bayes_ceiling",
     "default_intensity_transforms",
@@ -83,6 +87,7 @@ __all__ = [
     "patient_split",
     "phantom_truth",
     "read_manifest",
+    "sample_seed",
     "stage_name",
     "train_transforms",
     "write_manifest",
