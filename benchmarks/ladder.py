@@ -12,7 +12,8 @@ Each rung adds one change to the rung before it (see ``benchmarks/README.md``):
 ``frozen_no_grad``        the library default: frozen stem + stages 1-3 under ``torch.no_grad()``,
                           BatchNorm frozen (eval), ``requires_grad=False``
 ``fused_adam``            ``Adam(fused=True)``
-``compile``               ``torch.compile(model, dynamic=False)`` (inductor, default mode)
+``compile``               ``torch.compile(dynamic=False)`` (inductor, default mode): forward + loss
+                          for training (one graph), the model for inference
 ``cudagraphs``            ``torch.compile(..., mode="reduce-overhead")``: CUDA graphs (CUDA only)
 ========================  =====================================================================
 
@@ -173,12 +174,23 @@ def tf32_mode(enabled: bool) -> Iterator[None]:
 
 @dataclass
 class Setup:
-    """A model prepared for one rung, with its optimizer and (maybe compiled) forward."""
+    """A model prepared for one rung, with its optimizer and (maybe compiled) forward.
+
+    Attributes:
+        model: The model on the device.
+        forward: ``model`` or its compiled wrapper (inference).
+        optimizer: The rung's optimizer (``None`` once released for inference).
+        config: The rung configuration.
+        compile: Compiles a callable as the rung asks (identity for the eager rungs); the training
+            step compiles forward and loss together with it, so the loss's small kernels are fused
+            (and captured by the CUDA graph) too.
+    """
 
     model: nn.Module
     forward: Callable[..., object]
     optimizer: torch.optim.Optimizer | None
     config: RungConfig
+    compile: Callable[[Callable[..., Tensor]], Callable[..., Tensor]] = lambda fn: fn
 
 
 def encoders_of(model: nn.Module) -> list[ModalityEncoder]:
@@ -228,12 +240,16 @@ def prepare(
         trainable, lr=LR, weight_decay=WEIGHT_DECAY, fused=True if cfg.fused_adam else None
     )
     set_train_mode(model, cfg)
-    forward: Callable[..., object] = model
-    if cfg.compile_mode is not None:
-        inductor = compile_backend == "inductor"
-        mode = cfg.compile_mode if inductor and cfg.compile_mode != "default" else None
-        forward = torch.compile(model, dynamic=False, mode=mode, backend=compile_backend)
-    return Setup(model=model, forward=forward, optimizer=optimizer, config=cfg)
+    if cfg.compile_mode is None:
+        return Setup(model=model, forward=model, optimizer=optimizer, config=cfg)
+    inductor = compile_backend == "inductor"
+    mode = cfg.compile_mode if inductor and cfg.compile_mode != "default" else None
+
+    def compile_fn(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        return torch.compile(fn, dynamic=False, mode=mode, backend=compile_backend)
+
+    forward = torch.compile(model, dynamic=False, mode=mode, backend=compile_backend)
+    return Setup(model=model, forward=forward, optimizer=optimizer, config=cfg, compile=compile_fn)
 
 
 def synthetic_batch(
@@ -280,16 +296,21 @@ def make_train_step(
     gradients (computed, never used) accumulate in place, as in a script that hands only the
     trainable parameters to the optimizer.
     """
-    cfg, optimizer, forward = setup.config, setup.optimizer, setup.forward
+    cfg, optimizer, model = setup.config, setup.optimizer, setup.model
     if optimizer is None:
         raise ValueError("setup: the optimizer was released; prepare the rung again")
+
+    def training_loss(inputs: Mapping[str, Tensor], target: Tensor) -> Tensor:
+        out = model(inputs)
+        return loss_fn(out.logits, target, out.features, out.available).total
+
+    compute_loss = setup.compile(training_loss)
 
     def step() -> None:
         if cfg.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
         with _autocast(cfg, device):
-            out = forward(inputs)
-            loss = loss_fn(out.logits, target, out.features, out.available).total
+            loss = compute_loss(inputs, target)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
