@@ -192,3 +192,23 @@ def test_paper_preset_with_a_tiny_backbone(manifest: Path, tmp_path: Path) -> No
         assert stage4 and all(
             not torch.equal(trained_state[f"encoders.{modality}.body.{k}"], weights[k]) for k in stage4
         )
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("extra", [["--amp", "bf16", "--compile"], ["--amp", "fp16", "--no-channels-last"]])
+def test_cuda_training_paths(manifest: Path, tmp_path: Path, extra: list[str]) -> None:
+    """The example's GPU defaults (bf16, channels_last, fused Adam, pinned memory), fp16 with
+    loss scaling, and --compile: one short run each, then evaluation on the GPU."""
+    from examples.liver_fibrosis import evaluate
+
+    out = tmp_path / "cuda"
+    argv = ["--data", str(manifest), "--out", str(out), *TINY, "--device", "cuda", *extra]
+    assert run(train_mod.main, argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["device"] == "cuda" and config["amp"] == extra[1]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(e["loss"]) for e in log)
+    assert run(evaluate.main, ["--checkpoint", str(out), "--device", "cuda"]) == 0
+    metrics = json.loads((out / "eval-test" / "metrics.json").read_text())
+    assert metrics["n_test_pairs"] == 10
