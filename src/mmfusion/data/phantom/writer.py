@@ -15,6 +15,7 @@ geometry); :func:`phantom_truth` turns a manifest row back into a :class:`Phanto
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import multiprocessing
@@ -146,8 +147,6 @@ def _remove_previous(out: Path, manifest_path: Path) -> None:
     """Delete the images an earlier phantom listed in its manifest, then empty patient folders."""
     if not manifest_path.is_file():
         return
-    import csv
-
     root = out.resolve()
     folders: set[Path] = set()
     with manifest_path.open(newline="") as f:
@@ -163,7 +162,7 @@ def _remove_previous(out: Path, manifest_path: Path) -> None:
 
 
 def _difference(stored: dict, wanted: dict) -> str:
-    """``"other parameters (...)"`` or ``"another generator version (...)"``, for error messages."""
+    """``"other parameters (...)"`` or ``"another version of the generator (...)"``, for errors."""
     changed = [k for k in wanted if stored.get(k) != wanted[k]]
     if changed == ["generator"]:
         return (f"another version of the generator (fingerprint {stored.get('generator')} vs "
