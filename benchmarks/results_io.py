@@ -227,6 +227,32 @@ def _ladder(doc: Mapping[str, Any]) -> list[str]:
     return [f"## Ladder on {device} (each rung adds one change)", "", *_table(header, rows), ""]
 
 
+def _activations(doc: Mapping[str, Any]) -> list[str]:
+    act = doc.get("activations")
+    if not act:
+        return []
+    fixed_state = act["weights_mb"] + act["grads_mb"] + act["adam_state_mb"]
+    big = max(doc["config"]["batch_sizes"])
+    rows = [
+        [r["config"], _fmt(r["mb_per_pair"], 2), _fmt(r["fixed_mb"], 1),
+         _fmt(r["fixed_mb"] + big * r["mb_per_pair"]),
+         _fmt(fixed_state + r["fixed_mb"] + big * r["mb_per_pair"])]
+        for r in act["rows"]
+    ]
+    header = ["configuration", "saved MB per pair", "saved MB fixed", f"saved MB at batch {big}",
+              f"+ weights, grads, Adam: MB at batch {big}"]
+    return [
+        "## Activation memory (counted, not measured)", "",
+        f"Tensors autograd saves for backward in one training forward + loss ({act['method']}). "
+        f"The last two columns are arithmetic from that count: the saved tensors at batch {big}, "
+        f"then plus the fp32 training state (weights {act['weights_mb']:,.0f} MB, gradients "
+        f"{act['grads_mb']:,.0f} MB, Adam moments {act['adam_state_mb']:,.0f} MB). A device's "
+        "peak also holds kernel workspaces, temporaries and allocator caching; the measured peaks "
+        "are the ladder's memory columns.",
+        "", *_table(header, rows), "",
+    ]
+
+
 def _rungs(doc: Mapping[str, Any]) -> list[str]:
     rows = [[r["name"], r["change"]] for r in doc["rungs"]]
     return ["## Rungs", "", *_table(["rung", "adds"], rows), ""]
@@ -259,7 +285,7 @@ def _goals(doc: Mapping[str, Any]) -> list[str]:
 
 def render_markdown(doc: Mapping[str, Any]) -> str:
     """The Markdown report of a results document."""
-    parts = _header(doc) + _ladder(doc) + _rungs(doc) + _data(doc) + _goals(doc)
+    parts = _header(doc) + _ladder(doc) + _activations(doc) + _rungs(doc) + _data(doc) + _goals(doc)
     return "\n".join(parts).rstrip() + "\n"
 
 

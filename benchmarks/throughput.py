@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
+from benchmarks import activations as activations_mod
 from benchmarks import flops as flops_mod
 from benchmarks import ladder, results_io
 from benchmarks import summary as summary_mod
@@ -257,6 +258,45 @@ def count_flops(template: nn.Module, loss_fn: nn.Module, opts: Options) -> dict[
     }
 
 
+#: Configurations whose saved activations are counted: (label, rung configuration).
+ACTIVATION_CONFIGS: tuple[tuple[str, ladder.RungConfig], ...] = (
+    ("naive (fp32, frozen stages in the graph)", ladder.RungConfig()),
+    ("fp32, frozen stages under no_grad", ladder.RungConfig(frozen_no_grad=True)),
+    ("bf16 autocast, frozen stages under no_grad", ladder.RungConfig(bf16=True, frozen_no_grad=True)),
+)
+
+
+def count_activations(template: nn.Module, loss_fn: nn.Module, opts: Options) -> dict[str, Any]:
+    """Bytes saved for backward per pair (batches 1 and 2) in three configurations.
+
+    See :mod:`benchmarks.activations`; a count on this run's device, not a peak-memory
+    measurement. Also the fixed training state (weights, gradients, Adam moments, fp32) for the
+    arithmetic in the report.
+    """
+    device = opts.device
+    rows = []
+    with ladder.tf32_mode(False):
+        batches = tuple(
+            ladder.synthetic_batch(b, opts.image_size, MODALITIES, device) for b in (1, 2)
+        )
+        for label, cfg in ACTIVATION_CONFIGS:
+            setup = ladder.prepare(template, cfg, device)
+            counted = activations_mod.per_pair(setup.model, loss_fn, batches, bf16=cfg.bf16)
+            rows.append({"config": label, **counted})
+            del setup
+            ladder.free_memory(device, collect=True)
+    trainable = sum(p.numel() for p in template.parameters() if p.requires_grad)
+    weights = sum(p.numel() * p.element_size() for p in template.parameters())
+    return {
+        "method": "autograd saved_tensors_hooks, distinct non-parameter storages, batches 1 and 2, "
+                  f"on {device.type}",
+        "rows": rows,
+        "weights_mb": weights / 1e6,
+        "grads_mb": trainable * 4 / 1e6,
+        "adam_state_mb": 2 * trainable * 4 / 1e6,
+    }
+
+
 def _compile_stats() -> dict[str, int]:
     from torch._dynamo.utils import counters
 
@@ -396,6 +436,7 @@ def run(
     facts = model_facts(template)
     log(f"model: {facts['params_total']:,} parameters, {facts['size_mb']:.1f} MB")
     flops = count_flops(template, loss_fn, opts)
+    activations = count_activations(template, loss_fn, opts)
     is_gpu = device.type == "cuda"
     head: dict[str, Any] = {
         "schema_version": 1,
@@ -409,6 +450,7 @@ def run(
         "config": _config(opts),
         "model": facts,
         "flops": flops,
+        "activations": activations,
         "rungs": [
             {"name": r.name, "change": r.change, "cuda_only": r.cuda_only,
              "config": asdict(ladder.rung_config(r.name, device.type))}

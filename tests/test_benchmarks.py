@@ -24,7 +24,7 @@ ROW_KEYS = {
 TOP_KEYS = {
     "is_gpu_result", "label", "date_utc", "command", "git_commit", "environment", "peak",
     "config", "model", "flops", "rungs", "results", "summary", "goals", "data_pipeline",
-    "complete", "progress",
+    "complete", "progress", "activations",
 }
 
 
@@ -311,3 +311,50 @@ def test_cuda_rung_code_paths_run_on_cpu(tiny: tuple) -> None:
         ladder.release_optimizer(setup)
         setup.model.eval()
         ladder.make_infer_step(setup, inputs, cpu)()
+
+
+class _TinyClassifier(torch.nn.Module):
+    """The classifier interface in one Linear layer, for hand-checked saved-tensor counts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, inputs):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.fc(inputs["x"]), features=None, available=None)
+
+
+def _square_loss(logits, target, features, available):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(total=(logits**2).sum())
+
+
+def test_saved_activation_count_matches_a_hand_count() -> None:
+    from benchmarks import activations
+
+    model = _TinyClassifier()
+    batches = tuple(({"x": torch.randn(b, 4)}, torch.zeros(b, dtype=torch.long)) for b in (1, 3))
+    # Linear saves its input [B, 4] (for the weight gradient; its weight is a parameter and not
+    # counted); pow saves its input, the logits [B, 3]: (4 + 3) float32 = 28 bytes per sample.
+    assert activations.saved_bytes(model, _square_loss, *batches[1]) == 3 * 28
+    counted = activations.per_pair(model, _square_loss, batches)
+    assert counted["mb_per_pair"] == pytest.approx(28e-6) and counted["fixed_mb"] == pytest.approx(0)
+    with pytest.raises(ValueError, match="two different batch sizes"):
+        activations.per_pair(model, _square_loss, (batches[0], batches[0]))
+
+
+def test_frozen_stages_under_no_grad_save_far_less(tiny: tuple) -> None:
+    doc = _run_counts(tiny)
+    naive, no_grad, bf16 = (r["mb_per_pair"] for r in doc["rows"])
+    assert naive > 5 * no_grad > 0  # the frozen stem and stages 1-3 keep no activations
+    assert bf16 < no_grad  # bf16 activations are half the size
+    assert doc["adam_state_mb"] == pytest.approx(2 * doc["grads_mb"])
+
+
+def _run_counts(tiny: tuple) -> dict:
+    model, loss_fn = tiny
+    opts = throughput.resolve(["--device", "cpu", "--quick", "--out", "/nonexistent-dir", *FAST])
+    return throughput.count_activations(model, loss_fn, opts)
