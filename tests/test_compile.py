@@ -55,6 +55,24 @@ def test_compile_fullgraph_model_matches_eager() -> None:
 
 
 @pytest.mark.slow
+def test_compile_fullgraph_training_step_with_modality_dropout() -> None:
+    """Modality dropout (with its rescue of samples left with nothing) compiles in one graph."""
+    torch.manual_seed(0)
+    model, loss_fn = build_model(backbone="test_resnet", image_size=SIZE, hidden=(16,),
+                                 modality_dropout=0.9)
+    model.train()
+
+    def step(x: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        out = model(x)
+        return loss_fn(out.logits, y, out.features, out.available).total
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    loss = compiled(images(4), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.slow
 def test_compile_fullgraph_positional_wrapper_missing_modality() -> None:
     model = tiny()
     wrapper = ProbabilitiesModule(model, ("swe",)).eval()

@@ -147,7 +147,12 @@ def test_offline_plan_through_the_dataset(phantom_csv: Path) -> None:
 def test_bad_arguments(phantom_csv: Path) -> None:
     with pytest.raises(TypeError, match="manifest"):
         PairedImageDataset(42)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="size"):
+    with pytest.raises(ValueError, match="size: expected positive sizes"):
         PairedImageDataset(phantom_csv, size=(0, 3))
+    with pytest.raises(TypeError, match="size: expected an int or"):
+        PairedImageDataset(phantom_csv, size=(32.0, 32))
+    # One size rule across the library: lists and NumPy integers are sizes too.
+    assert PairedImageDataset(phantom_csv, size=[32, 24]).size == (32, 24)
+    assert PairedImageDataset(phantom_csv, size=np.int64(32)).size == (32, 32)
     with pytest.raises(ValueError, match="cache"):
         PairedImageDataset(phantom_csv).preload()

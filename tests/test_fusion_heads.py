@@ -154,3 +154,14 @@ def test_ensemble_head_errors():
         EnsembleHead({"us": ClassifierHead(4, 3)}, weights={"swe": 1.0})
     with pytest.raises(ValueError, match="reserved"):
         EnsembleHead({"joint": ClassifierHead(4, 3)})
+    ens = EnsembleHead({"us": ClassifierHead(4, 3, pool="avg")}, ClassifierHead(6, 3))
+    with pytest.raises(ValueError, match=r"feature_maps/fused: .*same batch size.*'us': 5, 'joint': 1"):
+        ens({"us": torch.randn(5, 4, 2, 2)}, torch.randn(1, 6))  # would broadcast silently
+
+
+def test_an_empty_container_still_counts_as_a_joint_head():
+    """A falsy module (an empty Sequential: identity) is still a joint head."""
+    ens = EnsembleHead({"us": ClassifierHead(4, 3, pool="avg")}, torch.nn.Sequential())
+    assert ens.branches == ("us", "joint")
+    out = ens({"us": torch.randn(2, 4, 2, 2)}, torch.randn(2, 3))
+    assert set(out.logits) == {"us", "joint"} and out.probs.shape == (2, 3)

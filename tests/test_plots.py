@@ -38,14 +38,24 @@ def example_probs(n: int = 60, k: int = 5, seed: int = 0):
     return p / p.sum(axis=1, keepdims=True), labels
 
 
-def test_confusion_matrix_png(tmp_path):
+def test_confusion_matrix_png(tmp_path, monkeypatch):
+    import mmfusion.plots as plots_mod
+
+    figures = []
+    save = plots_mod._save
+    monkeypatch.setattr(plots_mod, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
     matrix = [[10, 2, 0, 0, 0], [1, 8, 3, 0, 0], [0, 2, 9, 1, 0], [0, 0, 4, 5, 2], [0, 0, 0, 0, 0]]
     out = plot_confusion_matrix(matrix, NAMES, tmp_path / "sub" / "cm.png")
     assert out == tmp_path / "sub" / "cm.png"
-    counts = plot_confusion_matrix(matrix, NAMES, tmp_path / "counts.png", normalize=False)
-    a, b = read_png(out), read_png(counts)
-    # Colour by row percentage vs. by count: the two renderings differ.
-    assert a.shape != b.shape or not np.allclose(a, b)
+    read_png(out)
+    read_png(plot_confusion_matrix(matrix, NAMES, tmp_path / "counts.png", normalize=False))
+    # The colours: row percentages on [0, 1] (an empty row stays 0), or counts on [0, max].
+    (pct_image,), (count_image,) = (fig.axes[0].images for fig in figures)
+    expected_pct = np.array(matrix[:4] + [[0] * 5], float) / np.array([12, 12, 12, 11, 1])[:, None]
+    np.testing.assert_allclose(pct_image.get_array(), expected_pct)
+    assert pct_image.norm.vmax == 1.0
+    np.testing.assert_array_equal(count_image.get_array(), np.array(matrix, float))
+    assert count_image.norm.vmax == 10.0
 
 
 def test_roc_png_with_absent_class(tmp_path):

@@ -7,10 +7,36 @@ a matrix multiplication.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+
+def check_size(size: object, name: str) -> tuple[int, int]:
+    """``(H, W)`` from an int or a pair of ints (Python or NumPy integers, not bools).
+
+    Raises:
+        TypeError: ``size`` is neither; the message names ``name``.
+        ValueError: A side is not positive.
+    """
+
+    def is_int(v: object) -> bool:
+        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+    if is_int(size):
+        hw = (int(size), int(size))  # type: ignore[call-overload]
+    elif isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2 and all(
+        is_int(v) for v in size
+    ):
+        hw = (int(size[0]), int(size[1]))
+    else:
+        raise TypeError(f"{name}: expected an int or (H, W) ints, got {size!r}")
+    if min(hw) < 1:
+        raise ValueError(f"{name}: expected positive sizes, got {size!r}")
+    return hw
 
 
 def check_tensor(x: object, name: str, *, ndim: int | tuple[int, ...] | None = None) -> Tensor:
@@ -132,3 +158,20 @@ def check_availability(
             )
         out[key] = mask
     return out
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode; restore every sub-module's own ``training`` flag afterwards.
+
+    Setting the flags back one by one (rather than ``model.train(mode)``) keeps modules that a
+    custom ``train()`` holds in eval mode, e.g. the frozen stages of
+    :class:`~mmfusion.nn.ModalityEncoder`, exactly as they were.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode

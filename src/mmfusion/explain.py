@@ -21,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmfusion._checks import batch_size_of, check_modality_keys, check_tensor
+from mmfusion._checks import (
+    batch_size_of,
+    check_modality_keys,
+    check_size,
+    check_tensor,
+    eval_mode,
+)
 from mmfusion.nn.encoder import ModalityEncoder
 from mmfusion.nn.model import MultiModalClassifier
 
@@ -59,20 +65,7 @@ def _frame_sizes(inputs: Mapping[str, Tensor], image_size: SizeSpec) -> dict[str
     """Output size ``(H, W)`` per modality: its input frame, or ``image_size`` when given."""
     if image_size is None:
         return {m: (int(x.shape[-2]), int(x.shape[-1])) for m, x in inputs.items()}
-    if isinstance(image_size, bool):
-        raise TypeError(f"image_size: expected None, an int or (H, W), got {image_size!r}")
-    if isinstance(image_size, int):
-        size = (image_size, image_size)
-    elif (
-        isinstance(image_size, tuple | list)
-        and len(image_size) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in image_size)
-    ):
-        size = (int(image_size[0]), int(image_size[1]))
-    else:
-        raise TypeError(f"image_size: expected None, an int or (H, W), got {image_size!r}")
-    if min(size) < 1:
-        raise ValueError(f"image_size: expected positive sizes, got {image_size!r}")
+    size = check_size(image_size, "image_size")
     return {m: size for m in inputs}
 
 
@@ -104,22 +97,19 @@ def _explaining(model: nn.Module) -> Iterator[None]:
     back exactly (the flags are set directly, so :meth:`ModalityEncoder.train`'s rule that frozen
     stages stay in eval mode is respected either way).
     """
-    modes = [(module, module.training) for module in model.modules()]
     no_grad_flags = [
         (encoder, encoder.frozen_no_grad)
         for encoder in model.modules()
         if isinstance(encoder, ModalityEncoder)
     ]
-    try:
-        model.eval()
-        for encoder, _ in no_grad_flags:
-            encoder.frozen_no_grad = False
-        yield
-    finally:
-        for encoder, flag in no_grad_flags:
-            encoder.frozen_no_grad = flag
-        for module, mode in modes:
-            module.training = mode
+    with eval_mode(model):
+        try:
+            for encoder, _ in no_grad_flags:
+                encoder.frozen_no_grad = False
+            yield
+        finally:
+            for encoder, flag in no_grad_flags:
+                encoder.frozen_no_grad = flag
 
 
 def attention_overlays(
@@ -227,8 +217,9 @@ def grad_cam(
     the fusion branch of Fig. 3, or a modality name for its single-modal branch; a modality's map
     is then zero for every other branch's modality). The forward function takes the modality
     tensors positionally in ``model.modalities`` order, so one attribution per modality sees the
-    full multimodal prediction. Maps are upsampled with ``LayerAttribution.interpolate``
-    (bilinear), passed through a ReLU and min-max normalised per sample.
+    full multimodal prediction. Maps go through a ReLU on the layer's grid (Captum's
+    ``relu_attributions``, as in the Grad-CAM paper), are upsampled with
+    ``LayerAttribution.interpolate`` (bilinear) and min-max normalised per sample.
 
     The model is run in eval mode with ``frozen_no_grad`` switched off in every encoder (gradients
     must reach the frozen stages when ``layer`` points there); the training flags and
@@ -292,9 +283,9 @@ def grad_cam(
                 out[m] = torch.zeros((batch, *sizes[m]), device=scores.device)
                 continue
             cam = captum.LayerGradCam(forward, layers[m])
-            attr = cam.attribute(images, target=chosen)
+            attr = cam.attribute(images, target=chosen, relu_attributions=True)
             up = captum.LayerAttribution.interpolate(attr.detach(), sizes[m], "bilinear")
-            out[m] = normalize_maps(F.relu(up[:, 0].float()))
+            out[m] = normalize_maps(up[:, 0].float())
     return out
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmfusion._checks import check_modality_keys
+from mmfusion._checks import check_modality_keys, check_size, eval_mode
 
 __all__ = ["OUTPUT_NAME", "OnnxPredictor", "ProbabilitiesModule", "to_onnx"]
 
@@ -97,22 +97,6 @@ class ProbabilitiesModule(nn.Module):
         return self.model(dict(zip(self.modalities, images, strict=True))).probs
 
 
-def _image_hw(image_size: object) -> tuple[int, int]:
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        hw = (image_size, image_size)
-    elif (
-        isinstance(image_size, tuple | list)
-        and len(image_size) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in image_size)
-    ):
-        hw = (int(image_size[0]), int(image_size[1]))
-    else:
-        raise TypeError(f"image_size: expected an int or (H, W) ints, got {image_size!r}")
-    if min(hw) < 1:
-        raise ValueError(f"image_size: expected positive sizes, got {image_size!r}")
-    return hw
-
-
 def _in_channels(model: nn.Module, modality: str) -> int:
     encoder = cast(nn.ModuleDict, model.encoders)[modality]
     channels = getattr(encoder, "in_chans", None)
@@ -159,7 +143,7 @@ def to_onnx(
         FileNotFoundError: The folder of ``path`` does not exist.
     """
     wrapper = ProbabilitiesModule(model, modalities)
-    hw = _image_hw(image_size)
+    hw = check_size(image_size, "image_size")
     if isinstance(batch_size_example, bool) or not isinstance(batch_size_example, int):
         raise TypeError(f"batch_size_example: expected an int >= 2, got {batch_size_example!r}")
     if batch_size_example < 2:
@@ -183,28 +167,22 @@ def to_onnx(
         for m in names
     )
     batch = torch.export.Dim("batch", min=1)
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        wrapper.eval()
-        with warnings.catch_warnings():
-            # Every input shares the one batch Dim; the exporter notes that it reuses the name.
-            warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
-            program = torch.onnx.export(
-                wrapper,
-                examples,
-                dynamo=True,
-                input_names=list(names),
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=(tuple({0: batch} for _ in names),),
-                opset_version=opset,
-                verbose=False,
-            )
-        if program is None:  # only the legacy (dynamo=False) exporter returns None
-            raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program")
-        program.save(str(path))
-    finally:
-        for module, mode in modes:
-            module.training = mode
+    with eval_mode(wrapper), warnings.catch_warnings():
+        # Every input shares the one batch Dim; the exporter notes that it reuses the name.
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
+        program = torch.onnx.export(
+            wrapper,
+            examples,
+            dynamo=True,
+            input_names=list(names),
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=(tuple({0: batch} for _ in names),),
+            opset_version=opset,
+            verbose=False,
+        )
+    if program is None:  # only the legacy (dynamo=False) exporter returns None
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program")
+    program.save(str(path))
     return path
 
 

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from mmfusion._checks import check_size
 from mmfusion.data.manifest import Manifest, ManifestRow, read_manifest
 from mmfusion.data.roi import detect_sector
 
@@ -53,20 +54,6 @@ def load_image(path: str | Path) -> np.ndarray:
     if image is None:
         raise ValueError(f"path: {str(path)!r} is not a decodable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _parse_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, int):
-        size = (size, size)
-    if (
-        not isinstance(size, tuple)
-        or len(size) != 2
-        or not all(isinstance(v, int) and v > 0 for v in size)
-    ):
-        raise ValueError(f"size: expected None, an int or (H, W) of positive ints, got {size!r}")
-    return size
 
 
 class PairedImageDataset(Dataset[Sample]):
@@ -124,7 +111,7 @@ class PairedImageDataset(Dataset[Sample]):
         self.cache = bool(cache)
         self.roi = bool(roi)
         self.roi_fallback = bool(roi_fallback)
-        self.size = _parse_size(size)
+        self.size = None if size is None else check_size(size, "size")
         self._cache: dict[int, dict[str, torch.Tensor]] = {}
 
     @property

@@ -26,6 +26,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from mmfusion._checks import check_size
 from mmfusion.data.roi import detect_sector
 
 __all__ = [
@@ -139,15 +140,6 @@ def default_intensity_transforms() -> dict[str, Callable[[Any], Any]]:
     }
 
 
-def _size(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        size = (size, size)
-    size = tuple(size)
-    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
-        raise ValueError(f"size: expected an int or (H, W) of positive ints, got {size!r}")
-    return size  # type: ignore[return-value]
-
-
 def _head(size: tuple[int, int], roi_crop: bool, roi_fallback: bool) -> list[Any]:
     steps: list[Any] = [AsImages()]
     if roi_crop:
@@ -196,7 +188,7 @@ def train_transforms(
     Returns:
         A ``v2.Compose``; output modalities are float32 ``[3, H, W]`` plain tensors.
     """
-    out_size = _size(size)
+    out_size = check_size(size, "size")
     if not isinstance(max_shift, int) or not 0 <= max_shift < out_size[1]:
         raise ValueError(f"max_shift: expected an int in [0, {out_size[1]}), got {max_shift!r}")
     if not 0.0 <= flip_p <= 1.0:
@@ -232,4 +224,4 @@ def eval_transforms(
     Returns:
         A ``v2.Compose``; output modalities are float32 ``[3, H, W]`` plain tensors.
     """
-    return v2.Compose(_head(_size(size), roi_crop, roi_fallback) + _tail(mean, std))
+    return v2.Compose(_head(check_size(size, "size"), roi_crop, roi_fallback) + _tail(mean, std))

@@ -181,6 +181,17 @@ class ModalityEncoder(nn.Module):
         return x
 
 
+def _file_keys(path: Path) -> set[str]:
+    """Tensor names in a weights file: from the header alone for safetensors (no second read of
+    the tensors), else from timm's loader (``weights_only=True``)."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:  # names as timm cleans them
+            return {k.removeprefix("module.") for k in f.keys()}
+    return set(timm.models.load_state_dict(str(path)).keys())
+
+
 def _create_features_model(
     backbone: str, weights: WeightsSpec, in_chans: int, kwargs: dict
 ) -> nn.Module:
@@ -210,7 +221,7 @@ def _create_features_model(
             pretrained_cfg_overlay=dict(file=str(path)),
             **common,
         )
-        file_keys = set(timm.models.load_state_dict(str(path)).keys())
+        file_keys = _file_keys(path)
     except Exception as err:
         message = " ".join(str(err).split())
         if "weights_only" in message or "pickle" in message.lower():

@@ -144,7 +144,7 @@ class EnsembleHead(nn.Module):
             raise ValueError("branch_heads/joint_head: expected at least one head, got none")
         self.branch_heads = nn.ModuleDict(branch_heads)
         self.joint_head = joint_head
-        self.branches: tuple[str, ...] = tuple(branch_heads) + ((JOINT,) if joint_head else ())
+        self.branches: tuple[str, ...] = tuple(branch_heads) + ((JOINT,) if joint_head is not None else ())
         weights = dict(weights or {})
         unknown = [k for k in weights if k not in self.branches]
         if unknown:
@@ -175,7 +175,8 @@ class EnsembleHead(nn.Module):
         if self.joint_head is not None:
             check_tensor(fused, "fused", ndim=2)
         present = {m: x for m, x in feature_maps.items() if m in self.branch_heads}
-        batch = fused.shape[0] if fused is not None else batch_size_of(present, "feature_maps")
+        sized = {**present, JOINT: fused} if fused is not None else present
+        batch = batch_size_of(sized, "feature_maps/fused")
         masks = check_availability(available, list(feature_maps), batch) or {}
 
         logits: dict[str, Tensor] = {m: self.branch_heads[m](x) for m, x in present.items()}

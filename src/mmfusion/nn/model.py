@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfusion._checks import batch_size_of, check_availability, check_modality_keys, check_tensor
@@ -109,12 +110,14 @@ class MultiModalClassifier(nn.Module):
         """Hide modalities at random per sample, keeping at least one available modality each."""
         names = list(available)
         avail = torch.stack([available[m] for m in names], dim=1)  # [B, M]
-        rates = torch.tensor([self.modality_dropout[m] for m in names], device=avail.device)
-        keep = avail & (torch.rand(avail.shape, device=avail.device) >= rates)
+        draw = torch.rand(avail.shape, device=avail.device)
+        kept = [draw[:, i] >= self.modality_dropout[m] for i, m in enumerate(names)]
+        keep = avail & torch.stack(kept, dim=1)
+        # Samples left with nothing get back one of their available modalities, drawn uniformly.
+        # Branch-free (no host sync, no data-dependent shapes), so it also compiles in one graph.
         empty = ~keep.any(dim=1) & avail.any(dim=1)
-        if bool(empty.any()):
-            rescue = torch.multinomial(avail[empty].float(), 1).squeeze(1)
-            keep[empty] = keep[empty].scatter(1, rescue[:, None], True)
+        pick = ((torch.rand(avail.shape, device=avail.device) + 1.0) * avail).argmax(dim=1)
+        keep = keep | (F.one_hot(pick, len(names)).bool() & empty[:, None])
         return {m: keep[:, i] for i, m in enumerate(names)}
 
     def forward(
