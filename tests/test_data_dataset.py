@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 from mmfusion.data import (
     PairedImageDataset,
@@ -101,6 +102,12 @@ def test_transform_receives_images_and_applies_one_geometry(
     for _ in range(5):
         item = ds[0]
         assert torch.equal(item["us"], item["swe"])
+    # A bare v2 transform (no AsImages first) transforms every modality only if the data set
+    # handed it tv_tensors.Image values: v2 would flip just the first plain tensor.
+    plain = PairedImageDataset(csv)[0]
+    flipped = PairedImageDataset(csv, transform=v2.RandomHorizontalFlip(p=1.0))[0]
+    for m in ("us", "swe"):
+        assert torch.equal(flipped[m], plain[m].flip(-1))
 
 
 def test_three_modalities_and_jpeg(phantom_csv: Path, tmp_path: Path) -> None:

@@ -119,7 +119,8 @@ def test_roi_crop_in_pipeline_on_phantom_frames() -> None:
     swe = torch.from_numpy(pair.swe).permute(2, 0, 1).contiguous()
     out = eval_transforms((32, 48), roi_crop=True)({"us": us, "swe": swe})
     assert out["us"].shape == (3, 32, 48) and out["swe"].shape == (3, 32, 48)
-    # The top corners of the crop lie outside the fan and were masked to black.
+    # The crop is the fan's bounding box: its top corners lie outside the fan, black (the frame
+    # is black there already; that masking blacks out what is not, test_data_roi checks).
     black = (0.0 - torch.tensor(0.485)) / 0.229
     assert torch.allclose(out["us"][0, 0, 0], black, atol=1e-4)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -76,6 +77,10 @@ def test_per_channel_fill_and_dtype() -> None:
     assert out[0, :, 0, 0].tolist() == [10, 20, 30]
     assert out[1, :, 0, 3].tolist() == [10, 20, 30]
     assert out[0, :, 0, 3].tolist() == [0, 0, 0]
+    for number in (7, 7.0, np.int64(7), torch.tensor(7)):  # any scalar is a number
+        assert apply_flip_shift(x, _draw([False, False], [1, 1]), fill=number)[:, :, :, 0].eq(7).all()
+    with pytest.raises(ValueError, match=r"fill: expected a number or 3 per-channel values, got \[1, 2\]"):
+        apply_flip_shift(x, _draw([False, True], [1, 1]), fill=(1, 2))
 
 
 @settings(max_examples=25, deadline=None)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.transforms.v2 import functional as F
+
+from mmfusion.data.gpu_augment import FlipShift, apply_flip_shift
 
 __all__ = ["AugmentationItem", "PlannedAugmentationDataset", "balanced_augmentation_plan"]
 
@@ -166,15 +167,12 @@ class PlannedAugmentationDataset(Dataset[dict[str, Any]]):
         keys = getattr(self.dataset, "modalities", None) or [
             key for key, v in sample.items() if isinstance(v, torch.Tensor) and v.ndim == 3
         ]
+        draw = FlipShift(torch.tensor([flip]), torch.tensor([shift]))
         for key in keys:
-            image = tv_tensors.Image(sample[key])
-            if flip:
-                image = F.horizontal_flip(image)
-            if shift:
-                image = F.affine(
-                    image, angle=0.0, translate=[shift, 0], scale=1.0, shear=[0.0, 0.0], fill=0
-                )
-            sample[key] = image
+            image = sample[key]
+            if flip or shift:  # one gather, exact integer pixels, black fill
+                image = apply_flip_shift(image[None], draw)[0]
+            sample[key] = tv_tensors.Image(image)
         if self.transform is not None:
             sample = self.transform(sample)
         return {

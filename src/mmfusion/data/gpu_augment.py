@@ -118,11 +118,13 @@ def apply_flip_shift(
     index = source[:, None, None, :].expand(b, c, h, w)
     out = torch.gather(images, 3, index)
     outside = ~inside[:, None, None, :]
-    if isinstance(fill, int | float):
-        return out.masked_fill(outside, fill)
     values = torch.as_tensor(fill, dtype=images.dtype, device=images.device)
+    if values.ndim == 0:  # a Python, NumPy or 0-d tensor number
+        return out.masked_fill(outside, values)
     if values.shape != (c,):
-        raise ValueError(f"fill: expected a number or {c} per-channel values, got {list(fill)}")
+        raise ValueError(
+            f"fill: expected a number or {c} per-channel values, got {values.tolist()}"
+        )
     return torch.where(outside, values[None, :, None, None], out)
 
 

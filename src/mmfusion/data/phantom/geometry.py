@@ -60,12 +60,6 @@ class SectorGeometry:
         """True where polar coordinates lie inside the sector."""
         return (r >= self.r_inner) & (r <= self.r_outer) & (np.abs(theta) <= self.half_angle)
 
-    def contains(self, x: float, y: float) -> bool:
-        """True if the pixel ``(x, y)`` lies inside the sector."""
-        dx, dy = x - self.apex_x, y - self.apex_y
-        r, theta = math.hypot(dx, dy), math.atan2(dx, dy)
-        return self.r_inner <= r <= self.r_outer and abs(theta) <= self.half_angle
-
 
 def sample_geometry(rng: np.random.Generator, config: PhantomConfig) -> SectorGeometry:
     """Draw a plausible convex-probe fan for a ``config.width x config.height`` frame.
