@@ -157,9 +157,20 @@ def tf32_mode(enabled: bool) -> Iterator[None]:
     """Set TF32 for cuBLAS matmuls and cuDNN convolutions (new ``fp32_precision`` API).
 
     PyTorch >= 2.9 refuses to mix this API with the legacy ``allow_tf32`` flags, so only the
-    new one is used. Note that cuDNN convolutions default to TF32, so ``enabled=False`` really
+    new one is used there; older PyTorch (a GPU machine's own install) gets the legacy flags. Note that cuDNN convolutions default to TF32, so ``enabled=False`` really
     turns it off. The previous settings are restored on exit.
     """
+    if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch < 2.9: legacy flags
+        legacy = (torch.backends.cuda.matmul, torch.backends.cudnn)
+        before = [b.allow_tf32 for b in legacy]
+        try:
+            for b in legacy:
+                b.allow_tf32 = enabled
+            yield
+        finally:
+            for b, v in zip(legacy, before, strict=True):
+                b.allow_tf32 = v
+        return
     backends = (torch.backends.cuda.matmul, torch.backends.cudnn, torch.backends.cudnn.conv)
     old = [b.fp32_precision for b in backends]
     value = "tf32" if enabled else "ieee"

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from examples.liver_fibrosis.checkpoint import atomic_write_text
+
 NOT_GPU_WARNING = (
     "**CPU run, not GPU results.** These numbers come from {what} on a CPU ({cpu}); they only "
     "show that the benchmark code works. No GPU numbers have been measured yet."
@@ -114,20 +116,9 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _write_atomically(text: str, path: Path) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    A run killed mid-write (e.g. by a time limit) leaves the previous version, never half a file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_json(doc: Mapping[str, Any], path: Path) -> None:
     """Write the results document (NaN-free, indented), atomically."""
-    _write_atomically(json.dumps(doc, indent=2, allow_nan=False) + "\n", path)
+    atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
 
 def _fmt(value: object, digits: int = 1) -> str:
@@ -291,4 +282,4 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
 
 def write_markdown(doc: Mapping[str, Any], path: Path) -> None:
     """Write :func:`render_markdown` to ``path``, atomically."""
-    _write_atomically(render_markdown(doc), path)
+    atomic_write_text(path, render_markdown(doc))

@@ -358,3 +358,15 @@ def _run_counts(tiny: tuple) -> dict:
     model, loss_fn = tiny
     opts = throughput.resolve(["--device", "cpu", "--quick", "--out", "/nonexistent-dir", *FAST])
     return throughput.count_activations(model, loss_fn, opts)
+
+
+def test_tf32_mode_uses_legacy_flags_on_older_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU machine's own PyTorch may predate fp32_precision (2.9): allow_tf32 is set instead."""
+    from types import SimpleNamespace
+
+    matmul = SimpleNamespace(allow_tf32=False)  # no fp32_precision attribute
+    monkeypatch.setattr(torch.backends.cuda, "matmul", matmul)
+    before = torch.backends.cudnn.allow_tf32
+    with ladder.tf32_mode(True):
+        assert matmul.allow_tf32 is True and torch.backends.cudnn.allow_tf32 is True
+    assert matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 == before

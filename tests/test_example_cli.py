@@ -41,8 +41,23 @@ def test_malformed_manifest_lists_the_problems(tmp_path: Path, capsys: pytest.Ca
     csv.write_text("patient_id,us_path,stage\nP1,missing.png,F7\n")
     line = fails(train_mod.main, ["--data", str(csv), "--out", str(tmp_path / "r")], capsys,
                  "--data", "F7", "missing.png")
-    assert "swe" not in line or "problem" in line
+    assert "2 problem(s)" in line  # both problems of line 2, in one message
     assert not (tmp_path / "r").exists()
+
+
+def test_manifest_without_a_modality_the_model_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cv2
+    import numpy as np
+
+    image = tmp_path / "us.png"
+    cv2.imwrite(str(image), np.full((64, 64), 128, np.uint8))
+    csv = tmp_path / "us_only.csv"
+    csv.write_text(f"patient_id,us_path,stage\nP1,{image},F1\n")
+    fails(train_mod.main, ["--data", str(csv), "--out", str(tmp_path / "r"), "--preset", "quick"],
+          capsys, "--data", "needs ['swe']", "--modalities")
+    assert not (tmp_path / "r").exists()  # nothing written before the inputs are valid
 
 
 @pytest.mark.parametrize(
@@ -132,4 +147,12 @@ def test_presets_are_complete() -> None:
             paper.epochs, paper.frozen_stages, paper.augment) == (
         "resnet50", 224, 7e-5, 1e-3, 4, 40, 3, "paper")
     assert set(PRESETS) == {"paper", "quick"}
-    assert TrainConfig.from_json(paper.to_json()) == paper
+    assert set(PRESETS["paper"]) == set(PRESETS["quick"])  # every preset sets the same fields
+
+
+def test_ablation_validates_like_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from examples.liver_fibrosis import ablation
+
+    fails(ablation.main, ["--epochs", "0", "--out", str(tmp_path / "a"), "--preset", "quick"],
+          capsys, "--epochs: expected >= 1")
+    assert not (tmp_path / "a").exists()

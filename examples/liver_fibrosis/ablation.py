@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import sys
 import time
@@ -27,13 +28,11 @@ import numpy as np
 from examples.liver_fibrosis.checkpoint import atomic_write_text
 from examples.liver_fibrosis.cli import CliError, run, say
 from examples.liver_fibrosis.config import (
-    TrainConfig,
     add_model_arguments,
     explicit_overrides,
-    preset_config,
 )
 from examples.liver_fibrosis.distributed import setup, teardown
-from examples.liver_fibrosis.train import default_preset, run_training, weights_warning
+from examples.liver_fibrosis.train import new_config, run_training, weights_warning
 
 #: Table I rows: name -> (modalities, fusion, loss). The last one is the paper's model.
 CONFIGS: dict[str, tuple[list[str], str, str]] = {
@@ -147,13 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = explicit_overrides(args)
         for key in ("out", "resume", "overwrite"):
             overrides.pop(key, None)
-        preset = args.preset
-        if preset is None:
-            preset, reason = default_preset(args.device)
-            say(f"preset: {preset} ({reason}; choose with --preset paper|quick)")
-        cuda = info.device.type == "cuda"
-        auto = {"amp": "bf16" if cuda else "off", "channels_last": cuda,
-                "workers": 0 if not cuda else 4, "device": str(info.device)}
+        base = new_config(args.preset, args.device, info.device, overrides)
         out = Path(args.out)
         rows: list[dict[str, Any]] = []
         started = time.perf_counter()
@@ -162,11 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in names:
                 modalities, fusion, loss = CONFIGS[name]
                 run_dir = out / name / f"seed-{seed}"
-                cfg: TrainConfig = preset_config(preset, {
-                    **auto, **overrides, "modalities": modalities, "fusion": fusion, "loss": loss,
-                    "seed": seed, "out": str(run_dir), "resume": args.resume,
-                    "overwrite": args.overwrite,
-                })
+                cfg = dataclasses.replace(
+                    base, modalities=list(modalities), fusion=fusion, loss=loss, seed=seed,
+                    out=str(run_dir), resume=args.resume, overwrite=args.overwrite,
+                )
                 if len(modalities) == 1:
                     cfg.modality_dropout = 0.0
                 if not warned and info.is_main:
@@ -175,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"--- {name}, seed {seed} -> {run_dir}")
                 metrics = run_training(cfg, info, quiet=True)
                 rows += run_rows(name, seed, metrics)
-                write_outputs(out, rows, preset, seeds, args, time.perf_counter() - started)
+                write_outputs(out, rows, base.preset, seeds, args, time.perf_counter() - started)
         say(f"ablation done in {(time.perf_counter() - started) / 60:.1f} min: "
             f"{out / 'ablation.md'}")
         print((out / "ablation.md").read_text(), end="")

@@ -5,9 +5,14 @@ A run folder holds:
 * ``model.safetensors`` - the model weights of the last completed epoch (what ``evaluate`` and
   ``predict`` load, together with ``config.json``);
 * ``checkpoint.json`` - the commit record of the training state: epoch, optimizer hyper-parameters,
-  scheduler state, Python/NumPy RNG states, and the name of the state folder below;
-* ``state/epoch-NNNN/`` - ``model.safetensors`` and ``train_state.safetensors`` (optimizer moments,
-  torch/CUDA RNG states) of that epoch.
+  scheduler state, the fp16 loss scale, how the random generators are seeded, and the name of the
+  state folder below;
+* ``state/epoch-NNNN/`` - ``model.safetensors`` and ``train_state.safetensors`` (optimizer
+  moments) of that epoch.
+
+The random-generator state is derived, not stored: training reseeds Python, NumPy and torch at the
+start of every epoch from ``(seed, epoch, rank)`` and draws each sample's augmentation from its own
+seed, so a resumed run draws exactly what an uninterrupted one would.
 
 Every file is written to a temporary name and renamed into place (:func:`os.replace` is atomic on
 POSIX and Windows). The epoch folder is complete before ``checkpoint.json`` points at it, and older
@@ -19,14 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -164,31 +167,6 @@ def _optimizer_from_files(meta: dict[str, Any], tensors: Mapping[str, torch.Tens
     return {"state": state, "param_groups": groups}
 
 
-def _rng_to_files() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    py_version, py_state, py_gauss = random.getstate()
-    name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 - global state
-    meta = {
-        "python": [py_version, list(py_state), py_gauss],
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
-    }
-    return meta, tensors
-
-
-def _rng_from_files(meta: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    version, state, gauss = meta["python"]
-    random.setstate((version, tuple(state), gauss))
-    name, keys, pos, has_gauss, gauss = meta["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
-
-
 def save_checkpoint(
     run_dir: Path,
     model: nn.Module,
@@ -197,6 +175,7 @@ def save_checkpoint(
     epoch: int,
     extra: Mapping[str, Any] | None = None,
     metadata: Mapping[str, str] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Save the state after ``epoch`` completed epochs (1-based), atomically (see module doc).
 
@@ -208,6 +187,9 @@ def save_checkpoint(
         epoch: Number of completed epochs.
         extra: More JSON-able state (e.g. the epoch log) stored in the commit record.
         metadata: String metadata stored in the model file (e.g. the configuration).
+        scaler: The fp16 loss scaler, whose scale is saved with the state, or ``None``.
+
+    No random-generator state is saved (see the module docstring: it is derived).
     """
     run_dir = Path(run_dir)
     state_dir = run_dir / "state" / f"epoch-{epoch:04d}"
@@ -215,15 +197,15 @@ def save_checkpoint(
     meta = {"format": FORMAT, "epoch": str(epoch), **dict(metadata or {})}
     atomic_save_tensors(weights, state_dir / MODEL_FILE, meta)
     opt_meta, opt_tensors = _optimizer_to_files(optimizer)
-    rng_meta, rng_tensors = _rng_to_files()
-    atomic_save_tensors({**opt_tensors, **rng_tensors}, state_dir / STATE_FILE, {"format": FORMAT})
+    atomic_save_tensors(opt_tensors, state_dir / STATE_FILE, {"format": FORMAT})
     commit = {
         "format": FORMAT,
         "epoch": epoch,
         "state_dir": str(state_dir.relative_to(run_dir)),
         "optimizer": opt_meta,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": rng_meta,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": "derived: every generator is reseeded from (seed, epoch, rank) at each epoch start",
         "extra": dict(extra or {}),
     }
     atomic_write_text(run_dir / COMMIT_FILE, json.dumps(commit) + "\n")
@@ -264,8 +246,9 @@ def load_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, Any]:
-    """Restore model, optimizer, scheduler and RNG states from ``run_dir``.
+    """Restore model, optimizer, scheduler and fp16 loss-scaler states from ``run_dir``.
 
     Returns:
         The commit record (``epoch``, ``extra``, ...).
@@ -289,5 +272,6 @@ def load_checkpoint(
         raise CliError(f"--resume: the optimizer state does not fit this model ({err})") from err
     if scheduler is not None and commit.get("scheduler") is not None:
         scheduler.load_state_dict(commit["scheduler"])
-    _rng_from_files(commit["rng"], tensors)
+    if scaler is not None and commit.get("scaler") is not None:
+        scaler.load_state_dict(commit["scaler"])
     return commit

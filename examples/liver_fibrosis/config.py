@@ -206,7 +206,8 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     atomic_write_text(Path(path), json.dumps(cfg.to_json(), indent=2) + "\n")
 
 
-def _modalities(text: str) -> list[str]:
+def parse_modalities(text: str) -> list[str]:
+    """``--modalities``: distinct comma-separated names."""
     names = [m.strip() for m in text.split(",") if m.strip()]
     if not names or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(
@@ -321,6 +322,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.fold is None or 0 <= cfg.fold < cfg.folds, "--fold: expected 0 <= I < K (--folds K)"),
         (0.0 <= cfg.modality_dropout < 1.0, "--modality-dropout: expected a probability in [0, 1)"),
         (cfg.workers >= 0, "--workers: expected >= 0"),
+        (cfg.amp != "fp16" or cfg.device.startswith("cuda"),
+         "--amp fp16: float16 autocast needs CUDA; use --amp bf16 or --amp off on CPU"),
         (cfg.frozen_stages >= 0, "--frozen-stages: expected >= 0"),
         (cfg.n_bootstrap >= 0, "--n-bootstrap: expected >= 0"),
         (cfg.phantom_patients >= 5, "--phantom-patients: expected >= 5 (one per stage)"),

@@ -33,8 +33,6 @@ from examples.liver_fibrosis.cli import CliError, say, warn
 from examples.liver_fibrosis.config import TrainConfig
 from examples.liver_fibrosis.distributed import DistInfo, barrier
 from mmfusion.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Manifest,
     PairedImageDataset,
     PlannedAugmentationDataset,
@@ -49,8 +47,6 @@ from mmfusion.data import (
     read_manifest,
     train_transforms,
 )
-
-MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -92,8 +88,9 @@ def load_manifest(cfg: TrainConfig, info: DistInfo, verify: str = "decode") -> M
     """Read ``cfg.data``, or generate the phantom once (rank 0) into ``cfg.phantom_dir``.
 
     Raises:
-        CliError: Missing or malformed manifest, or a phantom folder made with other parameters
-            or by another version of the phantom generator.
+        CliError: Missing or malformed manifest, a manifest without a column for one of
+            ``cfg.modalities``, or a phantom folder made with other parameters or by another
+            version of the phantom generator.
     """
     if cfg.data:
         path = Path(cfg.data)
@@ -101,9 +98,15 @@ def load_manifest(cfg: TrainConfig, info: DistInfo, verify: str = "decode") -> M
             raise CliError(f"--data: manifest {path} does not exist; pass the path of a CSV with "
                            "columns patient_id,us_path,swe_path,stage (or omit --data for the phantom)")
         try:
-            return read_manifest(path, verify=verify)
+            manifest = read_manifest(path, verify=verify)
         except ValueError as err:
             raise CliError(f"--data: {' '.join(str(err).split())}") from err
+        missing = [m for m in cfg.modalities if m not in manifest.modalities]
+        if missing:
+            raise CliError(f"--data: the model needs {missing} images, the manifest has "
+                           f"{list(manifest.modalities)} columns (<name>_path); add them or "
+                           "choose --modalities among those")
+        return manifest
     root = Path(cfg.phantom_dir)
     if info.is_main:
         fresh = not (root / "manifest.csv").is_file()

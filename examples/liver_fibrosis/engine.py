@@ -83,7 +83,6 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     rt: Runtime,
     modalities: Sequence[str],
-    augment: Any = None,
     desc: str = "train",
 ) -> dict[str, float]:
     """Train one epoch.
@@ -95,8 +94,6 @@ def train_epoch(
         optimizer: The optimizer.
         rt: Runtime.
         modalities: Modalities fed to the model.
-        augment: Optional callable ``(inputs) -> inputs`` applied on the device (batched
-            augmentation), or ``None``.
         desc: Progress-bar label.
 
     Returns:
@@ -109,8 +106,6 @@ def train_epoch(
     start = time.perf_counter()
     for batch in _progress(loader, rt, desc=desc, unit="batch"):
         inputs, labels = move_batch(batch, modalities, rt)
-        if augment is not None:
-            inputs = augment(inputs)
         with rt.autocast():
             out = model(inputs)
             losses = loss_fn(out.logits, labels, out.features, out.available)

@@ -141,10 +141,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = data_mod.load_manifest(cfg, info, verify="exists")
         splits = data_mod.make_splits(manifest, cfg)
         manifest, name, split = splits[0].test, "test", f"{splits[0].description} (test part)"
-    missing = [m for m in cfg.modalities if m not in manifest.modalities]
-    if missing:
-        raise CliError(f"--data: the model needs {missing} images, the manifest has "
-                       f"{list(manifest.modalities)} columns")
     sets = _present_sets(cfg, args)
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval-{name}"
     taken = [n for n in OUTPUTS if (out / n).exists()]

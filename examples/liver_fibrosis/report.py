@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from examples.liver_fibrosis.checkpoint import atomic_write_text
 from examples.liver_fibrosis.engine import Predictions
+from mmfusion import AttentionFusion
 from mmfusion.data import IMAGENET_MEAN, IMAGENET_STD
 from mmfusion.data.stages import STAGE_NAMES
 from mmfusion.metrics import classification_report
@@ -152,7 +153,7 @@ def explain_batch(
     from mmfusion.explain import grad_cam as compute_grad_cam
 
     out: dict[str, dict[str, np.ndarray]] = {}
-    if getattr(model, "fusion", None) is not None and type(model.fusion).__name__ == "AttentionFusion":
+    if isinstance(getattr(model, "fusion", None), AttentionFusion):
         maps = attention_overlays(model, inputs)
         out["attention"] = {m: v.cpu().numpy() for m, v in maps.items()}
     if grad_cam:
@@ -203,7 +204,7 @@ def write_overlays(
     modalities = list(model.modalities)
     samples = [dataset[int(preds.indices[i])] for i in picks]
     inputs = {m: torch.stack([s[m] for s in samples]).to(device) for m in modalities}
-    has_attention = type(getattr(model, "fusion", None)).__name__ == "AttentionFusion"
+    has_attention = isinstance(getattr(model, "fusion", None), AttentionFusion)
     maps = explain_batch(model, inputs, grad_cam=grad_cam or not has_attention)
     paths = []
     for b, (i, sample) in enumerate(zip(picks, samples, strict=True)):

@@ -46,12 +46,19 @@ from examples.liver_fibrosis.config import (
     add_model_arguments,
     explicit_overrides,
     load_config,
+    parse_modalities,
     preset_config,
     save_config,
     validate,
 )
 from examples.liver_fibrosis.data import is_phantom
-from examples.liver_fibrosis.distributed import DistInfo, barrier, setup, teardown
+from examples.liver_fibrosis.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_buffers,
+    setup,
+    teardown,
+)
 from examples.liver_fibrosis.engine import Runtime, predict, train_epoch
 from examples.liver_fibrosis.model import build_model
 from examples.liver_fibrosis.report import (
@@ -81,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="run folder (default runs/liver_fibrosis)")
     parser.add_argument("--config", metavar="CONFIG.json",
                         help="rerun a saved config.json (command-line options still win)")
-    parser.add_argument("--modalities", type=lambda t: [m.strip() for m in t.split(",") if m.strip()],
+    parser.add_argument("--modalities", type=parse_modalities,
                         help="us, swe or us,swe (default)")
     parser.add_argument("--fusion", choices=["attention", "late"], help="default attention")
     parser.add_argument("--loss", choices=["multi", "single"], help="default multi")
@@ -128,23 +135,29 @@ def resolve_config(args: argparse.Namespace, info_device: torch.device) -> Train
         cfg = TrainConfig.from_json({**base, **overrides, "resume": bool(args.resume),
                                      "overwrite": bool(args.overwrite)})
     else:
-        preset = args.preset
-        if preset is None:
-            preset, reason = default_preset(args.device)
-            if int(os.environ.get("RANK", "0")) == 0:
-                say(f"preset: {preset} ({reason}; choose with --preset paper|quick)")
-        cuda = info_device.type == "cuda"
-        auto = {
-            "amp": "bf16" if cuda else "off",
-            "channels_last": cuda,
-            "workers": 0 if not cuda else 4,
-            "device": str(info_device),
-        }
-        cfg = preset_config(preset, {**auto, **overrides})
+        cfg = new_config(args.preset, args.device, info_device, overrides)
     validate(cfg)
-    if cfg.amp == "fp16" and info_device.type != "cuda":
-        raise CliError("--amp fp16: float16 autocast needs CUDA; use --amp bf16 or --amp off on CPU")
     return cfg
+
+
+def new_config(
+    preset: str | None, device_arg: str | None, device: torch.device, overrides: dict[str, Any]
+) -> TrainConfig:
+    """A fresh run's configuration: the preset (chosen by device when ``None``, and said so on
+    rank 0), this device's speed defaults (bf16, channels_last and workers on CUDA), then the
+    command line's ``overrides``."""
+    if preset is None:
+        preset, reason = default_preset(device_arg)
+        if int(os.environ.get("RANK", "0")) == 0:
+            say(f"preset: {preset} ({reason}; choose with --preset paper|quick)")
+    cuda = device.type == "cuda"
+    auto = {
+        "amp": "bf16" if cuda else "off",
+        "channels_last": cuda,
+        "workers": 0 if not cuda else 4,
+        "device": str(device),
+    }
+    return preset_config(preset, {**auto, **overrides})
 
 
 def _taken(out: Path) -> list[str]:
@@ -247,7 +260,7 @@ def train_one(
     start_epoch, log = 0, []
     commit = read_commit(out) if cfg.resume else None
     if commit is not None:
-        commit = load_checkpoint(out, model, optimizer, scheduler)
+        commit = load_checkpoint(out, model, optimizer, scheduler, rt.scaler)
         start_epoch, log = int(commit["epoch"]), list(commit["extra"].get("log", []))
         if info.is_main:
             say(f"resuming {out} after epoch {start_epoch}/{cfg.epochs}")
@@ -283,6 +296,9 @@ def train_one(
         lr = optimizer.param_groups[0]["lr"]
         stats = train_epoch(net, loss_fn, loaders.train, optimizer, rt, cfg.modalities,
                             desc=f"epoch {epoch + 1}")
+        # DDP copies rank 0's buffers (BatchNorm statistics) at the start of each forward only:
+        # after the last step the ranks differ. Align them before evaluating and saving rank 0's.
+        broadcast_buffers(model, info)
         scheduler.step()
         entry = {"epoch": epoch + 1, "lr": lr, **{k: round(v, 6) for k, v in stats.items()},
                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -295,7 +311,7 @@ def train_one(
         log.append(entry)
         if info.is_main:
             save_checkpoint(out, model, optimizer, scheduler, epoch + 1, extra={"log": log},
-                            metadata={"config": _config_metadata(cfg)})
+                            metadata={"config": _config_metadata(cfg)}, scaler=rt.scaler)
             _write_log(out, log)
             say(_epoch_line(entry, cfg.epochs))
         barrier(info)
@@ -362,6 +378,7 @@ def run_training(cfg: TrainConfig, info: DistInfo, *, quiet: bool = False) -> di
     Returns:
         The metrics (for K folds: ``{"folds": [...], "summary": {...}, "split": ...}``).
     """
+    validate(cfg)
     out = check_out(cfg)
     barrier(info)  # every process has checked --out before any of them writes there
     build_model(**cfg.model_kwargs())  # fail fast on backbone/weights/freezing problems
