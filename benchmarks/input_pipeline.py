@@ -1,6 +1,6 @@
 """Input-pipeline throughput: is a training run bound by data or by compute?
 
-Measured on a small phantom written to a temporary folder (:func:`mmfusion.data.make_phantom_dataset`),
+Measured on a small phantom written to a temporary folder (:func:`mmfusion.liver.make_phantom_dataset`),
 one CPU core (``torch.set_num_threads(1)``, ``cv2.setNumThreads(1)``), pairs per second:
 
 1. ``png -> roi -> augment``: decode both PNGs, detect and crop the scan sector, resize, then the
@@ -137,13 +137,8 @@ def measure(
         with tempfile.TemporaryDirectory(prefix="mmfusion-bench-") as tmp:
             return measure(device, quick, image_size, train_pairs_per_s, n_patients=n_patients,
                            batch=batch, max_pairs=max_pairs, root=Path(tmp))
-    from mmfusion.data import (
-        Manifest,
-        PairedImageDataset,
-        make_phantom_dataset,
-        read_manifest,
-        train_transforms,
-    )
+    from mmfusion.data import Manifest, PairedImageDataset, read_manifest, train_transforms
+    from mmfusion.liver import make_phantom_dataset
 
     full_manifest = read_manifest(make_phantom_dataset(root, n_patients=n_patients, seed=0,
                                                        workers=1))

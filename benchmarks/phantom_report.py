@@ -26,14 +26,8 @@ import numpy as np
 import torch
 
 from benchmarks.results_io import cpu_model
-from mmfusion.data import (
-    LiverPhantom,
-    PhantomConfig,
-    bayes_ceiling,
-    detect_sector,
-    make_phantom_dataset,
-    read_manifest,
-)
+from mmfusion.data import detect_sector, read_manifest
+from mmfusion.liver import LiverPhantom, PhantomConfig, bayes_ceiling, make_phantom_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,16 +15,14 @@ from torchvision.transforms import v2
 
 from mmfusion.data import (
     PairedImageDataset,
-    PhantomConfig,
     PlannedAugmentationDataset,
     balanced_augmentation_plan,
     eval_transforms,
     load_image,
-    make_phantom_dataset,
-    phantom_truth,
     read_manifest,
     train_transforms,
 )
+from mmfusion.liver import PhantomConfig, make_phantom_dataset, phantom_truth
 
 CONFIG = PhantomConfig(width=200, height=150)
 

@@ -11,15 +11,15 @@ import cv2
 import numpy as np
 import pytest
 
-from mmfusion.data import (
+from mmfusion.data import read_manifest
+from mmfusion.liver import (
     LiverPhantom,
     PhantomConfig,
     bayes_ceiling,
     make_phantom_dataset,
     phantom_truth,
-    read_manifest,
 )
-from mmfusion.data.phantom import colour_lut, generator_fingerprint, sample_cohort
+from mmfusion.liver.phantom import colour_lut, generator_fingerprint, sample_cohort
 
 SMALL = PhantomConfig(width=160, height=120)
 

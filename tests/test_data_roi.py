@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmfusion.data import LiverPhantom, PhantomConfig, SectorNotFoundWarning, detect_sector
+from mmfusion.data import SectorNotFoundWarning, detect_sector
+from mmfusion.liver import LiverPhantom, PhantomConfig
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

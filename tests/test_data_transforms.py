@@ -11,13 +11,12 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from mmfusion.data import (
-    LiverPhantom,
     PerModality,
-    PhantomConfig,
     default_intensity_transforms,
     eval_transforms,
     train_transforms,
 )
+from mmfusion.liver import LiverPhantom, PhantomConfig
 
 H, W = 24, 32
 IDENTITY = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}

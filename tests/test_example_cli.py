@@ -79,7 +79,7 @@ def test_bad_options(argv, words, tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_phantom_of_another_generator_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mmfusion.data import PhantomConfig
+    from mmfusion.liver import PhantomConfig
 
     phantom = tmp_path / "phantom"
     phantom.mkdir()

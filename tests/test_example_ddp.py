@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mmfusion.data import PhantomConfig, make_phantom_dataset
+from mmfusion.liver import PhantomConfig, make_phantom_dataset
 
 pytestmark = pytest.mark.xdist_group("example_ddp")
 

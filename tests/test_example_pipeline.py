@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from examples.liver_fibrosis import train as train_mod
 from examples.liver_fibrosis.cli import run
-from mmfusion.data import PhantomConfig, make_phantom_dataset
+from mmfusion.liver import PhantomConfig, make_phantom_dataset
 
 pytestmark = pytest.mark.xdist_group("example_pipeline")
 

@@ -341,14 +341,14 @@ def phantom_box_task(phantom, counter: Iterator[int]):
 
 @pytest.mark.slow
 def test_grad_cam_on_phantom_frames_points_at_the_swe_box() -> None:
-    """The same check on phantom frames (mmfusion.data.phantom), F0 vs F4, SWE box from truth.
+    """The same check on phantom frames (mmfusion.liver.phantom), F0 vs F4, SWE box from truth.
 
     The phantom's box covers only about 5% of the sector crop and is partly void, so "mostly
     inside" is out of reach for a 12 x 12 map; the thresholds are relative to the box's area
     fraction a: mean mass inside the box >= 4 a (measured 5.9-6.6 a over six phantom seeds) and
     the map's peak inside the box for >= 60% of the frames (measured 72-91%).
     """
-    phantom_mod = pytest.importorskip("mmfusion.data.phantom")
+    phantom_mod = pytest.importorskip("mmfusion.liver.phantom")
     config = phantom_mod.PhantomConfig(width=160, height=120, texture_mean=(0.0,) * 5)
     task = phantom_box_task(phantom_mod.LiverPhantom(config, seed=0), itertools.count())
     g = torch.Generator().manual_seed(0)

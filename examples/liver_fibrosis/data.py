@@ -41,12 +41,12 @@ from mmfusion.data import (
     balanced_augmentation_plan,
     eval_transforms,
     image_split,
-    make_phantom_dataset,
     patient_kfold,
     patient_split,
     read_manifest,
     train_transforms,
 )
+from mmfusion.liver import make_phantom_dataset
 
 
 @dataclass(frozen=True)

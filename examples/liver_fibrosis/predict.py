@@ -37,7 +37,7 @@ from examples.liver_fibrosis.report import (
     write_json,
 )
 from mmfusion.data import Manifest, ManifestRow
-from mmfusion.data.stages import STAGE_NAMES
+from mmfusion.liver.stages import STAGE_NAMES
 
 OUTPUTS = ("prediction.json", "overlay.png")
 

@@ -20,7 +20,7 @@ from examples.liver_fibrosis.checkpoint import atomic_write_text
 from examples.liver_fibrosis.engine import Predictions
 from mmfusion import AttentionFusion
 from mmfusion.data import IMAGENET_MEAN, IMAGENET_STD
-from mmfusion.data.stages import STAGE_NAMES
+from mmfusion.liver.stages import STAGE_NAMES
 from mmfusion.metrics import classification_report
 from mmfusion.plots import plot_confusion_matrix, plot_overlay, plot_roc
 

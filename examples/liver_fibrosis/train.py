@@ -413,11 +413,11 @@ def run_training(cfg: TrainConfig, info: DistInfo, *, quiet: bool = False) -> di
 
 
 def phantom_ceilings(accuracy: float) -> dict[str, float]:
-    """The phantom's Bayes ceilings (:func:`mmfusion.data.bayes_ceiling`) and accuracy / ceiling.
+    """The phantom's Bayes ceilings (:func:`mmfusion.liver.bayes_ceiling`) and accuracy / ceiling.
 
     The per-view ceiling is the one for a classifier that sees one image pair, like this model.
     """
-    from mmfusion.data import bayes_ceiling
+    from mmfusion.liver import bayes_ceiling
 
     per_view = bayes_ceiling(per_view=True)
     return {

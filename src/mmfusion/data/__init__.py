@@ -7,9 +7,9 @@
 - :mod:`~mmfusion.data.dataset`: paired-image data set with ROI crop and cache.
 - :mod:`~mmfusion.data.splits`: patient-level (and warned image-level) splits.
 - :mod:`~mmfusion.data.seeded`: per-sample seeds, so augmentation does not depend on the workers.
-- :mod:`~mmfusion.data.phantom`: the liver phantom, the embedded default data set.
 
-This package never imports :mod:`mmfusion.nn`.
+This package never imports :mod:`mmfusion.nn`. The liver phantom and the METAVIR stage vocabulary
+live in :mod:`mmfusion.liver`.
 """
 
 from mmfusion.data.augmentation import (
@@ -25,20 +25,9 @@ from mmfusion.data.manifest import (
     read_manifest,
     write_manifest,
 )
-from mmfusion.data.phantom import (
-    LiverPhantom,
-    PhantomConfig,
-    PhantomPair,
-    PhantomTruth,
-    SectorGeometry,
-    bayes_ceiling,
-    make_phantom_dataset,
-    phantom_truth,
-)
 from mmfusion.data.roi import SectorNotFoundWarning, SectorROI, detect_sector
 from mmfusion.data.seeded import SeededDataset, SeededSampler, sample_seed
 from mmfusion.data.splits import LeakageWarning, image_split, patient_kfold, patient_split
-from mmfusion.data.stages import NUM_STAGES, STAGE_NAMES, parse_stage, stage_name
 from mmfusion.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -53,42 +42,30 @@ from mmfusion.data.transforms import (
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "NUM_STAGES",
-    "STAGE_NAMES",
     "AsImages",
     "AugmentationItem",
     "LeakageWarning",
-    "LiverPhantom",
     "Manifest",
     "ManifestError",
     "ManifestRow",
     "PairedImageDataset",
     "PerModality",
-    "PhantomConfig",
-    "PhantomPair",
-    "PhantomTruth",
     "PlannedAugmentationDataset",
     "SectorCrop",
-    "SectorGeometry",
     "SectorNotFoundWarning",
     "SectorROI",
     "SeededDataset",
     "SeededSampler",
     "balanced_augmentation_plan",
-    "bayes_ceiling",
     "default_intensity_transforms",
     "detect_sector",
     "eval_transforms",
     "image_split",
     "load_image",
-    "make_phantom_dataset",
-    "parse_stage",
     "patient_kfold",
     "patient_split",
-    "phantom_truth",
     "read_manifest",
     "sample_seed",
-    "stage_name",
     "train_transforms",
     "write_manifest",
 ]

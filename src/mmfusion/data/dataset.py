@@ -77,7 +77,7 @@ class PairedImageDataset(Dataset[Sample]):
 
     Example:
         >>> import tempfile
-        >>> from mmfusion.data import PhantomConfig, make_phantom_dataset
+        >>> from mmfusion.liver import PhantomConfig, make_phantom_dataset
         >>> csv = make_phantom_dataset(tempfile.mkdtemp(), n_patients=5, workers=1,
         ...                            config=PhantomConfig(width=256, height=192))
         >>> ds = PairedImageDataset(csv, size=64, cache=True)

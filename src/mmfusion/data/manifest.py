@@ -29,7 +29,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from mmfusion.data.stages import NUM_STAGES, STAGE_NAMES, parse_stage
+from mmfusion.liver.stages import NUM_STAGES, STAGE_NAMES, parse_stage
 
 __all__ = ["Manifest", "ManifestError", "ManifestRow", "read_manifest", "write_manifest"]
 

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from mmfusion.data.manifest import Manifest
-from mmfusion.data.stages import STAGE_NAMES
+from mmfusion.liver.stages import STAGE_NAMES
 
 __all__ = ["LeakageWarning", "image_split", "patient_kfold", "patient_split"]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmfusion.data.phantom.config import PhantomConfig
+from mmfusion.liver.phantom.config import PhantomConfig
 
 __all__ = ["PatientLatent", "ViewLatent", "sample_cohort", "sample_latents", "sample_view"]
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import cv2
 
 from mmfusion.data.manifest import ManifestRow, write_manifest
-from mmfusion.data.phantom.cohort import PatientLatent
-from mmfusion.data.phantom.config import PhantomConfig
-from mmfusion.data.phantom.generator import LiverPhantom, PhantomTruth
-from mmfusion.data.phantom.geometry import SectorGeometry
-from mmfusion.data.stages import STAGE_NAMES
+from mmfusion.liver.phantom.cohort import PatientLatent
+from mmfusion.liver.phantom.config import PhantomConfig
+from mmfusion.liver.phantom.generator import LiverPhantom, PhantomTruth
+from mmfusion.liver.phantom.geometry import SectorGeometry
+from mmfusion.liver.stages import STAGE_NAMES
 
 __all__ = ["generator_fingerprint", "make_phantom_dataset", "phantom_truth"]
 
@@ -191,7 +191,7 @@ def make_phantom_dataset(
     (40/70/69/48/23 patients), as in the paper (II.B). Output is byte-identical for a given seed
     and configuration, whatever ``workers`` is. If ``root`` already holds a phantom generated with
     the same parameters by the same generator code
-    (:func:`~mmfusion.data.phantom.generator_fingerprint`), nothing is regenerated; with
+    (:func:`~mmfusion.liver.phantom.generator_fingerprint`), nothing is regenerated; with
     ``overwrite=True`` an earlier phantom's images are deleted first, so no patient folder of a
     larger earlier run is left behind.
 

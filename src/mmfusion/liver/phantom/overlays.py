@@ -10,8 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from mmfusion.data.phantom.config import PhantomConfig
-from mmfusion.data.phantom.geometry import SectorGeometry
+from mmfusion.liver.phantom.config import PhantomConfig
+from mmfusion.liver.phantom.geometry import SectorGeometry
 
 __all__ = ["Overlay", "draw_colour_bar"]
 

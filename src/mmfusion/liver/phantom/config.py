@@ -20,7 +20,7 @@ __all__ = ["PhantomConfig"]
 
 @dataclass(frozen=True)
 class PhantomConfig:
-    """Configuration of :class:`~mmfusion.data.phantom.LiverPhantom`.
+    """Configuration of :class:`~mmfusion.liver.phantom.LiverPhantom`.
 
     Attributes:
         width: Frame width in pixels (scanner frames are about 800 x 600).

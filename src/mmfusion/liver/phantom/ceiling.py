@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmfusion.data.phantom.cohort import sample_latents
-from mmfusion.data.phantom.config import PhantomConfig
+from mmfusion.liver.phantom.cohort import sample_latents
+from mmfusion.liver.phantom.config import PhantomConfig
 
 __all__ = ["bayes_ceiling"]
 

@@ -9,13 +9,13 @@ stiffness, scanner overlays, and the ground truth needed to check ROI detection 
 - :func:`bayes_ceiling` is the accuracy of the Bayes-optimal classifier: the phantom's ceiling.
 """
 
-from mmfusion.data.phantom.ceiling import bayes_ceiling
-from mmfusion.data.phantom.cohort import PatientLatent, sample_cohort
-from mmfusion.data.phantom.config import PhantomConfig
-from mmfusion.data.phantom.generator import LiverPhantom, PhantomPair, PhantomTruth
-from mmfusion.data.phantom.geometry import SectorGeometry
-from mmfusion.data.phantom.swe import colour_lut
-from mmfusion.data.phantom.writer import generator_fingerprint, make_phantom_dataset, phantom_truth
+from mmfusion.liver.phantom.ceiling import bayes_ceiling
+from mmfusion.liver.phantom.cohort import PatientLatent, sample_cohort
+from mmfusion.liver.phantom.config import PhantomConfig
+from mmfusion.liver.phantom.generator import LiverPhantom, PhantomPair, PhantomTruth
+from mmfusion.liver.phantom.geometry import SectorGeometry
+from mmfusion.liver.phantom.swe import colour_lut
+from mmfusion.liver.phantom.writer import generator_fingerprint, make_phantom_dataset, phantom_truth
 
 __all__ = [
     "LiverPhantom",

@@ -15,10 +15,10 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from mmfusion.data.phantom.bmode import BModeScene
-from mmfusion.data.phantom.config import PhantomConfig
-from mmfusion.data.phantom.fields import smooth_field
-from mmfusion.data.phantom.geometry import SectorGeometry
+from mmfusion.liver.phantom.bmode import BModeScene
+from mmfusion.liver.phantom.config import PhantomConfig
+from mmfusion.liver.phantom.fields import smooth_field
+from mmfusion.liver.phantom.geometry import SectorGeometry
 
 __all__ = ["colour_lut", "render_swe", "sample_swe_box"]
 

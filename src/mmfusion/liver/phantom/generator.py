@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmfusion.data.phantom.bmode import render_bmode
-from mmfusion.data.phantom.cohort import PatientLatent, sample_cohort, sample_latents, sample_view
-from mmfusion.data.phantom.config import PhantomConfig
-from mmfusion.data.phantom.geometry import SectorGeometry, sample_geometry
-from mmfusion.data.phantom.overlays import Overlay, draw_colour_bar
-from mmfusion.data.phantom.swe import colour_lut, render_swe, sample_swe_box
-from mmfusion.data.stages import NUM_STAGES
+from mmfusion.liver.phantom.bmode import render_bmode
+from mmfusion.liver.phantom.cohort import PatientLatent, sample_cohort, sample_latents, sample_view
+from mmfusion.liver.phantom.config import PhantomConfig
+from mmfusion.liver.phantom.geometry import SectorGeometry, sample_geometry
+from mmfusion.liver.phantom.overlays import Overlay, draw_colour_bar
+from mmfusion.liver.phantom.swe import colour_lut, render_swe, sample_swe_box
+from mmfusion.liver.stages import NUM_STAGES
 
 __all__ = ["LiverPhantom", "PhantomPair", "PhantomTruth"]
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mmfusion.data.phantom.config import PhantomConfig
-from mmfusion.data.phantom.fields import smooth_field, smooth_profile
-from mmfusion.data.phantom.geometry import SectorGeometry
+from mmfusion.liver.phantom.config import PhantomConfig
+from mmfusion.liver.phantom.fields import smooth_field, smooth_profile
+from mmfusion.liver.phantom.geometry import SectorGeometry
 
 __all__ = ["BModeScene", "render_bmode"]
 

@@ -1,0 +1,43 @@
+"""mmfusion.liver: the liver fibrosis domain, kept apart so the generic layers read as generic.
+
+Everything that knows about livers lives here; :mod:`mmfusion.nn`, :mod:`mmfusion.losses`,
+:mod:`mmfusion.metrics` and :mod:`mmfusion.data` are about images, modalities and ordered classes.
+
+- :mod:`~mmfusion.liver.stages`: METAVIR fibrosis stages F0-F4 and how a manifest writes them.
+- :mod:`~mmfusion.liver.phantom`: the procedural liver phantom, the embedded default data set
+  (paired B-mode + SWE frames, the paper's data being private; NOTES.md).
+
+The phantom's names are importable from here (``from mmfusion.liver import make_phantom_dataset``);
+they load on first use, so ``mmfusion.data`` can read the stage vocabulary without loading the
+phantom.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from mmfusion.liver.stages import NUM_STAGES, STAGE_NAMES, parse_stage, stage_name
+
+_PHANTOM_NAMES = (
+    "LiverPhantom",
+    "PatientLatent",
+    "PhantomConfig",
+    "PhantomPair",
+    "PhantomTruth",
+    "SectorGeometry",
+    "bayes_ceiling",
+    "colour_lut",
+    "generator_fingerprint",
+    "make_phantom_dataset",
+    "phantom_truth",
+    "sample_cohort",
+)
+
+__all__ = ["NUM_STAGES", "STAGE_NAMES", "parse_stage", "stage_name", *_PHANTOM_NAMES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PHANTOM_NAMES:
+        return getattr(importlib.import_module("mmfusion.liver.phantom"), name)
+    raise AttributeError(f"module 'mmfusion.liver' has no attribute {name!r}")
