@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import sys
 import time
@@ -25,23 +24,21 @@ from typing import Any
 
 import numpy as np
 
-from examples.liver_fibrosis.checkpoint import atomic_write_text
 from examples.liver_fibrosis.cli import CliError, run, say
-from examples.liver_fibrosis.config import (
-    add_model_arguments,
+from examples.liver_fibrosis.options import (
+    add_settings_arguments,
     explicit_overrides,
+    preset_config,
+    validate,
 )
-from examples.liver_fibrosis.distributed import setup, teardown
-from examples.liver_fibrosis.train import new_config, run_training, weights_warning
+from examples.liver_fibrosis.runner import run_training, weights_check
+from mmfusion.files import atomic_write_text
+from mmfusion.models import TABLE_I, TABLE_I_ROWS
 
-#: Table I rows: name -> (modalities, fusion, loss). The last one is the paper's model.
-CONFIGS: dict[str, tuple[list[str], str, str]] = {
-    "US": (["us"], "attention", "multi"),
-    "SWE": (["swe"], "attention", "multi"),
-    "US+SWE+late+single": (["us", "swe"], "late", "single"),
-    "US+SWE+late+multi": (["us", "swe"], "late", "multi"),
-    "US+SWE+att+single": (["us", "swe"], "attention", "single"),
-    "US+SWE+att+multi": (["us", "swe"], "attention", "multi"),
+#: Table I rows: name -> ModelConfig changes (from the registry). The last one is the paper's model.
+CONFIGS: dict[str, dict[str, Any]] = {
+    **{TABLE_I_ROWS[suffix]: dict(changes) for suffix, changes in TABLE_I.items()},
+    TABLE_I_ROWS[""]: dict(fusion="attention", loss="multi"),
 }
 
 #: The paper's Table I (accuracy %, AUC x 100, sensitivity, specificity), for reference only.
@@ -67,10 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/ablation", help="output folder (default runs/ablation)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--configs", help=f"subset of {', '.join(CONFIGS)} (comma-separated)")
-    add_model_arguments(p)
-    p.add_argument("--resume", action="store_true",
-                   help="keep finished runs, resume unfinished ones")
-    p.add_argument("--overwrite", action="store_true", help="replace previous runs in --out")
+    add_settings_arguments(p, skip=frozenset({"out", "modalities", "fusion", "loss", "seed"}))
     return p
 
 
@@ -141,39 +135,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown or not seeds:
         raise CliError(f"--configs: unknown {unknown}; choose from {', '.join(CONFIGS)}")
-    info = setup(args.device or "auto")
-    try:
-        overrides = explicit_overrides(args)
-        for key in ("out", "resume", "overwrite"):
-            overrides.pop(key, None)
-        base = new_config(args.preset, args.device, info.device, overrides)
-        out = Path(args.out)
-        rows: list[dict[str, Any]] = []
-        started = time.perf_counter()
-        warned = False
-        for seed in seeds:
-            for name in names:
-                modalities, fusion, loss = CONFIGS[name]
-                run_dir = out / name / f"seed-{seed}"
-                cfg = dataclasses.replace(
-                    base, modalities=list(modalities), fusion=fusion, loss=loss, seed=seed,
-                    out=str(run_dir), resume=args.resume, overwrite=args.overwrite,
-                )
-                if len(modalities) == 1:
-                    cfg.modality_dropout = 0.0
-                if not warned and info.is_main:
-                    weights_warning(cfg)
-                    warned = True
-                say(f"--- {name}, seed {seed} -> {run_dir}")
-                metrics = run_training(cfg, info, quiet=True)
-                rows += run_rows(name, seed, metrics)
-                write_outputs(out, rows, base.preset, seeds, args, time.perf_counter() - started)
-        say(f"ablation done in {(time.perf_counter() - started) / 60:.1f} min: "
-            f"{out / 'ablation.md'}")
-        print((out / "ablation.md").read_text(), end="")
-        return 0
-    finally:
-        teardown()
+    overrides = explicit_overrides(args)
+    for key in ("out", "resume", "overwrite"):
+        overrides.pop(key, None)
+    base = preset_config(args.preset or "quick", overrides)
+    out = Path(args.out)
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for seed in seeds:
+        for name in names:
+            run_dir = out / name / f"seed-{seed}"
+            changes = dict(CONFIGS[name])
+            if len(changes.get("modalities", base.model.modalities)) == 1:
+                changes["modality_dropout"] = 0.0
+            cfg = base.replace(**changes, seed=seed, out=str(run_dir), resume=bool(args.resume),
+                               overwrite=bool(args.overwrite))
+            validate(cfg)
+            if not rows and seed == seeds[0] and name == names[0]:
+                weights_check(cfg)
+            say(f"--- {name}, seed {seed} -> {run_dir}")
+            rows += run_rows(name, seed, run_training(cfg))
+            write_outputs(out, rows, base.preset, seeds, args, time.perf_counter() - started)
+    say(f"ablation done in {(time.perf_counter() - started) / 60:.1f} min: {out / 'ablation.md'}")
+    print((out / "ablation.md").read_text(), end="")
+    return 0
 
 
 def write_outputs(out: Path, rows: list[dict[str, Any]], preset: str, seeds: list[int],

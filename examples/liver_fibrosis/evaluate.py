@@ -13,28 +13,22 @@ writes ``missing_modality.md`` and ``missing_modality.json``.
 from __future__ import annotations
 
 import argparse
-import shutil
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+from torch.utils.data import DataLoader
 
-from examples.liver_fibrosis import data as data_mod
-from examples.liver_fibrosis.checkpoint import MODEL_FILE, load_model_weights
 from examples.liver_fibrosis.cli import CliError, run, say
-from examples.liver_fibrosis.config import TrainConfig, load_config
-from examples.liver_fibrosis.distributed import DistInfo, resolve_device
-from examples.liver_fibrosis.engine import Predictions, Runtime, predict
-from examples.liver_fibrosis.model import build_model
-from examples.liver_fibrosis.report import (
-    metrics_from_predictions,
-    summary_line,
-    write_figures,
-    write_json,
-)
+from examples.liver_fibrosis.options import RunConfig
+from examples.liver_fibrosis.report import metrics_document, summary_line, write_figures
+from examples.liver_fibrosis.runner import make_module, make_trainer, resolve_device
+from examples.liver_fibrosis.runs import check_free, load_manifest, load_run, remove, write_json
 from mmfusion.data import SeededSampler
+from mmfusion.data.pipeline import eval_dataset
+from mmfusion.lightning import make_splits
 
 OUTPUTS = ("metrics.json", "confusion_matrix.png", "roc.png", "missing_modality.md",
            "missing_modality.json")
@@ -61,31 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_run(checkpoint: str | Path, device: torch.device) -> tuple[TrainConfig, torch.nn.Module]:
-    """Rebuild the model of a run folder and load its weights (no ImageNet file needed).
-
-    Raises:
-        CliError: Not a run folder, or weights of another configuration.
-    """
-    folder = Path(checkpoint)
-    if not folder.is_dir():
-        raise CliError(f"--checkpoint: {folder} is not a folder; pass the --out folder of a training run")
-    cfg = load_config(folder)
-    if not (folder / MODEL_FILE).is_file():
-        folds = sorted(folder.glob("fold-*"))
-        hint = f" (a K-fold run: pass one fold, e.g. {folds[0]})" if folds else " (training unfinished?)"
-        raise CliError(f"--checkpoint: {folder} holds no {MODEL_FILE}{hint}")
-    kwargs = cfg.model_kwargs()
-    kwargs["weights"] = {m: None for m in cfg.modalities}  # the checkpoint holds every weight
-    torch.manual_seed(0)
-    model, _ = build_model(**kwargs)
-    load_model_weights(model, folder / MODEL_FILE, what="--checkpoint")
-    model.to(device).eval()
-    return cfg, model
-
-
-def _present_sets(cfg: TrainConfig, args: argparse.Namespace) -> list[tuple[str, ...]]:
-    mods = tuple(cfg.modalities)
+def _present_sets(cfg: RunConfig, args: argparse.Namespace) -> list[tuple[str, ...]]:
+    mods = tuple(cfg.model.modalities)
     if args.modalities_present:
         chosen = tuple(m.strip() for m in args.modalities_present.split(",") if m.strip())
         unknown = [m for m in chosen if m not in mods]
@@ -128,56 +99,49 @@ def missing_modality_table(results: dict[str, dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m examples.liver_fibrosis.evaluate``."""
     args = build_parser().parse_args(argv)
-    device = resolve_device(args.device)
-    info = DistInfo(0, 1, 0, device)
-    cfg, model = load_run(args.checkpoint, device)
     if args.batch_size < 1:
         raise CliError("--batch-size: expected >= 1")
+    device = resolve_device(args.device)
+    cfg, model = load_run(args.checkpoint, device)
     if args.data:
-        eval_cfg = TrainConfig.from_json({**cfg.to_json(), "data": args.data})
-        manifest = data_mod.load_manifest(eval_cfg, info)
-        name, split = Path(args.data).stem, f"all pairs of {args.data}"
+        eval_cfg = dataclasses.replace(cfg, run=cfg.run.replace(data=args.data))
+        manifest = load_manifest(eval_cfg)
+        indices, name, split = None, Path(args.data).stem, f"all pairs of {args.data}"
     else:
-        manifest = data_mod.load_manifest(cfg, info, verify="exists")
-        splits = data_mod.make_splits(manifest, cfg)
-        manifest, name, split = splits[0].test, "test", f"{splits[0].description} (test part)"
+        manifest = load_manifest(cfg, verify="exists")
+        r = cfg.run
+        one = make_splits(manifest, r.split, r.test_size, r.seed, r.folds)[r.fold or 0]
+        indices, name, split = one.test_idx, "test", f"{one.description} (test part)"
     sets = _present_sets(cfg, args)
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval-{name}"
-    taken = [n for n in OUTPUTS if (out / n).exists()]
-    if taken and not args.overwrite:
-        raise CliError(f"--out: {out} already holds an evaluation ({', '.join(taken)}); pass "
-                       "--overwrite to replace it or choose another --out")
-    for n in taken:
-        (out / n).unlink()
-    shutil.rmtree(out / "by_modalities", ignore_errors=True)
+    remove(out, check_free(out, OUTPUTS, args.overwrite, "an evaluation"))
     out.mkdir(parents=True, exist_ok=True)
-
-    dataset = data_mod.eval_dataset(manifest, cfg)
-    sampler = SeededSampler(dataset, shuffle=False)
-    loader = data_mod.make_loader(dataset, sampler, args.batch_size,
-                                  TrainConfig.from_json({**cfg.to_json(), "workers": 0}), info, False)
-    rt = Runtime(info, amp="bf16" if device.type == "cuda" else "off",
-                 progress=sys.stderr.isatty())
-    n_boot = cfg.n_bootstrap if args.n_bootstrap is None else args.n_bootstrap
+    # The run's own precision and device type, so that its metrics.json is reproduced.
+    run_cfg = dataclasses.replace(cfg, run=cfg.run.replace(device=str(device), devices=1, num_nodes=1,
+                                                           compile=False, progress=None))
+    if args.n_bootstrap is not None:
+        run_cfg = dataclasses.replace(run_cfg, run=run_cfg.run.replace(n_bootstrap=args.n_bootstrap))
+    module = make_module(run_cfg, model)
     results: dict[str, dict[str, Any]] = {}
-    first: Predictions | None = None
     for present in sets:
-        preds = predict(model, loader, rt, present, desc="+".join(present))
+        dataset = eval_dataset(manifest, present, cfg.model.image_size, indices)
+        loader = DataLoader(dataset, batch_size=args.batch_size,
+                            sampler=SeededSampler(dataset, shuffle=False))
+        make_trainer(run_cfg, out, epochs=1, test_only=True).test(module, dataloaders=loader, verbose=False)
+        assert module.metrics is not None and module.predictions is not None
         label = " + ".join(m.upper() for m in present)
-        metrics = metrics_from_predictions(preds, split, n_boot, cfg.seed)
-        metrics["modalities_present"] = list(present)
+        metrics = {**metrics_document(module.metrics, split), "modalities_present": list(present)}
         results[label] = metrics
         say(f"{label}: {summary_line(metrics)}")
-        if first is None:
-            first = preds
+        if len(results) == 1:
             write_json(out / "metrics.json", metrics)
-            write_figures(preds, metrics, out)
+            write_figures(module.predictions, metrics, out)
     if args.missing_modality_report:
         write_json(out / "missing_modality.json", results)
         table = missing_modality_table(results)
         (out / "missing_modality.md").write_text(
             f"# Missing modality: {args.checkpoint} on {split}\n\n"
-            f"Model trained with modality dropout {cfg.modality_dropout}. A modality left out is "
+            f"Model trained with modality dropout {cfg.model.modality_dropout}. A modality left out is "
             "replaced by the fusion's learned placeholder and its branch leaves the ensemble.\n\n"
             + table
         )

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from examples.liver_fibrosis.cli import CliError, run, say
-from examples.liver_fibrosis.evaluate import load_run
+from examples.liver_fibrosis.runs import load_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,26 +48,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg, model = load_run(args.checkpoint, torch.device("cpu"))
     modalities = (
         [m.strip() for m in args.modalities.split(",") if m.strip()]
-        if args.modalities else list(cfg.modalities)
+        if args.modalities else list(cfg.model.modalities)
     )
-    unknown = [m for m in modalities if m not in cfg.modalities]
+    unknown = [m for m in modalities if m not in cfg.model.modalities]
     if unknown or not modalities:
-        raise CliError(f"--modalities: the model knows {cfg.modalities}, got {modalities}")
+        raise CliError(f"--modalities: the model knows {list(cfg.model.modalities)}, got {modalities}")
     from mmfusion.export import OnnxPredictor, to_onnx
 
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        to_onnx(model, out, modalities=modalities, image_size=cfg.image_size)
+        to_onnx(model, out, modalities=modalities, image_size=cfg.model.image_size)
         predictor = OnnxPredictor(out)
     except ImportError as err:
         raise CliError(f"export: {err}") from err
-    x = {m: torch.randn(2, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(i))
+    x = {m: torch.randn(2, 3, cfg.model.image_size, cfg.model.image_size, generator=torch.Generator().manual_seed(i))
          for i, m in enumerate(modalities)}
     with torch.no_grad():
         expected = model(x).probs.numpy()
     got = predictor({m: v.numpy() for m, v in x.items()})
     diff = float(np.abs(expected - got).max())
-    say(f"wrote {out} (inputs {modalities}, {cfg.image_size} px); ONNX Runtime vs PyTorch: "
+    say(f"wrote {out} (inputs {modalities}, {cfg.model.image_size} px); ONNX Runtime vs PyTorch: "
         f"max |delta p| = {diff:.2e}")
     if diff > 1e-3:
         raise CliError(f"export: ONNX Runtime disagrees with PyTorch (max |delta p| = {diff:.2e})")

@@ -24,19 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from examples.liver_fibrosis import data as data_mod
 from examples.liver_fibrosis.cli import CliError, run, say
-from examples.liver_fibrosis.config import TrainConfig
-from examples.liver_fibrosis.distributed import resolve_device
-from examples.liver_fibrosis.evaluate import load_run
-from examples.liver_fibrosis.report import (
-    MEAN_STD,
-    explain_batch,
-    pair_figure,
-    to_display,
-    write_json,
-)
+from examples.liver_fibrosis.options import RunConfig
+from examples.liver_fibrosis.report import MEAN_STD, explain_batch, pair_figure, to_display
+from examples.liver_fibrosis.runner import resolve_device
+from examples.liver_fibrosis.runs import check_free, load_run, write_json
 from mmfusion.data import Manifest, ManifestRow
+from mmfusion.data.pipeline import eval_dataset
 from mmfusion.liver.stages import STAGE_NAMES
 
 OUTPUTS = ("prediction.json", "overlay.png")
@@ -61,18 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_pair(cfg: TrainConfig, paths: dict[str, str]) -> dict[str, torch.Tensor]:
+def load_pair(cfg: RunConfig, paths: dict[str, str]) -> dict[str, torch.Tensor]:
     """Preprocess the given images like the evaluation data: modality -> ``[1, 3, H, W]``."""
     for m, path in paths.items():
         if not Path(path).is_file():
             raise CliError(f"--{m}: no such image file {path}")
     row = ManifestRow(line=0, patient_id="input", stage=0,
                       paths={m: Path(p) for m, p in paths.items()})
-    given = TrainConfig.from_json({**cfg.to_json(), "modalities": list(paths)})
     try:
-        sample = data_mod.eval_dataset(Manifest((row,), tuple(paths), "command line"), given)[0]
+        manifest = Manifest((row,), tuple(paths), "command line")
+        sample = eval_dataset(manifest, tuple(paths), cfg.model.image_size)[0]
     except ValueError as err:
-        raise CliError(f"input image: {' '.join(str(err).split())}") from err
+        flag = next((f"--{m}" for m, p in paths.items() if str(p) in str(err)), "--us/--swe")
+        raise CliError(f"{flag}: {' '.join(str(err).split())}") from err
     return {m: sample[m][None] for m in paths}
 
 
@@ -104,17 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
     cfg, model = load_run(args.checkpoint, device)
-    paths = {m: getattr(args, m) for m in cfg.modalities if getattr(args, m, None)}
-    extra = [m for m in ("us", "swe") if getattr(args, m) and m not in cfg.modalities]
+    mods = cfg.model.modalities
+    paths = {m: getattr(args, m) for m in mods if getattr(args, m, None)}
+    extra = [m for m in ("us", "swe") if getattr(args, m) and m not in mods]
     if extra:
-        raise CliError(f"--{extra[0]}: this model was trained on {cfg.modalities} only; drop --{extra[0]}")
+        raise CliError(f"--{extra[0]}: this model was trained on {list(mods)} only; drop --{extra[0]}")
     if not paths:
-        raise CliError(f"--us/--swe: give the image(s) of {', '.join(cfg.modalities)}")
+        raise CliError(f"--us/--swe: give the image(s) of {', '.join(mods)}")
     out = Path(args.out)
-    taken = [n for n in OUTPUTS if (out / n).exists()]
-    if taken and not args.overwrite:
-        raise CliError(f"--out: {out} already holds a prediction ({', '.join(taken)}); pass "
-                       "--overwrite to replace it or choose another --out")
+    check_free(out, OUTPUTS, args.overwrite, "a prediction")
 
     inputs = load_pair(cfg, paths)
     if args.onnx:

@@ -7,7 +7,6 @@ Figures come from :mod:`mmfusion.plots`, attention maps from :mod:`mmfusion.expl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,52 +15,30 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from examples.liver_fibrosis.checkpoint import atomic_write_text
-from examples.liver_fibrosis.engine import Predictions
 from mmfusion import AttentionFusion
 from mmfusion.data import IMAGENET_MEAN, IMAGENET_STD
+from mmfusion.lightning import Predictions
 from mmfusion.liver.stages import STAGE_NAMES
-from mmfusion.metrics import classification_report
 from mmfusion.plots import plot_confusion_matrix, plot_overlay, plot_roc
 
 #: Normalisation of the model inputs (undone for display).
 MEAN_STD = (IMAGENET_MEAN, IMAGENET_STD)
 
 
-def metrics_from_predictions(
-    preds: Predictions, split: str, n_bootstrap: int = 1000, seed: int = 0
-) -> dict[str, Any]:
-    """The ``metrics.json`` content for one set of predictions.
-
-    Args:
-        preds: Gathered predictions.
-        split: How the evaluated pairs were chosen (e.g. ``"patient"`` test split).
-        n_bootstrap: Bootstrap resamples for the intervals (patients are resampled).
-        seed: Bootstrap seed.
+def metrics_document(metrics: Mapping[str, Any], split: str) -> dict[str, Any]:
+    """The ``metrics.json`` content from :attr:`mmfusion.lightning.FusionModule.metrics`.
 
     Returns:
         ``{"ensemble": report, "branches": {name: report}, "n_test_pairs", "n_test_patients",
         "split"}``, each report a :func:`~mmfusion.metrics.classification_report` dict.
     """
-
-    def report(probs: np.ndarray) -> dict[str, Any]:
-        return classification_report(
-            probs, preds.labels, groups=preds.groups, num_classes=len(STAGE_NAMES),
-            class_names=list(STAGE_NAMES), n_bootstrap=n_bootstrap, seed=seed,
-        )
-
     return {
-        "ensemble": report(preds.probs["ensemble"]),
-        "branches": {k: report(v) for k, v in preds.probs.items() if k != "ensemble"},
-        "n_test_pairs": int(len(preds.labels)),
-        "n_test_patients": int(len(set(preds.groups.tolist()))),
+        "ensemble": metrics["ensemble"],
+        "branches": metrics["branches"],
+        "n_test_pairs": metrics["n_pairs"],
+        "n_test_patients": metrics["n_patients"],
         "split": split,
     }
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write indented JSON atomically."""
-    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
 
 
 def write_figures(preds: Predictions, metrics: Mapping[str, Any], out: Path) -> list[Path]:

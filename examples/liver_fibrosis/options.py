@@ -1,0 +1,277 @@
+"""A run's settings: the registry preset's model and training configs, plus the run's own settings.
+
+One source of truth per fact: the architecture and training values are
+:class:`mmfusion.models.ModelConfig` / :class:`mmfusion.models.TrainingConfig` (the paper's values
+are their defaults; ``--preset`` picks a registered instance); what only a run needs (data, split,
+device, precision...) is :class:`RunSettings` below. The command-line options are generated from
+these dataclasses' fields and their docstrings, so a field is written once.
+
+``config.json`` in a run folder holds all three (``{"model": ..., "training": ..., "run": ...}``)
+and is also what :func:`mmfusion.models.from_pretrained` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from examples.liver_fibrosis.cli import CliError
+from mmfusion.models import ModelConfig, TrainingConfig, config_from_dict, get_preset, list_models
+
+PRESET_ALIASES = {"paper": "liver_fibrosis_paper", "quick": "liver_fibrosis_quick"}
+"""Short ``--preset`` names -> registry names (any registered name works too)."""
+
+#: Settings that may differ between a run and its ``--resume`` without changing its results.
+RESUME_FREE = frozenset({"out", "resume", "overwrite", "workers", "progress", "eval_every"})
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run needs beyond the model and its training recipe.
+
+    Attributes:
+        data: Manifest CSV (patient_id,us_path,swe_path,stage); omitted: generate the phantom into
+            phantom_dir and use it.
+        out: Run folder.
+        weights: Modality -> encoder initialisation: a local weights file, "imagenet" or none.
+        split: patient (default, no leakage) or image (splits images before augmentation; leaks
+            patients, warned).
+        test_size: Held-out fraction of patients (or images).
+        folds: 0 for one split, K >= 2 for patient K-fold cross-validation.
+        fold: With folds, run only this fold (0-based).
+        seed: Seed of the split, initialisation, sampling and augmentation.
+        device: auto, cpu, cuda or cuda:N.
+        devices: Processes (GPUs) per node; default: the torchrun/SLURM launch's, else 1.
+        num_nodes: Nodes; default: the torchrun/SLURM launch's, else 1.
+        amp: Autocast dtype: bf16, fp16 (CUDA, with loss scaling) or off (fp32; TF32 off on CUDA).
+        channels_last: Channels-last memory format (default on CUDA).
+        compile: torch.compile the model.
+        workers: DataLoader worker processes (default 0 on CPU, 4 on CUDA).
+        eval_every: Log test accuracy every N epochs (log only; never used for model selection).
+        n_bootstrap: Bootstrap resamples (over patients) of the metric intervals.
+        phantom_patients: Patients of the generated phantom.
+        phantom_seed: Seed of the generated phantom.
+        phantom_dir: Cache folder of the generated phantom.
+        progress: Progress bars (default: only on a terminal).
+        resume: Continue the run in --out from its last completed epoch.
+        overwrite: Replace a previous run in --out.
+    """
+
+    data: str | None = None
+    out: str = "runs/liver_fibrosis"
+    weights: dict[str, str] = field(default_factory=dict)
+    split: Literal["patient", "image"] = "patient"
+    test_size: float = 0.2
+    folds: int = 0
+    fold: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    devices: int | None = None
+    num_nodes: int | None = None
+    amp: Literal["bf16", "fp16", "off"] = "off"
+    channels_last: bool = False
+    compile: bool = False
+    workers: int = 0
+    eval_every: int = 0
+    n_bootstrap: int = 1000
+    phantom_patients: int = 250
+    phantom_seed: int = 0
+    phantom_dir: str = "data/phantom"
+    progress: bool | None = None
+    resume: bool = False
+    overwrite: bool = False
+
+    def replace(self, **changes: Any) -> RunSettings:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run: the preset it started from and the three sections."""
+
+    preset: str
+    model: ModelConfig
+    training: TrainingConfig
+    run: RunSettings
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``config.json`` sections (``save_pretrained`` adds the format and ``model``)."""
+        return {"preset": self.preset, "training": self.training.to_dict(),
+                "run": dataclasses.asdict(self.run), "model": self.model.to_dict()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
+        """Read :meth:`to_json`'s form (unknown fields are an error naming them)."""
+        try:
+            known = {f.name for f in fields(RunSettings)}
+            run = data.get("run", {})
+            unknown = sorted(set(run) - known)
+            if unknown:
+                raise ValueError(f"{source}: unknown run setting(s) {unknown}")
+            return cls(
+                preset=str(data.get("preset", "")),
+                model=config_from_dict(ModelConfig, data.get("model", {}), source),
+                training=config_from_dict(TrainingConfig, data.get("training", {}), source),
+                run=RunSettings(**run),
+            )
+        except (ValueError, TypeError) as err:
+            raise CliError(f"{source}: not a run configuration of this example ({err})") from err
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """Apply flat field changes, each to the section that owns the field."""
+        sections: dict[str, dict[str, Any]] = {"model": {}, "training": {}, "run": {}}
+        for key, value in changes.items():
+            sections[section_of(key)][key] = value
+        try:
+            return RunConfig(
+                self.preset,
+                self.model.replace(**sections["model"]) if sections["model"] else self.model,
+                self.training.replace(**sections["training"]) if sections["training"] else self.training,
+                self.run.replace(**sections["run"]),
+            )
+        except ValueError as err:
+            raise CliError(f"--{_flag_of(str(err))}") from err
+
+
+_SECTIONS = {"model": ModelConfig, "training": TrainingConfig, "run": RunSettings}
+_OWNER = {f.name: name for name, cls in _SECTIONS.items() for f in fields(cls)}
+_SPECIAL = {"weights"}  # --weights, --weights-us, --weights-swe
+
+
+def section_of(name: str) -> str:
+    """``"model"``, ``"training"`` or ``"run"``: the section that owns setting ``name``."""
+    return _OWNER[name]
+
+
+def _flag_of(message: str) -> str:
+    """Turn ``"image_size: expected ..."`` into ``"image-size: expected ..."``."""
+    name, _, rest = message.partition(":")
+    return f"{name.replace('_', '-')}:{rest}" if rest else message
+
+
+def resolve_preset(name: str | None) -> str:
+    """Registry name of ``--preset`` (short aliases accepted)."""
+    full = PRESET_ALIASES.get(name or "", name or "")
+    if full not in list_models():
+        raise CliError(f"--preset: unknown preset {name!r}; choose paper, quick or one of "
+                       f"{', '.join(list_models('liver_fibrosis_*'))}")
+    return full
+
+
+def preset_config(preset: str, overrides: dict[str, Any]) -> RunConfig:
+    """The registered preset with ``overrides`` (flat setting names) applied."""
+    full = resolve_preset(preset)
+    base = get_preset(full)
+    return RunConfig(full, base.model, base.training, RunSettings()).replace(**overrides)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _docs(cls: type) -> dict[str, str]:
+    """Field -> help text from the class docstring's ``Attributes:`` section."""
+    doc = inspect.getdoc(cls) or ""
+    section = doc.split("Attributes:", 1)[-1]
+    helps: dict[str, str] = {}
+    for match in re.finditer(r"^    (\w+): (.*?)(?=^    \w+: |\Z)", section, flags=re.M | re.S):
+        helps[match.group(1)] = " ".join(match.group(2).split())
+    return helps
+
+
+def _csv(kind: type) -> Any:
+    def parse(text: str) -> tuple[Any, ...]:
+        try:
+            values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+        if not values or len(set(values)) != len(values) and kind is str:
+            raise argparse.ArgumentTypeError(f"expected distinct comma-separated values, got {text!r}")
+        return values
+    return parse
+
+
+def _add_field(parser: argparse.ArgumentParser, name: str, hint: Any, helps: dict[str, str]) -> None:
+    flag = "--" + name.replace("_", "-")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):  # X | None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    kw: dict[str, Any] = {"help": helps.get(name), "default": None, "dest": name}
+    if origin is Literal:
+        kw["choices"] = list(args)
+    elif hint is bool:
+        kw["action"] = argparse.BooleanOptionalAction
+    elif origin is tuple:
+        kw["type"], kw["metavar"] = _csv(args[0]), "A,B"
+    elif hint in (int, float, str):
+        kw["type"] = hint
+    else:
+        return
+    parser.add_argument(flag, **kw)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
+    """One option per field of ModelConfig, TrainingConfig and RunSettings (all default to
+    ``None``: take the preset's value), plus ``--preset`` and the per-modality weights."""
+    parser.add_argument("--preset", help="base configuration: paper or quick (default: paper where "
+                        "CUDA is available and weights are given, else quick), or a registry name")
+    for cls in _SECTIONS.values():
+        helps = _docs(cls)
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if f.name not in skip and f.name not in _SPECIAL:
+                _add_field(parser, f.name, hints[f.name], helps)
+    parser.add_argument("--weights", metavar="PATH|imagenet",
+                        help="encoder initialisation for every encoder: a local weights file "
+                             "(.safetensors/.pth) or imagenet (timm's, via the Hugging Face cache)")
+    parser.add_argument("--weights-us", metavar="PATH|imagenet", help="the US encoder's only")
+    parser.add_argument("--weights-swe", metavar="PATH|imagenet", help="the SWE encoder's only")
+
+
+def explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (options left at ``None`` are not)."""
+    values = {k: getattr(args, k) for k in _OWNER if k not in _SPECIAL and getattr(args, k, None) is not None}
+    weights: dict[str, str] = {}
+    if getattr(args, "weights", None):
+        weights = {m: args.weights for m in ("us", "swe")}
+    for m in ("us", "swe"):
+        if getattr(args, f"weights_{m}", None):
+            weights[m] = getattr(args, f"weights_{m}")
+    if weights:
+        values["weights"] = weights
+    return values
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check what the dataclasses cannot: combinations and the backbone name."""
+    r, m = cfg.run, cfg.model
+    checks = [
+        (0.0 < r.test_size < 1.0, "--test-size: expected a fraction in (0, 1), e.g. 0.2"),
+        (r.folds == 0 or r.folds >= 2, "--folds: expected 0 (one split) or K >= 2"),
+        (r.fold is None or 0 <= r.fold < r.folds, "--fold: expected 0 <= I < K (--folds K)"),
+        (r.workers >= 0, "--workers: expected >= 0"),
+        (r.amp != "fp16" or r.device.startswith("cuda"),
+         "--amp fp16: float16 autocast needs CUDA; use --amp bf16 or --amp off on CPU"),
+        (r.n_bootstrap >= 0, "--n-bootstrap: expected >= 0"),
+        (r.phantom_patients >= 5, "--phantom-patients: expected >= 5 (one per stage)"),
+        (set(m.modalities) <= {"us", "swe"}, "--modalities: expected us, swe or us,swe"),
+        (not (r.split == "image" and r.folds), "--folds: K-fold runs split by patient; drop --split image"),
+        (set(r.weights) <= {"us", "swe"}, "--weights: modalities us and swe only"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise CliError(message)
+    import timm
+
+    if not timm.is_model(m.backbone.split(".")[0]):
+        close = timm.list_models(f"*{m.backbone[:5]}*")[:6]
+        raise CliError(f"--backbone: unknown timm model {m.backbone!r}"
+                       + (f"; similar names: {', '.join(close)}" if close else "")
+                       + " (e.g. resnet50, resnet18, resnet10t)")

@@ -1,0 +1,315 @@
+"""Train and evaluate one configuration on Lightning's Trainer (shared by train and ablation).
+
+The loop, precision, DDP / multi-node, checkpointing and resume are Lightning's; this module only
+maps a :class:`~examples.liver_fibrosis.options.RunConfig` onto a
+:class:`~mmfusion.lightning.FusionModule`, a :class:`~mmfusion.lightning.FusionDataModule` and a
+``Trainer``, and writes the run folder.
+
+* Precision: ``--amp bf16`` -> ``"bf16-mixed"``, ``fp16`` -> ``"16-mixed"`` (loss scaling),
+  ``off`` -> ``"32-true"`` (and TF32 off on CUDA, so "off" means fp32).
+* Processes: under ``torchrun`` (or SLURM) Lightning's DDP strategy takes the launch's world;
+  ``--devices``/``--num-nodes`` default to it. DDP runs without ``find_unused_parameters``.
+* Resume: ``checkpoints/last.ckpt`` is written after every epoch (atomically); ``--resume``
+  continues from it, loaded with ``weights_only=True`` (no arbitrary unpickling).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from examples.liver_fibrosis.cli import CliError, say, warn
+from examples.liver_fibrosis.options import RunConfig
+from examples.liver_fibrosis.report import (
+    metrics_document,
+    summary_line,
+    write_figures,
+    write_overlays,
+)
+from examples.liver_fibrosis.runs import (
+    RUN_OUTPUTS,
+    check_free,
+    is_phantom,
+    load_manifest,
+    prepare_phantom,
+    remove,
+    save_run_model,
+    write_json,
+)
+from mmfusion.files import atomic_write_text
+from mmfusion.liver.stages import STAGE_NAMES
+from mmfusion.models import build_model
+
+PRECISION = {"bf16": "bf16-mixed", "fp16": "16-mixed", "off": "32-true"}
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto``/``cpu``/``cuda``/``cuda:N`` -> a device; a clear error where CUDA is missing."""
+    if requested == "auto":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as err:
+        raise CliError(f"--device: unknown device {requested!r}; use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CliError(f"--device {requested}: CUDA is not available on this machine (torch "
+                       f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise CliError(f"--device: unsupported device type {device.type!r}; use cpu or cuda")
+    return device
+
+
+def launch_world() -> tuple[int, int]:
+    """``(processes per node, nodes)`` of a torchrun or SLURM launch; ``(1, 1)`` otherwise."""
+    if "LOCAL_WORLD_SIZE" in os.environ:
+        per_node = int(os.environ["LOCAL_WORLD_SIZE"])
+        return per_node, max(1, int(os.environ.get("WORLD_SIZE", per_node)) // per_node)
+    if "SLURM_NTASKS_PER_NODE" in os.environ:
+        return int(os.environ["SLURM_NTASKS_PER_NODE"]), int(os.environ.get("SLURM_NNODES", "1"))
+    return 1, 1
+
+
+def global_rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up banners and tips go; its warnings stay."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def make_trainer(cfg: RunConfig, out: Path, *, epochs: int, test_only: bool = False) -> Any:
+    """A Lightning ``Trainer`` for ``cfg`` writing into ``out``."""
+    quiet_lightning()
+    r = cfg.run
+    device = resolve_device(r.device)
+    per_node, nodes = launch_world()
+    devices, num_nodes = r.devices or per_node, r.num_nodes or nodes
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = r.amp != "off"
+        torch.backends.cudnn.allow_tf32 = r.amp != "off"
+    loggers: list[Any] = [CSVLogger(str(out), name="logs", version="")]
+    try:
+        import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(str(out), name="logs", version="tensorboard"))
+    except ImportError:
+        pass
+    callbacks = [] if test_only else [ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True,
+                                                      save_top_k=0, every_n_epochs=1)]
+    progress = r.progress if r.progress is not None else sys.stderr.isatty()
+    world = devices * num_nodes
+    if world > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy: Any = DDPStrategy(find_unused_parameters=False)
+    else:
+        strategy = "auto"
+    accelerator = device.type
+    return pl.Trainer(
+        accelerator=accelerator,
+        devices=devices if world > 1 or device.index is None else [device.index],
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=PRECISION[r.amp],
+        max_epochs=epochs,
+        logger=False if test_only else loggers,
+        callbacks=callbacks,
+        enable_checkpointing=not test_only,
+        enable_progress_bar=bool(progress),
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=r.eval_every or 1,
+        limit_val_batches=1.0 if r.eval_every else 0,
+        deterministic=False,
+        default_root_dir=str(out),
+    )
+
+
+def make_datamodule(cfg: RunConfig, fold: int = 0) -> Any:
+    """The run's :class:`~mmfusion.lightning.FusionDataModule` (phantom generated per node)."""
+    from mmfusion.lightning import FusionDataModule
+
+    manifest = load_manifest(cfg) if cfg.run.data else None
+    r = cfg.run
+    cuda = resolve_device(r.device).type == "cuda"
+    return FusionDataModule(
+        manifest if manifest is not None else Path(r.phantom_dir) / "manifest.csv",
+        cfg.model.modalities, cfg.model.image_size, cfg.training.batch_size,
+        augment=cfg.training.augment, split=r.split, test_size=r.test_size, folds=r.folds, fold=fold,
+        seed=r.seed, workers=r.workers, pin_memory=cuda,
+        prepare=None if manifest is not None else (lambda: prepare_phantom(cfg)),
+    )
+
+
+def make_module(cfg: RunConfig, model: torch.nn.Module) -> Any:
+    from mmfusion.lightning import FusionModule
+
+    if cfg.run.compile:
+        model.compile()
+    return FusionModule(model, training=cfg.training, seed=cfg.run.seed, class_names=list(STAGE_NAMES),
+                        n_bootstrap=cfg.run.n_bootstrap, channels_last=cfg.run.channels_last)
+
+
+def build(cfg: RunConfig) -> Any:
+    """The model of ``cfg`` (seeded), with clear errors for weights problems."""
+    torch.manual_seed(cfg.run.seed)
+    try:
+        return build_model(cfg.model, weights=dict(cfg.run.weights) or None)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        raise CliError(f"--weights: {' '.join(str(err).split())}") from err
+
+
+def train_one(cfg: RunConfig, out: Path, fold: int = 0) -> dict[str, Any]:
+    """Train one model and evaluate it on its held-out patients; write ``out``."""
+    dm = make_datamodule(cfg, fold)
+    model = build(cfg)
+    module = make_module(cfg, model)
+    trainer = make_trainer(cfg, out, epochs=cfg.training.epochs)
+    main = trainer.is_global_zero
+    ckpt = out / "checkpoints" / "last.ckpt"
+    resume = str(ckpt) if cfg.run.resume and ckpt.is_file() else None
+    if main:
+        n_all = sum(p.numel() for p in model.parameters())
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        say(f"{out}: model {n_all / 1e6:.1f} M parameters ({n_train / 1e6:.1f} M trainable, "
+            f"{n_all * 4 / 2**20:.0f} MiB fp32) on {trainer.strategy.root_device}"
+            + (f" x {trainer.world_size} processes" if trainer.world_size > 1 else "")
+            + (f"; resuming from {ckpt}" if resume else ""))
+    trainer.callbacks.append(EpochLog(out, cfg.training.epochs))
+    trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+    if main:
+        save_run_model(module.model, cfg, out)
+    trainer.test(module, datamodule=dm, verbose=False)
+    assert dm.split is not None and module.metrics is not None and module.predictions is not None
+    metrics = metrics_document(module.metrics, dm.split.description)
+    if is_phantom(cfg):
+        metrics["phantom"] = phantom_ceilings(metrics["ensemble"]["accuracy"])
+    if main:
+        write_json(out / "metrics.json", metrics)
+        write_figures(module.predictions, metrics, out)
+        write_overlays(module.model, dm.test_set, module.predictions, out, trainer.strategy.root_device)
+        say(f"{out}: test {summary_line(metrics)}")
+        if "phantom" in metrics:
+            p = metrics["phantom"]
+            say(f"phantom Bayes ceiling (per view) {p['bayes_ceiling_per_view']:.3f}: test "
+                f"accuracy / ceiling = {p['accuracy_over_ceiling']:.2f}")
+    return metrics
+
+
+class EpochLog(Callback):
+    """Writes ``log.jsonl`` (one line per completed epoch, from the module's history, which the
+    checkpoint carries over a resume) and prints one status line per epoch on rank 0."""
+
+    def __init__(self, out: Path, epochs: int) -> None:
+        self.out, self.epochs, self._said = out, epochs, 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._write(trainer, module)
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._write(trainer, module)
+
+    def _write(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        history = module.history
+        atomic_write_text(self.out / "log.jsonl", "".join(json.dumps(e) + "\n" for e in history))
+        if history and history[-1]["epoch"] != self._said:
+            self._said = history[-1]["epoch"]
+            say(_epoch_line(history[-1], self.epochs))
+
+
+def _epoch_line(entry: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {entry['epoch']}/{epochs}", f"loss {entry['loss']:.4f}"]
+    parts += [f"{k} {v:.3f}" for k, v in entry.items() if k.startswith(("ce_", "consistency"))]
+    parts += [f"lr {entry['lr']:.2e}", f"{entry['seconds']:.0f} s", f"{entry['pairs_per_s']:.1f} pairs/s"]
+    return ", ".join(parts)
+
+
+def phantom_ceilings(accuracy: float) -> dict[str, float]:
+    """The phantom's Bayes ceilings (:func:`mmfusion.liver.bayes_ceiling`) and accuracy / ceiling."""
+    from mmfusion.liver import bayes_ceiling
+
+    per_view = bayes_ceiling(per_view=True)
+    return {"bayes_ceiling_per_view": per_view, "bayes_ceiling_per_patient": bayes_ceiling(),
+            "accuracy_over_ceiling": accuracy / per_view}
+
+
+def summarise_folds(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sd over folds of the ensemble's headline metrics."""
+    keys = ("accuracy", "auc_macro", "sensitivity_macro", "specificity_macro", "qwk",
+            "auc_f2plus", "auc_f3plus", "auc_f4")
+    summary: dict[str, Any] = {}
+    for key in keys:
+        values = [m["ensemble"][key] for m in fold_metrics if m["ensemble"].get(key) is not None]
+        if values:
+            summary[key] = {"mean": float(np.mean(values)),
+                            "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                            "n": len(values)}
+    return summary
+
+
+def run_training(cfg: RunConfig) -> dict[str, Any]:
+    """Check everything, then train and evaluate one configuration (one split or K folds).
+
+    Nothing in ``--out`` is touched until the configuration, the model and the data are valid.
+    """
+    out = Path(cfg.run.out)
+    taken = check_free(out, RUN_OUTPUTS, cfg.run.resume or cfg.run.overwrite)
+    build(cfg)  # fail fast on backbone / weights / freezing problems
+    if cfg.run.data:
+        load_manifest(cfg)
+    main = global_rank() == 0
+    if main and taken and cfg.run.overwrite and not cfg.run.resume:
+        remove(out, taken)
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.run.folds:
+        return train_one(cfg, out)
+    folds = [cfg.run.fold] if cfg.run.fold is not None else list(range(cfg.run.folds))
+    per_fold = []
+    for k in folds:
+        fold_out = out / f"fold-{k}"
+        fold_cfg = dataclasses.replace(cfg, run=cfg.run.replace(fold=k, out=str(fold_out)))
+        per_fold.append(train_one(fold_cfg, fold_out, fold=k))
+    metrics = {"folds": per_fold, "summary": summarise_folds(per_fold), "split": f"patient {cfg.run.folds}-fold"}
+    if main:
+        write_json(out / "metrics.json", metrics)
+        s = metrics["summary"]
+        say(f"{out}: {cfg.run.folds}-fold accuracy {s['accuracy']['mean']:.3f} +/- {s['accuracy']['sd']:.3f}")
+    return metrics
+
+
+def weights_check(cfg: RunConfig) -> None:
+    """Frozen stages need real weights: refuse frozen random stages; warn about random encoders."""
+    missing = [m for m in cfg.model.modalities if not cfg.run.weights.get(m)]
+    if not missing:
+        return
+    if cfg.model.frozen_stages:
+        raise CliError(
+            f"--weights: the {'/'.join(missing)} encoder(s) would start from random weights with "
+            f"{cfg.model.frozen_stages} frozen stage(s), which then learn nothing; pass --weights "
+            "imagenet (or a local file), or --frozen-stages 0"
+        )
+    warn(f"no pretrained weights for the {'/'.join(missing)} encoder(s): they train from random "
+         f"initialisation ({cfg.model.backbone}); pass --weights imagenet or a local file to start "
+         "from ImageNet, as the paper does")

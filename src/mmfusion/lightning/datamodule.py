@@ -1,0 +1,218 @@
+"""A LightningDataModule over a manifest: patient split, the paper's augmentation, seeded samples.
+
+:class:`FusionDataModule` reads a manifest (CSV path or :class:`~mmfusion.data.Manifest`), splits it
+by patient (stratified by stage, paper II.B with NOTES.md's correction; or the warned image-level
+split, or patient K-fold), decodes every pair once into an in-memory crop cache
+(:func:`mmfusion.data.pipeline.cached_crops`), and serves training samples with one of the
+augmentation modes (``"paper"``: the offline balanced flip/shift plan; ``"online"``; ``"none"``)
+and deterministic evaluation samples. Sampling is :class:`~mmfusion.data.SeededSampler`, sharded
+over the trainer's processes, so each sample's augmentation depends only on ``(seed, epoch,
+index)``: the same on any number of processes, with or without workers, and after a resume.
+Build the Trainer with ``use_distributed_sampler=False`` (the sampler is already distributed).
+
+``prepare_data`` calls ``prepare`` (e.g. generating a phantom) once per node, before any process
+reads the manifest.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, Dataset
+
+from mmfusion.data.manifest import Manifest, read_manifest
+from mmfusion.data.pipeline import AUGMENT_MODES, eval_dataset, train_dataset
+from mmfusion.data.seeded import SeededSampler
+from mmfusion.data.splits import image_split, patient_kfold, patient_split
+
+__all__ = ["FusionDataModule", "Split", "make_splits"]
+
+SPLITS = ("patient", "image")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One train/test partition of a manifest.
+
+    Attributes:
+        name: ``""`` for a single split, ``"fold-K"`` for a fold.
+        train_idx: Positions of the training pairs in the manifest.
+        test_idx: Positions of the held-out pairs in the manifest.
+        description: How it was made (for reports), e.g. ``"patient"``.
+    """
+
+    name: str
+    train_idx: tuple[int, ...]
+    test_idx: tuple[int, ...]
+    description: str
+
+
+def _positions(full: Manifest, part: Manifest) -> tuple[int, ...]:
+    where = {row.line: i for i, row in enumerate(full.rows)}
+    return tuple(where[row.line] for row in part.rows)
+
+
+def make_splits(manifest: Manifest, split: str = "patient", test_size: float = 0.2, seed: int = 0,
+                folds: int = 0) -> list[Split]:
+    """The patient split (or ``folds`` patient folds), or the image-level split that leaks.
+
+    Raises:
+        ValueError: Unknown ``split``, K-fold with the image split, or a manifest that cannot be
+            split so (e.g. a stage with fewer patients than folds).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    if split == "image":
+        if folds:
+            raise ValueError("folds: K-fold runs split by patient; use split='patient'")
+        train, test = image_split(manifest, test_size, seed)
+        return [Split("", _positions(manifest, train), _positions(manifest, test),
+                      "image (split before augmentation; leaks patients)")]
+    if folds:
+        return [Split(f"fold-{k}", _positions(manifest, tr), _positions(manifest, te),
+                      f"patient {folds}-fold, fold {k}")
+                for k, (tr, te) in enumerate(patient_kfold(manifest, folds, seed))]
+    train, test = patient_split(manifest, test_size, seed)
+    return [Split("", _positions(manifest, train), _positions(manifest, test), "patient")]
+
+
+class FusionDataModule(pl.LightningDataModule):
+    """Training and held-out data of one split of a manifest.
+
+    Args:
+        manifest: A manifest CSV path or a :class:`~mmfusion.data.Manifest`.
+        modalities: The modalities the model takes (each must be a manifest column).
+        image_size: Model input side in pixels.
+        batch_size: Training pairs per step and process (evaluation uses ``max(batch_size, 32)``).
+        augment: ``"paper"``, ``"online"`` or ``"none"``.
+        split: ``"patient"`` (default) or ``"image"`` (leaks; warned).
+        test_size: Held-out fraction.
+        folds: ``0`` for one split, ``K >= 2`` for patient K-fold; then ``fold`` picks one.
+        fold: The fold to serve (with ``folds``).
+        seed: Split, shuffling and augmentation seed.
+        workers: DataLoader worker processes.
+        prepare: Called once per node by ``prepare_data`` (e.g. to generate a data set).
+        pin_memory: Pin host memory (use on CUDA).
+
+    Example:
+        >>> import tempfile
+        >>> from mmfusion.liver import PhantomConfig, make_phantom_dataset
+        >>> csv = make_phantom_dataset(tempfile.mkdtemp(), n_patients=10, workers=1,
+        ...     config=PhantomConfig(width=256, height=192, stage_prevalence=(1, 1, 1, 1, 1)))
+        >>> dm = FusionDataModule(csv, ("us", "swe"), image_size=64, batch_size=4, test_size=0.5)
+        >>> dm.setup("fit")
+        >>> batch = next(iter(dm.train_dataloader()))
+        >>> batch["us"].shape, sorted(batch)[:3]
+        (torch.Size([4, 3, 64, 64]), ['index', 'label', 'patient_id'])
+    """
+
+    def __init__(
+        self,
+        manifest: str | Path | Manifest,
+        modalities: Sequence[str],
+        image_size: int,
+        batch_size: int,
+        *,
+        augment: str = "online",
+        split: str = "patient",
+        test_size: float = 0.2,
+        folds: int = 0,
+        fold: int = 0,
+        seed: int = 0,
+        workers: int = 0,
+        prepare: Callable[[], object] | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        checks = [
+            (augment in AUGMENT_MODES, f"augment: expected one of {AUGMENT_MODES}, got {augment!r}"),
+            (split in SPLITS, f"split: expected one of {SPLITS}, got {split!r}"),
+            (0.0 < test_size < 1.0, f"test_size: expected a fraction in (0, 1), got {test_size!r}"),
+            (folds == 0 or folds >= 2, f"folds: expected 0 (one split) or K >= 2, got {folds!r}"),
+            (folds == 0 or 0 <= fold < folds, f"fold: expected 0 <= fold < {folds}, got {fold!r}"),
+            (batch_size >= 1, f"batch_size: expected >= 1, got {batch_size!r}"),
+            (workers >= 0, f"workers: expected >= 0, got {workers!r}"),
+            (bool(modalities), f"modalities: expected at least one name, got {modalities!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        self._manifest_source = manifest
+        self.modalities = tuple(modalities)
+        self.image_size, self.batch_size = int(image_size), int(batch_size)
+        self.augment, self.split_kind, self.test_size = augment, split, float(test_size)
+        self.folds, self.fold, self.seed, self.workers = int(folds), int(fold), int(seed), int(workers)
+        self._prepare, self.pin_memory = prepare, bool(pin_memory)
+        self.manifest: Manifest | None = None
+        self.split: Split | None = None
+        self.train_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def prepare_data(self) -> None:
+        """Run ``prepare`` (once per node, before ``setup`` on any process of the node)."""
+        if self._prepare is not None:
+            self._prepare()
+
+    def load_manifest(self) -> Manifest:
+        """Read (once) and check the manifest: every model modality must be a column."""
+        if self.manifest is None:
+            source = self._manifest_source
+            manifest = source if isinstance(source, Manifest) else read_manifest(source, verify="exists")
+            missing = [m for m in self.modalities if m not in manifest.modalities]
+            if missing:
+                raise ValueError(
+                    f"manifest: the model needs {missing} images, the manifest has "
+                    f"{list(manifest.modalities)} columns (<name>_path)"
+                )
+            self.manifest = manifest
+        return self.manifest
+
+    def setup(self, stage: str | None = None) -> None:
+        """Split the manifest and build the data sets (decoding every pair once)."""
+        if self.split is not None:
+            return
+        manifest = self.load_manifest()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            splits = make_splits(manifest, self.split_kind, self.test_size, self.seed, self.folds)
+        self.split = splits[self.fold if self.folds else 0]
+        self.train_set = train_dataset(manifest, self.modalities, self.image_size, self.split.train_idx,
+                                       self.augment, self.seed)
+        self.test_set = eval_dataset(manifest, self.modalities, self.image_size, self.split.test_idx)
+
+    def _shard(self) -> dict[str, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return {"num_replicas": 1, "rank": 0}
+        return {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        sampler = SeededSampler(dataset, seed=self.seed, shuffle=train, **self._shard())
+        batch = self.batch_size if train else max(self.batch_size, 32)
+        return DataLoader(
+            dataset, batch_size=batch, sampler=sampler, num_workers=self.workers,
+            pin_memory=self.pin_memory, persistent_workers=self.workers > 0,
+            drop_last=train and len(sampler) > batch,
+            prefetch_factor=4 if self.workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented, sharded over the trainer's processes."""
+        self.setup()
+        assert self.train_set is not None
+        return self._loader(self.train_set, train=True)
+
+    def test_dataloader(self) -> DataLoader:
+        """The held-out pairs, in order (each process takes its share; predictions are merged)."""
+        self.setup()
+        assert self.test_set is not None
+        return self._loader(self.test_set, train=False)
+
+    def val_dataloader(self) -> DataLoader:
+        """The held-out pairs, for logging only (``check_val_every_n_epoch``); never use them to
+        select a model."""
+        return self.test_dataloader()

@@ -1,0 +1,286 @@
+"""A LightningModule for any :class:`~mmfusion.nn.MultiModalClassifier` (paper section III.E).
+
+:class:`FusionModule` wraps a model with its :class:`~mmfusion.EnsembleLoss` (eq. (1)-(3)), the
+optimizer and schedule of a :class:`~mmfusion.models.TrainingConfig` (Adam; constant or cosine per
+epoch), modality dropout (the model's own, active in training), and the library's metrics
+(:func:`mmfusion.metrics.classification_report`, per branch, patient-bootstrap intervals) at the end
+of validation and test. Lightning brings the rest: precision (``"bf16-mixed"``, ``"16-mixed"`` with
+loss scaling), DDP and multi-node, checkpoints and resume, loggers and progress bars.
+
+Batches are mappings ``{modality: [B, 3, H, W], "label": [B], "patient_id": [B] str,
+"index": [B]}``, optionally with ``"available": {modality: bool [B]}``
+(:class:`mmfusion.lightning.FusionDataModule` yields them).
+
+Reproducibility: at the start of every training epoch the torch, NumPy and Python generators are
+reseeded from ``(seed, epoch, rank)``, so the model's own randomness (modality dropout) is the
+same after a resume; together with per-sample augmentation seeds, a run resumed from an epoch
+checkpoint ends with the same weights as an uninterrupted one (bit-exact on CPU).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from mmfusion.data.seeded import sample_seed
+from mmfusion.lightning.predictions import Predictions
+from mmfusion.losses import EnsembleLoss
+from mmfusion.metrics import classification_report
+from mmfusion.models.config import TrainingConfig
+from mmfusion.nn import FeatureFusion, MultiModalClassifier
+
+__all__ = ["FusionModule"]
+
+
+class FusionModule(pl.LightningModule):
+    """Train and evaluate a multimodal classifier with Lightning.
+
+    Args:
+        model: The classifier (e.g. :func:`mmfusion.models.create_model`'s).
+        loss: The training loss; ``None`` takes :func:`mmfusion.models.build_loss` of the model's
+            configuration (a :class:`~mmfusion.models.FusionClassifier`), else ``EnsembleLoss()``.
+        training: Optimizer and schedule (``lr``, ``weight_decay``, ``schedule``, ``epochs``).
+        seed: Seed of the per-epoch generator reseeding (use the run's seed).
+        class_names: Names of the classes in reports (default ``"0"``, ``"1"``, ...).
+        n_bootstrap: Bootstrap resamples of the metric intervals (0: none).
+        channels_last: Feed images in channels-last memory format (faster convolutions on GPUs).
+
+    Attributes:
+        predictions: The last validation/test run's :class:`Predictions` (on every rank).
+        metrics: Its report: ``{"ensemble": report, "branches": {name: report}, "n_pairs",
+            "n_patients"}``.
+
+    Example:
+        >>> import lightning.pytorch as pl
+        >>> from mmfusion.lightning import FusionModule
+        >>> from mmfusion.models import create_model, get_preset
+        >>> preset = get_preset("liver_fibrosis_quick")
+        >>> module = FusionModule(create_model("liver_fibrosis_quick", backbone="test_resnet",
+        ...                                    image_size=64), training=preset.training)
+        >>> module.hparams_summary()["lr"]
+        0.001
+    """
+
+    def __init__(
+        self,
+        model: MultiModalClassifier,
+        loss: EnsembleLoss | None = None,
+        training: TrainingConfig | None = None,
+        *,
+        seed: int = 0,
+        class_names: Sequence[str] | None = None,
+        n_bootstrap: int = 1000,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, MultiModalClassifier):
+            raise TypeError(f"model: expected a MultiModalClassifier, got {type(model).__name__}")
+        if loss is None:
+            config = getattr(model, "config", None)
+            if config is not None:
+                from mmfusion.models.builder import build_loss
+
+                loss = build_loss(config)
+            else:
+                loss = EnsembleLoss()
+        if n_bootstrap < 0:
+            raise ValueError(f"n_bootstrap: expected >= 0, got {n_bootstrap}")
+        self.model = model
+        self.loss_fn = loss
+        self.training_config = training or TrainingConfig()
+        self.seed = int(seed)
+        self.class_names = list(class_names) if class_names is not None else None
+        self.n_bootstrap = int(n_bootstrap)
+        self.channels_last = bool(channels_last)
+        self.predictions: Predictions | None = None
+        self.metrics: dict[str, Any] | None = None
+        self.history: list[dict[str, float]] = []
+        self._outputs: list[dict[str, Any]] = []
+        self._epoch_start = 0.0
+        self._sums: dict[str, Tensor] = {}
+        self._epoch_lr = float("nan")
+        self._epoch_pairs = 0
+
+    def hparams_summary(self) -> dict[str, Any]:
+        """The optimisation settings in use (for logs)."""
+        return {**self.training_config.to_dict(), "seed": self.seed, "n_bootstrap": self.n_bootstrap}
+
+    # ------------------------------------------------------------------ setup and optimisation
+
+    def setup(self, stage: str) -> None:
+        """Under DDP, let every fusion placeholder take part in each step, so DDP needs no
+        ``find_unused_parameters`` (see :class:`~mmfusion.nn.FeatureFusion`)."""
+        if self.trainer is not None and self.trainer.world_size > 1:
+            for fusion in self.model.modules():
+                if isinstance(fusion, FeatureFusion):
+                    fusion.placeholders_in_graph = True
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def configure_optimizers(self) -> Any:
+        """Adam (fused on CUDA) over the trainable parameters, and the per-epoch schedule."""
+        cfg = self.training_config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        fused = next(iter(params)).device.type == "cuda" if params else False
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        if cfg.schedule == "constant":
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=cfg.epochs, eta_min=cfg.lr * 0.01
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ------------------------------------------------------------------ steps
+
+    def _unpack(self, batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor] | None, Tensor]:
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        inputs = {m: batch[m].contiguous(memory_format=fmt) for m in self.model.modalities if m in batch}
+        available = batch.get("available")
+        if available is not None:
+            available = {m: v.to(torch.bool) for m, v in available.items() if m in inputs}
+        return inputs, available, torch.as_tensor(batch["label"], device=self.device)
+
+    def forward(self, inputs: Mapping[str, Tensor], available: Mapping[str, Tensor] | None = None) -> Any:
+        """The model's forward pass (a :class:`~mmfusion.nn.ClassifierOutput`)."""
+        return self.model(inputs, available)
+
+    def on_train_epoch_start(self) -> None:
+        """Reseed the generators from ``(seed, epoch, rank)``; start the epoch's clock."""
+        derived = sample_seed(self.seed, self.current_epoch, 1_000_000 + self.global_rank)
+        random.seed(derived)
+        np.random.seed(derived % 2**32)  # noqa: NPY002 - third-party users of the global RNG
+        torch.manual_seed(derived)
+        self._epoch_start, self._epoch_pairs, self._sums = time.perf_counter(), 0, {}
+        optimizers = self.trainer.optimizers
+        self._epoch_lr = optimizers[0].param_groups[0]["lr"] if optimizers else float("nan")
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        """One step of ``L_total``; logs the total and each component per epoch."""
+        inputs, available, labels = self._unpack(batch)
+        out = self.model(inputs, available)
+        losses = self.loss_fn(out.logits, labels, out.features, out.available)
+        n = int(labels.shape[0])
+        self._epoch_pairs += n
+        for name, value in {"loss": losses.total, **losses.components}.items():
+            term = value.detach().float() * n  # summed on the device: no host sync per step
+            self._sums[name] = self._sums[name] + term if name in self._sums else term
+        return losses.total
+
+    def on_train_epoch_end(self) -> None:
+        """Append the epoch's mean losses (over every process's pairs), learning rate and
+        throughput to :attr:`history` and the loggers. Under DDP, copy rank 0's buffers (BatchNorm
+        statistics) to every rank, since DDP only broadcasts them at the start of a forward."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - self._epoch_start
+        names = sorted(self._sums)
+        totals = torch.stack([self._sums[k].double() for k in names]
+                             + [torch.tensor(float(self._epoch_pairs), dtype=torch.float64, device=self.device)])
+        if _distributed():
+            dist.all_reduce(totals)
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
+        values = totals.tolist()
+        pairs = values[-1]
+        entry = {"epoch": self.current_epoch + 1, "lr": self._epoch_lr,
+                 **{k: v / max(pairs, 1.0) for k, v in zip(names, values[:-1], strict=True)},
+                 "pairs": int(pairs), "seconds": seconds, "pairs_per_s": pairs / max(seconds, 1e-9)}
+        self.history.append(entry)
+        self.log_dict({k: float(v) for k, v in entry.items() if k != "epoch"}, rank_zero_only=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep :attr:`history` in the checkpoint (plain floats: loads with ``weights_only``)."""
+        checkpoint["mmfusion_history"] = [dict(e) for e in self.history]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = [dict(e) for e in checkpoint.get("mmfusion_history", [])]
+
+    def _eval_step(self, batch: Mapping[str, Any]) -> None:
+        inputs, available, labels = self._unpack(batch)
+        out = self.model(inputs, available)
+        probs = {"ensemble": out.probs.float()}
+        probs.update({name: torch.softmax(z.float(), 1) for name, z in out.logits.items()})
+        self._outputs.append({
+            "probs": {k: v.cpu().numpy().astype(np.float64) for k, v in probs.items()},
+            "labels": labels.cpu().numpy(),
+            "groups": np.asarray([str(g) for g in batch["patient_id"]], dtype=object),
+            "indices": torch.as_tensor(batch["index"]).cpu().numpy(),
+            "available": {m: v.cpu().numpy() for m, v in out.available.items()},
+        })
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self._outputs = []
+
+    def on_test_epoch_start(self) -> None:
+        self._outputs = []
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test")
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _finish_evaluation(self, prefix: str) -> None:
+        local = _local_predictions(self._outputs)
+        self._outputs = []
+        parts = [local]
+        if _distributed():
+            parts = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, local)
+        parts = [p for p in parts if p is not None]
+        if not parts or self.trainer.sanity_checking:
+            return
+        self.predictions = Predictions.merge(parts)
+        self.metrics = self.report(self.predictions)
+        e = self.metrics["ensemble"]
+        scalars = {f"{prefix}_{k}": float(e[k]) for k in ("accuracy", "auc_macro", "qwk") if e.get(k) is not None}
+        self.log_dict(scalars, rank_zero_only=True)
+
+    def report(self, predictions: Predictions) -> dict[str, Any]:
+        """The metrics of ``predictions``: ensemble and every branch, intervals over patients."""
+        k = predictions.probs["ensemble"].shape[1]
+
+        def one(probs: np.ndarray) -> dict[str, Any]:
+            return classification_report(
+                probs, predictions.labels, groups=predictions.groups, num_classes=k,
+                class_names=self.class_names, n_bootstrap=self.n_bootstrap, seed=self.seed,
+            )
+
+        return {
+            "ensemble": one(predictions.probs["ensemble"]),
+            "branches": {b: one(p) for b, p in predictions.probs.items() if b != "ensemble"},
+            "n_pairs": len(predictions),
+            "n_patients": len(set(predictions.groups.tolist())),
+        }
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _local_predictions(outputs: list[dict[str, Any]]) -> Predictions | None:
+    if not outputs:
+        return None
+    return Predictions(
+        probs={k: np.concatenate([o["probs"][k] for o in outputs]) for k in outputs[0]["probs"]},
+        labels=np.concatenate([o["labels"] for o in outputs]),
+        groups=np.concatenate([o["groups"] for o in outputs]),
+        indices=np.concatenate([o["indices"] for o in outputs]),
+        available={m: np.concatenate([o["available"][m] for o in outputs]) for m in outputs[0]["available"]},
+    )

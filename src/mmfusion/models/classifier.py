@@ -1,0 +1,69 @@
+"""A :class:`~mmfusion.nn.MultiModalClassifier` that knows its :class:`ModelConfig`.
+
+Knowing its configuration is what lets a model be saved whole (architecture + weights) and rebuilt
+anywhere: :meth:`FusionClassifier.save_pretrained` writes ``config.json`` and
+``model.safetensors``; :func:`mmfusion.models.from_pretrained` reads them back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from torch import nn
+
+from mmfusion.models.config import ModelConfig
+from mmfusion.nn import EnsembleHead, MultiModalClassifier
+
+__all__ = ["FusionClassifier"]
+
+
+class FusionClassifier(MultiModalClassifier):
+    """:class:`~mmfusion.nn.MultiModalClassifier` plus the :class:`ModelConfig` it was built from.
+
+    Build one with :func:`mmfusion.models.create_model` or :func:`mmfusion.models.build_model`;
+    the forward pass is :class:`~mmfusion.nn.MultiModalClassifier`'s (inputs modality ->
+    ``[B, 3, H, W]``, optional per-sample ``available`` masks).
+
+    Args:
+        config: The architecture the modules were built from.
+        encoders: Modality -> encoder, in ``config.modalities`` order.
+        fusion: The fusion module, or ``None`` for one modality.
+        head: The ensemble head.
+        modality_dropout: See :class:`~mmfusion.nn.MultiModalClassifier`.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        encoders: Mapping[str, nn.Module],
+        fusion: nn.Module | None,
+        head: EnsembleHead,
+        *,
+        modality_dropout: float | Mapping[str, float] = 0.0,
+    ) -> None:
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"config: expected a ModelConfig, got {type(config).__name__}")
+        super().__init__(encoders, fusion, head, modality_dropout=modality_dropout)
+        if self.modalities != config.modalities:
+            raise ValueError(
+                f"encoders: modalities {self.modalities} differ from config.modalities {config.modalities}"
+            )
+        self.config = config
+
+    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically).
+
+        Args:
+            directory: Folder to write (created if needed).
+            overwrite: Replace a model already saved there.
+
+        Returns:
+            The folder.
+
+        Raises:
+            FileExistsError: ``directory`` already holds a saved model and ``overwrite`` is false.
+        """
+        from mmfusion.models.pretrained import save_pretrained
+
+        return save_pretrained(self, directory, overwrite=overwrite)
