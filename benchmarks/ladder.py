@@ -36,10 +36,12 @@ import torch
 from torch import Tensor, nn
 
 from mmfusion import ModalityEncoder
+from mmfusion.models import get_preset
 
-LR = 7e-5
-WEIGHT_DECAY = 1e-3
-NUM_CLASSES = 5
+_PAPER = get_preset("liver_fibrosis_paper")
+LR = _PAPER.training.lr
+WEIGHT_DECAY = _PAPER.training.weight_decay
+NUM_CLASSES = _PAPER.model.num_classes
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from examples.liver_fibrosis.checkpoint import atomic_write_text
+from mmfusion.files import atomic_write_text
 
 NOT_GPU_WARNING = (
     "**CPU run, not GPU results.** These numbers come from {what} on a CPU ({cpu}); they only "

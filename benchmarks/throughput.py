@@ -27,12 +27,16 @@ from benchmarks import activations as activations_mod
 from benchmarks import flops as flops_mod
 from benchmarks import ladder, results_io
 from benchmarks import summary as summary_mod
+from mmfusion.models import get_preset
 
-PAPER_BATCH = 4
+PAPER = get_preset("liver_fibrosis_paper").model
+"""The paper's architecture (the registry is the one source of its values)."""
+
+PAPER_BATCH = get_preset("liver_fibrosis_paper").training.batch_size
 PAPER_SIZE_MB = 516
 FULL_BATCH_SIZES = (4, 32, 128, 256)
 QUICK_BATCH_SIZES = (2, 8)
-MODALITIES = ("us", "swe")
+MODALITIES = PAPER.modalities
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -167,9 +171,9 @@ def resolve(argv: Sequence[str]) -> Options:
         out=ns.out,
         data=not ns.no_data,
         overwrite=ns.overwrite,
-        backbone="test_resnet" if quick else "resnet50",
-        image_size=64 if quick else 224,
-        hidden=(32, 16) if quick else (384, 128),
+        backbone="test_resnet" if quick else PAPER.backbone,
+        image_size=64 if quick else PAPER.image_size,
+        hidden=(32, 16) if quick else PAPER.hidden,
         compile_backend=ns.compile_backend,
         cudnn_benchmark=ns.cudnn_benchmark,
         threads=ns.threads or (1 if quick and device.type == "cpu" else None),
@@ -197,13 +201,14 @@ def log(message: str) -> None:
 
 def build_template(opts: Options) -> tuple[nn.Module, nn.Module]:
     """The model (library default state, CPU, seed 0) that every rung copies, and its loss."""
-    from examples.liver_fibrosis.model import build_model
+    from mmfusion.models import build_loss, create_model
 
     torch.manual_seed(0)
-    return build_model(
-        MODALITIES, "attention", "multi",
-        backbone=opts.backbone, image_size=opts.image_size, hidden=opts.hidden,
+    model = create_model(
+        "liver_fibrosis_paper", modalities=MODALITIES, backbone=opts.backbone,
+        image_size=opts.image_size, hidden=opts.hidden,
     )
+    return model, build_loss(model.config)
 
 
 def model_facts(model: nn.Module) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import torch
 
 from benchmarks import flops, input_pipeline, ladder, throughput
 from benchmarks import summary as summary_mod
-from examples.liver_fibrosis.model import build_model
+from mmfusion.models import build_loss, create_model
 
 FAST = ["--repeats", "1", "--warmup", "1", "--no-data"]
 WITH_DATA = ["--repeats", "1", "--warmup", "1", "--data-patients", "2"]
@@ -26,6 +26,12 @@ TOP_KEYS = {
     "config", "model", "flops", "rungs", "results", "summary", "goals", "data_pipeline",
     "complete", "progress", "activations",
 }
+
+
+def build_model(**overrides: object) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The paper's registered network with ``overrides``, and its loss."""
+    model = create_model("liver_fibrosis_paper", **overrides)
+    return model, build_loss(model.config)
 
 
 @pytest.fixture(scope="module")

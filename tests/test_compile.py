@@ -14,10 +14,16 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from examples.liver_fibrosis.model import build_model
 from mmfusion.export import ProbabilitiesModule
+from mmfusion.models import build_loss, create_model
 
 SIZE = 64
+
+
+def build_model(**overrides: object) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The paper's registered network with ``overrides``, and its loss."""
+    model = create_model("liver_fibrosis_paper", **overrides)
+    return model, build_loss(model.config)
 
 
 @pytest.fixture(autouse=True)

@@ -37,7 +37,8 @@ def test_items_are_rgb_uint8_crops(phantom_csv: Path) -> None:
     manifest = read_manifest(phantom_csv)
     ds = PairedImageDataset(manifest)
     item = ds[0]
-    assert list(item) == ["us", "swe", "label", "patient_id"]
+    assert list(item) == ["us", "swe", "available", "label", "patient_id"]
+    assert item["available"] == {"us": True, "swe": True}
     assert item["label"] == manifest[0].stage and item["patient_id"] == manifest[0].patient_id
     truth = phantom_truth(manifest[0])
     x0, y0, x1, y1 = truth.sector_bbox()
@@ -119,7 +120,7 @@ def test_three_modalities_and_jpeg(phantom_csv: Path, tmp_path: Path) -> None:
         f"P1,{row.paths['swe']},{row.paths['us']},{jpg},F3\n"
     )
     item = PairedImageDataset(csv, size=24)[0]
-    assert list(item) == ["swe", "us", "jpeg", "label", "patient_id"]
+    assert list(item) == ["swe", "us", "jpeg", "available", "label", "patient_id"]
     assert item["jpeg"].shape == (3, 24, 24) and item["label"] == 3
 
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mmfusion.data import ManifestError, read_manifest
+from mmfusion.data import Manifest, ManifestError, ManifestRow, read_manifest
 
 
 def _png(path: Path, colour: bool = False) -> str:
@@ -142,3 +142,79 @@ def test_verify_exists_skips_decoding(images: Path) -> None:
     assert len(read_manifest(csv, verify="exists")) == 1
     with pytest.raises(ManifestError, match="not a readable image"):
         read_manifest(csv)
+
+
+def test_missing_modality_is_kept_and_flagged(images: Path) -> None:
+    csv = _write(
+        images / "partial.csv",
+        [
+            "patient_id,us_path,swe_path,stage",
+            "P1,P1/a_us.png,P1/a_swe.png,F2",
+            "P1,P1/b_us.png,,F2",  # no SWE for this view
+            "P2,,P2/a_swe.png,F0",  # no B-mode image
+            "P3,P3/a_us.png,,F4",
+            # The missing files are never looked for: these names do not exist on disk.
+        ],
+    )
+    m = read_manifest(csv)
+    assert len(m) == 4
+    assert m[1].paths == {"us": images / "P1/b_us.png", "swe": None}
+    assert m[1].available == {"us": True, "swe": False}
+    assert m[2].available == {"us": False, "swe": True}
+    assert m.availability.tolist() == [[True, True], [True, False], [False, True], [True, False]]
+    assert m.availability_counts() == {("us",): 2, ("us", "swe"): 1, ("swe",): 1}
+    assert list(m.availability_counts()) == [("us",), ("us", "swe"), ("swe",)]
+    assert m.subset([1, 3]).availability_counts() == {("us",): 2}
+    assert m.subset([]).availability.shape == (0, 2)
+
+
+def test_row_without_any_image_is_an_error_naming_the_line(images: Path) -> None:
+    csv = _write(
+        images / "noimage.csv",
+        [
+            "patient_id,us_path,swe_path,stage",
+            "P1,P1/a_us.png,,F2",
+            "P2,,,F0",  # line 3: nothing at all
+            "P3,P3/a_us.png,P3/a_swe.png,F1",
+        ],
+    )
+    with pytest.raises(ManifestError) as info:
+        read_manifest(csv)
+    assert info.value.problems == [
+        "line 3: no image (every path column is empty: us_path, swe_path); "
+        "a pair needs at least one modality"
+    ]
+
+
+def test_required_modalities(images: Path) -> None:
+    csv = _write(
+        images / "req.csv",
+        [
+            "patient_id,us_path,swe_path,stage",
+            "P1,P1/a_us.png,,F2",  # line 2: SWE missing
+            "P2,,P2/a_swe.png,F0",  # line 3: US missing
+        ],
+    )
+    assert len(read_manifest(csv)) == 2
+    with pytest.raises(ManifestError) as info:
+        read_manifest(csv, required=("us",))
+    assert info.value.problems == ["line 3: empty us_path (us is required)"]
+    with pytest.raises(ManifestError) as info:
+        read_manifest(csv, required=["us", "swe"])
+    assert info.value.problems == [
+        "line 2: empty swe_path (swe is required)",
+        "line 3: empty us_path (us is required)",
+    ]
+    with pytest.raises(ManifestError) as info:
+        read_manifest(csv, required=("doppler",))
+    assert info.value.problems == [
+        "required: no <name>_path column for 'doppler' (the path columns are us_path, swe_path)"
+    ]
+    with pytest.raises(TypeError, match="required: expected a sequence of modality keys"):
+        read_manifest(csv, required="us")
+
+
+def test_manifest_refuses_rows_without_images() -> None:
+    row = ManifestRow(7, "P1", 0, {"us": None, "swe": None})
+    with pytest.raises(ValueError, match=r"rows: line 7 has no image \(every path is None\)"):
+        Manifest((row,), ("us", "swe"))

@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 
 from examples.liver_fibrosis import evaluate, predict
 from examples.liver_fibrosis import train as train_mod
-from examples.liver_fibrosis.checkpoint import atomic_save_tensors
 from examples.liver_fibrosis.cli import run
-from examples.liver_fibrosis.config import PRESETS, TrainConfig, preset_config
+from examples.liver_fibrosis.options import preset_config
+from mmfusion.files import atomic_save_tensors
 
 pytestmark = pytest.mark.xdist_group("example_cli")
 
@@ -67,7 +67,9 @@ def test_manifest_without_a_modality_the_model_needs(
         (["--backbone", "resnet5000"], ("--backbone", "resnet5000")),
         (["--device", "cuda"], ("--device", "CUDA")),
         (["--amp", "fp16", "--device", "cpu"], ("--amp fp16",)),
-        (["--epochs", "0"], ("--epochs",)),
+        (["--epochs", "0"], ("--epochs: expected an int >= 1, got 0",)),
+        (["--image-size", "8"], ("--image-size: expected an int >= 32",)),
+        (["--preset", "paper", "--device", "cpu"], ("--weights", "frozen", "--frozen-stages 0")),
         (["--modalities", "us", "--modality-dropout", "0.3"], ("--modality-dropout",)),
     ],
 )
@@ -109,50 +111,69 @@ def test_weights_with_other_keys(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_checkpoint_of_another_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from examples.liver_fibrosis.config import save_config
-    from examples.liver_fibrosis.model import build_model
+    from mmfusion.models import build_model
 
-    cfg = preset_config("quick", dict(backbone="test_resnet", image_size=64, hidden=[16],
-                                      embed_dim=16))
-    model, _ = build_model(**cfg.model_kwargs())
+    cfg = preset_config("quick", dict(backbone="test_resnet", image_size=64, hidden=(16,), embed_dim=16))
     run_dir = tmp_path / "run"
-    atomic_save_tensors(model.state_dict(), run_dir / "model.safetensors")
-    save_config(TrainConfig.from_json({**cfg.to_json(), "hidden": [32]}), run_dir / "config.json")
-    fails(evaluate.main, ["--checkpoint", str(run_dir)], capsys, "--checkpoint", "different model")
+    build_model(cfg.model).save_pretrained(run_dir)
+    document = json.loads((run_dir / "config.json").read_text())
+    document.update(cfg.to_json())
+    document["model"]["hidden"] = [32]
+    (run_dir / "config.json").write_text(json.dumps(document))
+    fails(evaluate.main, ["--checkpoint", str(run_dir)], capsys, "--checkpoint", "another architecture",
+          "head.branch_heads")
     fails(predict.main, ["--checkpoint", str(tmp_path / "nothing"), "--us", "a.png"], capsys,
           "--checkpoint")
 
 
 def test_atomic_save_keeps_the_last_good_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import safetensors.torch
+
     path = tmp_path / "model.safetensors"
     atomic_save_tensors({"w": torch.ones(2)}, path)
-    import examples.liver_fibrosis.checkpoint as ckpt
 
     def killed(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt, "save_file", killed)
+    monkeypatch.setattr(safetensors.torch, "save_file", killed)
     with pytest.raises(KeyboardInterrupt):
         atomic_save_tensors({"w": torch.zeros(2)}, path)
-    from safetensors.torch import load_file
-
-    assert load_file(str(path))["w"].tolist() == [1.0, 1.0]
+    monkeypatch.undo()
+    assert safetensors.torch.load_file(str(path))["w"].tolist() == [1.0, 1.0]
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
 
 
-def test_presets_are_complete() -> None:
+def test_presets_come_from_the_registry() -> None:
     paper = preset_config("paper", {})
-    assert (paper.backbone, paper.image_size, paper.lr, paper.weight_decay, paper.batch_size,
-            paper.epochs, paper.frozen_stages, paper.augment) == (
-        "resnet50", 224, 7e-5, 1e-3, 4, 40, 3, "paper")
-    assert set(PRESETS) == {"paper", "quick"}
-    assert set(PRESETS["paper"]) == set(PRESETS["quick"])  # every preset sets the same fields
+    assert paper.preset == "liver_fibrosis_paper"
+    assert (paper.model.backbone, paper.model.image_size, paper.training.lr, paper.training.weight_decay,
+            paper.training.batch_size, paper.training.epochs, paper.model.frozen_stages,
+            paper.training.augment) == ("resnet50", 224, 7e-5, 1e-3, 4, 40, 3, "paper")
+    quick = preset_config("quick", {"lr": 0.5, "seed": 3})
+    assert (quick.training.lr, quick.run.seed, quick.model.backbone) == (0.5, 3, "resnet10t")
+
+
+def test_every_setting_has_one_option_with_its_docstring_help() -> None:
+    from dataclasses import fields
+
+    from examples.liver_fibrosis.options import RunSettings
+    from mmfusion.models import ModelConfig, TrainingConfig
+
+    parser = train_mod.build_parser()
+    actions = {a.dest: a for a in parser._actions}
+    for cls in (ModelConfig, TrainingConfig, RunSettings):
+        for f in fields(cls):
+            if f.name == "weights":
+                continue
+            assert f.name in actions, f.name
+            assert actions[f.name].help, f"{f.name} has no help text"
+    assert "Adam learning rate" in actions["lr"].help
 
 
 def test_ablation_validates_like_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from examples.liver_fibrosis import ablation
 
     fails(ablation.main, ["--epochs", "0", "--out", str(tmp_path / "a"), "--preset", "quick"],
-          capsys, "--epochs: expected >= 1")
+          capsys, "--epochs: expected an int >= 1")
     assert not (tmp_path / "a").exists()

@@ -1,4 +1,4 @@
-"""End to end on a tiny phantom: train -> evaluate -> predict -> export, and resume.
+"""End to end on a tiny phantom: train -> evaluate -> predict -> export, and resume after SIGKILL.
 
 The liver fibrosis example (``examples/liver_fibrosis``) is run in-process through its command-line
 entry points on 10 phantom patients (2 small views each), with timm's ``test_resnet`` at 64 px.
@@ -7,10 +7,16 @@ entry points on 10 phantom patients (2 small views each), with timm's ``test_res
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from examples.liver_fibrosis import train as train_mod
@@ -18,6 +24,22 @@ from examples.liver_fibrosis.cli import run
 from mmfusion.liver import PhantomConfig, make_phantom_dataset
 
 pytestmark = pytest.mark.xdist_group("example_pipeline")
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: The train entry point with 0.3 s of sleep per training step (numerics untouched), so that a
+#: SIGKILL sent just after the first checkpoint lands inside epoch 2.
+SLOW_TRAIN = """
+import runpy, sys, time
+from mmfusion.lightning.module import FusionModule
+step = FusionModule.training_step
+def slow(self, batch, batch_idx):
+    time.sleep(0.3)
+    return step(self, batch, batch_idx)
+FusionModule.training_step = slow
+sys.argv[0] = "train"
+runpy.run_module("examples.liver_fibrosis.train", run_name="__main__")
+"""
 
 TINY = ["--backbone", "test_resnet", "--image-size", "64", "--batch-size", "4", "--epochs", "2",
         "--test-size", "0.5", "--n-bootstrap", "20", "--hidden", "16", "--embed-dim", "16",
@@ -45,7 +67,7 @@ def trained(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_writes_every_output(trained: Path) -> None:
     for name in ("config.json", "metrics.json", "log.jsonl", "confusion_matrix.png", "roc.png",
-                 "model.safetensors", "checkpoint.json"):
+                 "model.safetensors", "checkpoints/last.ckpt", "logs/metrics.csv"):
         assert (trained / name).is_file(), name
     assert list((trained / "attention").glob("*.png"))
     log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
@@ -63,7 +85,28 @@ def test_train_writes_every_output(trained: Path) -> None:
         assert np.asarray(report["confusion_matrix"]).shape == (5, 5)
         assert report["ci"]["unit"] == "patient"
     config = json.loads((trained / "config.json").read_text())
-    assert config["backbone"] == "test_resnet" and config["resume"] is False
+    assert config["model"]["backbone"] == "test_resnet" and config["run"]["resume"] is False
+    assert config["training"]["epochs"] == 2 and config["format"] == "mmfusion.model/1"
+
+
+def test_run_folder_loads_with_from_pretrained(trained: Path, manifest: Path) -> None:
+    """The run folder is a saved model: from_pretrained reproduces the run's test metrics."""
+    from mmfusion.lightning import FusionDataModule, FusionModule
+    from mmfusion.liver import STAGE_NAMES
+    from mmfusion.models import from_pretrained
+
+    model = from_pretrained(trained)
+    assert model.config.backbone == "test_resnet" and not model.training
+    dm = FusionDataModule(manifest, model.config.modalities, 64, 4, test_size=0.5)
+    module = FusionModule(model, n_bootstrap=20, class_names=STAGE_NAMES)
+    import lightning.pytorch as pl
+
+    pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+               enable_model_summary=False, use_distributed_sampler=False).test(module, dm, verbose=False)
+    saved = json.loads((trained / "metrics.json").read_text())
+    assert module.metrics is not None
+    assert module.metrics["ensemble"]["accuracy"] == saved["ensemble"]["accuracy"]
+    assert module.metrics["ensemble"]["auc_macro"] == saved["ensemble"]["auc_macro"]
 
 
 def test_evaluate_reports_missing_modalities(trained: Path, manifest: Path, tmp_path: Path) -> None:
@@ -128,27 +171,28 @@ def test_predict_with_grad_cam_and_without_swe(trained: Path, manifest: Path, tm
     assert result["modalities_present"] == ["us"] and result["maps"] == ["Grad-CAM", "attention"]
 
 
-def test_resume_reaches_the_uninterrupted_result(
-    trained: Path, manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_sigkill_then_resume_reaches_the_uninterrupted_result(
+    trained: Path, manifest: Path, tmp_path: Path
 ) -> None:
+    """A run killed with SIGKILL during epoch 2 and resumed ends with the same weights (CPU)."""
     out = tmp_path / "resumed"
-    argv = ["--data", str(manifest), "--out", str(out), *TINY]
-    original = train_mod.train_epoch
-    calls = []
+    argv = [sys.executable, "-c", SLOW_TRAIN, "--data", str(manifest), "--out", str(out), *TINY]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.is_file(), proc.stderr.read() if proc.poll() is not None else "timeout"
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "metrics.json").exists() and not (out / "model.safetensors").exists()
 
-    def killed_in_epoch_two(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "train_epoch", killed_in_epoch_two)
-    assert run(train_mod.main, argv) == 130
-    assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 1
-    assert not (out / "metrics.json").exists()
-    assert run(train_mod.main, argv) == 2  # occupied: needs --resume or --overwrite
-    monkeypatch.setattr(train_mod, "train_epoch", original)
-    assert run(train_mod.main, [*argv, "--resume"]) == 0
+    assert run(train_mod.main, ["--data", str(manifest), "--out", str(out), *TINY]) == 2  # occupied
+    assert run(train_mod.main, ["--data", str(manifest), "--out", str(out), *TINY, "--resume"]) == 0
 
     expected, got = load_file(str(trained / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert expected.keys() == got.keys()
@@ -179,7 +223,8 @@ def test_paper_preset_with_a_tiny_backbone(manifest: Path, tmp_path: Path) -> No
             "--test-size", "0.5", "--n-bootstrap", "20", "--device", "cpu", "--workers", "0"]
     assert run(train_mod.main, argv) == 0
     config = json.loads((out / "config.json").read_text())
-    assert (config["augment"], config["frozen_stages"], config["head_pool"]) == ("paper", 3, "flatten")
+    assert (config["training"]["augment"], config["model"]["frozen_stages"],
+            config["model"]["head_pool"]) == ("paper", 3, "flatten")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     # 10 training pairs, 2 per stage: the offline plan fills every stage to 4 x 2 = 8 items.
     assert log[0]["pairs"] == 40
@@ -206,7 +251,7 @@ def test_cuda_training_paths(manifest: Path, tmp_path: Path, extra: list[str]) -
     argv = ["--data", str(manifest), "--out", str(out), *TINY, "--device", "cuda", *extra]
     assert run(train_mod.main, argv) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["device"] == "cuda" and config["amp"] == extra[1]
+    assert config["run"]["device"] == "cuda" and config["run"]["amp"] == extra[1]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(e["loss"]) for e in log)
     assert run(evaluate.main, ["--checkpoint", str(out), "--device", "cuda"]) == 0

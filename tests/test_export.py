@@ -9,14 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from examples.liver_fibrosis.model import build_model
 from mmfusion.export import OnnxPredictor, ProbabilitiesModule, to_onnx
+from mmfusion.models import build_loss, create_model
 
 pytest.importorskip("onnxruntime", reason="needs the mmfusion[export] extra")
 pytest.importorskip("onnxscript", reason="needs the mmfusion[export] extra")
 onnx = pytest.importorskip("onnx", reason="needs the mmfusion[export] extra")
 
 SIZE = 64
+
+
+def build_model(**overrides: object) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The paper's registered network with ``overrides``, and its loss."""
+    model = create_model("liver_fibrosis_paper", **overrides)
+    return model, build_loss(model.config)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
-"""``.. example-presets::``: the liver fibrosis example's presets as a table, read from the code.
+"""``.. example-presets::``: the registry's liver fibrosis presets as a table, read from the code.
 
-The table lists every field of ``examples.liver_fibrosis.config.PRESETS`` with its command-line
-option and the value of each preset, so the page can never disagree with the code.
+The table lists every field of :class:`mmfusion.models.ModelConfig` and
+:class:`mmfusion.models.TrainingConfig` with its command-line option and the value in each preset
+(``liver_fibrosis_paper``, ``liver_fibrosis_quick``), so the page can never disagree with the code.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ class ExamplePresets(Directive):
     has_content = False
 
     def run(self) -> list[nodes.Node]:
-        presets = importlib.import_module("examples.liver_fibrosis.config").PRESETS
-        names = list(presets)
-        fields = [f for f in presets[names[0]] if all(f in presets[n] for n in names)]
-        fields += [f for n in names for f in presets[n] if f not in fields]
+        models = importlib.import_module("mmfusion.models")
+        names = ["paper", "quick"]
+        presets = {}
+        for name in names:
+            preset = models.get_preset(f"liver_fibrosis_{name}")
+            presets[name] = {**preset.model.to_dict(), **preset.training.to_dict()}
+        fields = list(presets[names[0]])
         table = nodes.table()
         group = nodes.tgroup(cols=1 + len(names))
         table += group

@@ -113,8 +113,10 @@ def make_trainer(cfg: RunConfig, out: Path, *, epochs: int, test_only: bool = Fa
         loggers.append(TensorBoardLogger(str(out), name="logs", version="tensorboard"))
     except ImportError:
         pass
-    callbacks = [] if test_only else [ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True,
-                                                      save_top_k=0, every_n_epochs=1)]
+    # One checkpoint, replaced after every epoch (Lightning writes it atomically).
+    callbacks = [] if test_only else [ModelCheckpoint(
+        dirpath=str(out / "checkpoints"), filename="last", monitor=None, save_top_k=1,
+        every_n_epochs=1, enable_version_counter=False)]
     progress = r.progress if r.progress is not None else sys.stderr.isatty()
     world = devices * num_nodes
     if world > 1:

@@ -1,4 +1,5 @@
-"""Evaluation figures: confusion matrix (paper Fig. 6), ROC curves (Fig. 7) and heat-map overlays.
+"""Evaluation figures: confusion matrix (paper Fig. 6), ROC curves (Fig. 7), heat-map overlays and
+reliability diagrams (calibration).
 
 matplotlib is an optional dependency (``mmfusion[example]``), imported inside the functions, so
 ``import mmfusion`` works without it. Figures are drawn on matplotlib's Agg canvas directly
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_confusion_matrix", "plot_overlay", "plot_roc"]
+__all__ = ["plot_confusion_matrix", "plot_overlay", "plot_reliability", "plot_roc"]
 
 _DPI = 150
 
@@ -251,4 +252,71 @@ def plot_overlay(
     ax.set_axis_off()
     if fig is None:
         return ax
+    return _save(fig, out)
+
+
+def plot_reliability(
+    probs: Any,
+    labels: Any,
+    path: str | Path,
+    n_bins: int = 15,
+    title: str = "Reliability diagram",
+) -> Path:
+    """Draw a reliability diagram: accuracy against confidence per bin, and the bins' counts.
+
+    Top panel: one bar per confidence bin at the bin's accuracy, a marker at its mean confidence
+    (a perfectly calibrated model has both on the diagonal); the legend gives the expected
+    calibration error. Bottom panel: the share of samples in each bin. The numbers are those of
+    :func:`mmfusion.metrics.reliability_diagram` (top-label confidence, equal-width bins).
+
+    Args:
+        probs: ``[N, K]`` class probabilities (rows sum to 1), numpy array or torch tensor.
+        labels: ``[N]`` integer true classes in ``0..K-1``.
+        path: Output ``.png`` file; parent folders are created.
+        n_bins: Number of equal-width confidence bins.
+        title: Figure title.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: Malformed ``probs``/``labels``/``n_bins`` (see
+            :func:`mmfusion.metrics.reliability_diagram`) or ``path`` not ending in ``.png``.
+    """
+    from mmfusion.metrics import reliability_diagram
+
+    out = _png_path(path)
+    data = reliability_diagram(probs, labels, n_bins)
+    edges, count = data["bin_edges"], data["count"]
+    centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    filled = count > 0
+
+    fig = _new_figure((5.0, 6.0))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect calibration")
+    top.bar(
+        centres[filled],
+        data["accuracy"][filled],
+        width=width,
+        edgecolor="black",
+        linewidth=0.5,
+        color="tab:blue",
+        label=f"accuracy (ECE = {data['ece']:.3f})",
+    )
+    top.plot(
+        data["confidence"][filled],
+        data["accuracy"][filled],
+        "o",
+        color="tab:red",
+        markersize=4,
+        label="mean confidence",
+    )
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.01)
+    top.set_ylabel("accuracy")
+    top.set_title(title)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(centres, count / data["n"], width=width, edgecolor="black", linewidth=0.5)
+    bottom.set_xlabel("confidence (top-label probability)")
+    bottom.set_ylabel("share of samples")
     return _save(fig, out)

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from mmfusion.data.gpu_augment import FlipShift, apply_flip_shift
+from mmfusion.data.transforms import zero_unavailable
 
 __all__ = ["AugmentationItem", "PlannedAugmentationDataset", "balanced_augmentation_plan"]
 
@@ -128,7 +129,8 @@ class PlannedAugmentationDataset(Dataset[dict[str, Any]]):
 
     Item ``k`` is source item ``plan[k].index``, flipped and shifted horizontally as planned (the
     same for every modality; black fill), then passed to ``transform``. The shift is in pixels
-    of the images the source returns (e.g. after ``PairedImageDataset(size=...)``).
+    of the images the source returns (e.g. after ``PairedImageDataset(size=...)``). The other keys
+    pass through, ``"available"`` included; a missing modality's image is zero before and after.
 
     Args:
         dataset: Source returning dicts with uint8 ``[C, H, W]`` tensors per modality, e.g.
@@ -174,7 +176,7 @@ class PlannedAugmentationDataset(Dataset[dict[str, Any]]):
                 image = apply_flip_shift(image[None], draw)[0]
             sample[key] = tv_tensors.Image(image)
         if self.transform is not None:
-            sample = self.transform(sample)
+            sample = zero_unavailable(self.transform(sample))
         return {
             key: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v
             for key, v in sample.items()

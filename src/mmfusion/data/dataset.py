@@ -1,13 +1,21 @@
 """Paired-image data set over a manifest: decode -> sector ROI crop -> (resize) -> cache (paper II.B).
 
-Each item is ``{"us": Tensor, "swe": Tensor, "label": int, "patient_id": str}``; the modality keys
-are the manifest's ``*_path`` columns in column order. Images are decoded with OpenCV, converted to
+Each item is ``{"us": Tensor, "swe": Tensor, "available": {"us": bool, "swe": bool}, "label": int,
+"patient_id": str}``; the modality keys are the manifest's ``*_path`` columns in column order.
+Images are decoded with OpenCV (DICOM with pydicom, :mod:`mmfusion.data.dicom`), converted to
 RGB (grey frames are replicated to 3 channels) and returned as uint8 ``[3, H, W]`` tensors before
-normalisation. With ``cache=True`` the decoded ROI crops are kept in memory, so an epoch after the
-first never decodes PNGs; ``size=`` resizes the crops before caching to keep the cache small.
+normalisation. A modality missing from the pair (empty manifest field) is never read from disk:
+its image is a zero placeholder of the pair's shape and ``available[m]`` is ``False``. With
+``cache=True`` the decoded ROI crops are kept in memory, so an epoch after the first never decodes
+PNGs; ``size=`` resizes the crops before caching to keep the cache small.
 
-The data set is picklable and works with ``DataLoader`` workers and the default collate. A
-``transform`` receives the whole sample dict with every modality wrapped as a
+The data set is picklable and works with ``DataLoader`` workers and the default collate, which
+gives a batch ``{m: [B, 3, H, W] for each modality m, "available": {m: bool [B]}, "label": int64
+[B], "patient_id": list of B str}``; the model takes it as
+``model({m: batch[m] for m in model.modalities},
+available={m: batch["available"][m] for m in model.modalities})``.
+
+A ``transform`` receives the whole sample dict with every modality wrapped as a
 ``torchvision.tv_tensors.Image``, so torchvision ``transforms.v2`` applies one geometric transform to
 all modalities of a pair (see :mod:`mmfusion.data.transforms`).
 """
@@ -26,34 +34,14 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from mmfusion._checks import check_size
+from mmfusion.data.image_roi import ROISource, image_roi
+from mmfusion.data.io import load_image
 from mmfusion.data.manifest import Manifest, ManifestRow, read_manifest
-from mmfusion.data.roi import detect_sector
+from mmfusion.data.transforms import AVAILABLE_KEY, zero_unavailable
 
 __all__ = ["PairedImageDataset", "load_image"]
 
 Sample = dict[str, Any]
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """Decode an image file (PNG, JPEG, ...) as RGB.
-
-    Args:
-        path: Image file.
-
-    Returns:
-        ``[H, W, 3]`` uint8 RGB array (grey images are replicated to 3 channels; alpha is dropped).
-
-    Raises:
-        ValueError: If the file cannot be read or decoded (the message names the path).
-    """
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        raise ValueError(f"path: cannot read image file {str(path)!r}: {error}") from error
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ValueError(f"path: {str(path)!r} is not a decodable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 class PairedImageDataset(Dataset[Sample]):
@@ -63,17 +51,22 @@ class PairedImageDataset(Dataset[Sample]):
         manifest: A :class:`~mmfusion.data.manifest.Manifest` or the path of a manifest CSV
             (read with :func:`~mmfusion.data.manifest.read_manifest`).
         transform: Callable applied to the sample dict (modalities as ``tv_tensors.Image``,
-            ``"label"``, ``"patient_id"``); e.g. :func:`~mmfusion.data.transforms.train_transforms`.
-            None returns the uint8 crops.
+            ``"available"``, ``"label"``, ``"patient_id"``); e.g.
+            :func:`~mmfusion.data.transforms.train_transforms`. None returns the uint8 crops.
+            Missing modalities' images are reset to zeros afterwards
+            (:func:`~mmfusion.data.transforms.zero_unavailable`).
         cache: Keep decoded crops in memory (per process: fill it with :meth:`preload` before
             creating ``DataLoader`` workers so that forked workers share it). Memory is
             ``3 * H * W`` bytes per image: about 0.1 MB at ``size=(128, 128)``, about 0.8 MB for a
             full 800 x 600 frame's crop.
-        roi: Crop every image to its detected scan sector (paper II.B); pixels outside the fan
-            are set to 0.
+        roi: Crop every image to its scan sector (paper II.B): found by contour detection
+            (pixels outside the fan are set to 0), or for a DICOM file with a tissue region, that
+            region's box (:func:`~mmfusion.data.image_roi`; :attr:`roi_sources` says which).
         roi_fallback: If no sector is found, use the full frame with a warning instead of failing.
         size: Resize crops to ``(H, W)`` (or ``size x size``) with area interpolation at decode
             time, before caching. None keeps the crop's size.
+        use_dicom_regions: False detects the sector by contour in DICOM files too, ignoring
+            their ultrasound regions (then a DICOM copy of a PNG data set gives the same crops).
 
     Example:
         >>> import tempfile
@@ -83,7 +76,9 @@ class PairedImageDataset(Dataset[Sample]):
         >>> ds = PairedImageDataset(csv, size=64, cache=True)
         >>> sample = ds[0]
         >>> sample["us"].shape, sample["us"].dtype, list(sample)
-        (torch.Size([3, 64, 64]), torch.uint8, ['us', 'swe', 'label', 'patient_id'])
+        (torch.Size([3, 64, 64]), torch.uint8, ['us', 'swe', 'available', 'label', 'patient_id'])
+        >>> sample["available"]
+        {'us': True, 'swe': True}
     """
 
     def __init__(
@@ -95,6 +90,7 @@ class PairedImageDataset(Dataset[Sample]):
         roi: bool = True,
         roi_fallback: bool = False,
         size: int | tuple[int, int] | None = None,
+        use_dicom_regions: bool = True,
     ) -> None:
         if isinstance(manifest, (str, Path)):
             manifest = read_manifest(manifest)
@@ -111,6 +107,8 @@ class PairedImageDataset(Dataset[Sample]):
         self.cache = bool(cache)
         self.roi = bool(roi)
         self.roi_fallback = bool(roi_fallback)
+        self.use_dicom_regions = bool(use_dicom_regions)
+        self._roi_source: dict[Path, ROISource] = {}
         self.size = None if size is None else check_size(size, "size")
         self._cache: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -124,23 +122,50 @@ class PairedImageDataset(Dataset[Sample]):
         """``[N]`` int64 stage labels."""
         return self.manifest.labels
 
+    @property
+    def availability(self) -> np.ndarray:
+        """``[N, M]`` bool: pair ``i`` has modality ``modalities[j]`` (see the manifest)."""
+        return self.manifest.availability
+
     def __len__(self) -> int:
         return len(self.manifest)
 
+    @property
+    def roi_sources(self) -> dict[int, dict[str, ROISource]]:
+        """Pair index -> {modality: where its ROI came from}, for the pairs decoded so far.
+
+        Sources are ``"dicom_region"``, ``"contour"`` or ``"full_frame"`` (see
+        :func:`~mmfusion.data.image_roi`; ``"full_frame"`` also with ``roi=False``). Recorded in
+        the process that decodes: call :meth:`preload` (or index the data set) here, not only in
+        ``DataLoader`` workers. Missing modalities are left out.
+        """
+        out: dict[int, dict[str, ROISource]] = {}
+        for index, row in enumerate(self.manifest):
+            found = {k: self._roi_source[p] for k, p in row.paths.items() if p in self._roi_source}
+            if found:
+                out[index] = found
+        return out
+
     def _load(self, path: Path) -> torch.Tensor:
         image = load_image(path)
+        self._roi_source[path] = "full_frame"
         if self.roi:
-            try:
-                sector = detect_sector(image, fallback=self.roi_fallback)
-            except ValueError as error:
-                raise ValueError(f"{error} (file {path})") from error
-            image = sector.crop(image)
+            found = image_roi(
+                path, image=image, use_dicom_regions=self.use_dicom_regions,
+                fallback=self.roi_fallback,
+            )  # fmt: skip
+            image = found.roi.crop(image)
+            self._roi_source[path] = found.source
         if self.size is not None:
             image = cv2.resize(image, self.size[::-1], interpolation=cv2.INTER_AREA)
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
     def images(self, index: int) -> dict[str, torch.Tensor]:
-        """The uint8 ``[3, H, W]`` crops of pair ``index`` by modality (cached if enabled)."""
+        """The uint8 ``[3, H, W]`` crops of pair ``index`` by modality (cached if enabled).
+
+        A modality missing from the pair is not read: its image is zeros of shape ``(3, *size)``,
+        or without ``size`` the shape of the pair's first present crop.
+        """
         if not -len(self) <= index < len(self):
             raise IndexError(f"index: expected -{len(self)} <= index < {len(self)}, got {index}")
         index = index % len(self)
@@ -148,7 +173,9 @@ class PairedImageDataset(Dataset[Sample]):
         if cached is not None:
             return cached
         row: ManifestRow = self.manifest[index]
-        images = {key: self._load(path) for key, path in row.paths.items()}
+        loaded = {key: self._load(path) for key, path in row.paths.items() if path is not None}
+        shape = next(iter(loaded.values())).shape  # the manifest guarantees one present image
+        images = {key: loaded.get(key, torch.zeros(shape, dtype=torch.uint8)) for key in row.paths}
         if self.cache:
             self._cache[index] = images
         return images
@@ -167,12 +194,19 @@ class PairedImageDataset(Dataset[Sample]):
         images = self.images(index)
         row = self.manifest[index]
         if self.transform is None:
-            return {**images, "label": row.stage, "patient_id": row.patient_id}
+            return {
+                **images,
+                AVAILABLE_KEY: row.available,
+                "label": row.stage,
+                "patient_id": row.patient_id,
+            }
         sample: Sample = {key: tv_tensors.Image(t) for key, t in images.items()}
+        sample[AVAILABLE_KEY] = row.available
         sample.update(label=row.stage, patient_id=row.patient_id)
         out = self.transform(sample)
         if not isinstance(out, dict):
             raise TypeError(f"transform: expected it to return a dict, got {type(out).__name__}")
+        out = zero_unavailable(out)
         return {
             k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v
             for k, v in out.items()

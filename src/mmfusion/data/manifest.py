@@ -8,12 +8,22 @@ One row per image pair::
 Every ``<name>_path`` column is a modality (key ``<name>``, in column order, so three modalities
 work too); ``stage`` is ``F0`` to ``F4`` or ``0`` to ``4``; paths are relative to the CSV's folder or
 absolute; other columns are kept in :attr:`ManifestRow.extra` and otherwise ignored. Images may be
-PNG or JPEG, grey or colour.
+PNG, JPEG or DICOM, grey or colour.
+
+A modality may be missing for a pair (real scanner data: not every B-mode view has an SWE
+acquisition): leave its path field empty. The pair is kept and flagged, ``row.paths[m] is None``
+and ``row.available[m] is False``; :meth:`Manifest.availability_counts` tells how many pairs have
+which modalities. A row needs at least one image, and ``read_manifest(..., required=("us",))``
+makes chosen modalities mandatory::
+
+    patient_id,us_path,swe_path,stage
+    P001,P001/view2_us.png,,F2
 
 :func:`read_manifest` checks everything and reports ALL problems at once in one
 :class:`ManifestError` (a ``ValueError``), with CSV line numbers and paths: missing columns, empty
-fields, unknown stages, missing or unreadable files, duplicate rows, and patients listed with more
-than one stage. Nothing is silently dropped.
+fields, rows without any image, unknown stages, missing or unreadable files, duplicate rows, and
+patients listed with more than one stage. Nothing is silently dropped, and a missing modality's
+file is never looked for.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from mmfusion.data.dicom import MissingDecoderError, is_dicom
+from mmfusion.data.io import load_image
 from mmfusion.liver.stages import NUM_STAGES, STAGE_NAMES, parse_stage
 
 __all__ = ["Manifest", "ManifestError", "ManifestRow", "read_manifest", "write_manifest"]
@@ -54,15 +66,21 @@ class ManifestRow:
         line: Line number in the CSV file (the header is line 1).
         patient_id: Patient identifier.
         stage: Fibrosis stage label 0..4.
-        paths: Modality key -> absolute image path, in manifest column order.
+        paths: Modality key -> absolute image path, in manifest column order; ``None`` for a
+            modality missing from this pair (its CSV field was empty).
         extra: Values of the other columns, by column name.
     """
 
     line: int
     patient_id: str
     stage: int
-    paths: Mapping[str, Path]
+    paths: Mapping[str, Path | None]
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def available(self) -> dict[str, bool]:
+        """Modality key -> whether this pair has its image (``paths[m] is not None``)."""
+        return {key: path is not None for key, path in self.paths.items()}
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,11 @@ class Manifest:
                     f"rows: line {row.line} has modalities {tuple(row.paths)}, "
                     f"expected {self.modalities}"
                 )
+            if not any(row.available.values()):
+                raise ValueError(
+                    f"rows: line {row.line} has no image (every path is None); "
+                    f"expected at least one of {self.modalities}"
+                )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -108,6 +131,32 @@ class Manifest:
         """``[N]`` patient ids (object array), the groups of a patient-level split."""
         return np.array([r.patient_id for r in self.rows], dtype=object)
 
+    @property
+    def availability(self) -> np.ndarray:
+        """``[N, M]`` bool: pair ``i`` has modality ``modalities[j]``."""
+        flags = [[row.available[m] for m in self.modalities] for row in self.rows]
+        return np.array(flags, dtype=bool).reshape(len(self.rows), len(self.modalities))
+
+    def availability_counts(self) -> dict[tuple[str, ...], int]:
+        """Number of pairs per availability pattern: the tuple of modalities present.
+
+        Patterns are keyed in column order and listed from the most common down (ties in order of
+        first appearance); patterns that no pair has are left out. ``"+".join(pattern)`` gives a
+        printable name.
+
+        Example:
+            >>> rows = (ManifestRow(2, "P1", 0, {"us": Path("a.png"), "swe": Path("b.png")}),
+            ...         ManifestRow(3, "P1", 0, {"us": Path("c.png"), "swe": None}),
+            ...         ManifestRow(4, "P2", 1, {"us": Path("d.png"), "swe": None}))
+            >>> Manifest(rows, ("us", "swe")).availability_counts()
+            {('us',): 2, ('us', 'swe'): 1}
+        """
+        counts: dict[tuple[str, ...], int] = {}
+        for row in self.rows:
+            pattern = tuple(m for m in self.modalities if row.available[m])
+            counts[pattern] = counts.get(pattern, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
     def stage_counts(self) -> dict[str, int]:
         """Number of pairs per stage name, F0..F4 (zeros included)."""
         counts = np.bincount(self.labels, minlength=NUM_STAGES) if self.rows else [0] * NUM_STAGES
@@ -123,7 +172,18 @@ class Manifest:
 
 
 def _readable(path: Path) -> bool:
-    """True if OpenCV can decode the image (a full decode; grey, reduced size for JPEG)."""
+    """True if the image decodes: OpenCV (a full decode; grey, reduced size for JPEG), or for a
+    DICOM file the frame the data set uses. A missing DICOM decoder or pydicom raises instead: it
+    is a problem of the installation, not of the data.
+    """
+    if is_dicom(path):
+        try:
+            load_image(path)
+        except MissingDecoderError:
+            raise
+        except ValueError:
+            return False
+        return True
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError:
@@ -144,15 +204,22 @@ def read_manifest(
     *,
     verify: Literal["decode", "exists", "none"] = "decode",
     num_threads: int = 4,
+    required: Sequence[str] = (),
 ) -> Manifest:
     """Read and validate a CSV manifest; report every problem at once.
+
+    An empty path field marks that modality as missing for the pair (``row.paths[m] is None``);
+    the pair is kept. A row whose every path field is empty is a problem, as is an empty field of
+    a ``required`` modality.
 
     Args:
         path: The CSV file. Relative image paths are resolved against its folder.
         verify: ``"decode"`` decodes every image (catches corrupt files; about 2-5 ms per
             800 x 600 PNG, spread over ``num_threads`` threads), ``"exists"`` only checks that the
-            files exist, ``"none"`` skips file checks.
+            files exist, ``"none"`` skips file checks. Missing modalities are never checked.
         num_threads: Threads for decoding.
+        required: Modality keys that every row must have (e.g. ``("us",)``); each must be a
+            ``<key>_path`` column.
 
     Returns:
         The validated :class:`Manifest`.
@@ -160,11 +227,14 @@ def read_manifest(
     Raises:
         FileNotFoundError: If ``path`` does not exist.
         ManifestError: (a ``ValueError``) listing all problems with line numbers and paths:
-            missing columns, empty fields, unknown stages, missing or unreadable files, duplicate
-            rows, patients listed with more than one stage.
+            missing columns, rows without any image, empty fields of ``required`` modalities,
+            unknown stages, missing or unreadable files, duplicate rows, patients listed with more
+            than one stage.
     """
     if verify not in ("decode", "exists", "none"):
         raise ValueError(f"verify: expected 'decode', 'exists' or 'none', got {verify!r}")
+    if isinstance(required, str) or not isinstance(required, Sequence):
+        raise TypeError(f"required: expected a sequence of modality keys, got {required!r}")
     csv_path = Path(path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"path: manifest file {str(csv_path)!r} does not exist")
@@ -190,6 +260,12 @@ def read_manifest(
     if duplicated:
         problems.append(f"duplicate column name(s): {', '.join(duplicated)}")
     modalities = tuple(c[: -len(PATH_SUFFIX)] for c in path_columns)
+    unknown = [m for m in required if m not in modalities]
+    if unknown and path_columns:
+        problems.append(
+            f"required: no <name>_path column for {', '.join(map(repr, unknown))} "
+            f"(the path columns are {', '.join(path_columns)})"
+        )
     col = {name: header.index(name) for name in header}
 
     rows: list[ManifestRow] = []
@@ -215,14 +291,25 @@ def read_manifest(
                     f"line {line}: unknown stage {get['stage']!r} (expected F0..F4 or 0..4)"
                 )
                 row_ok = False
-        paths: dict[str, Path] = {}
+        paths: dict[str, Path | None] = {}
         for key, column in zip(modalities, path_columns, strict=True):
-            if not get[column]:
-                problems.append(f"line {line}: empty {column}")
-                row_ok = False
-                continue
-            paths[key] = _resolve(root, get[column])
-            to_check.append((line, column, paths[key]))
+            # An empty field is a missing modality: flagged (None), its file never looked for.
+            paths[key] = _resolve(root, get[column]) if get[column] else None
+        empty = [c for key, c in zip(modalities, path_columns, strict=True) if paths[key] is None]
+        if path_columns and len(empty) == len(path_columns):
+            problems.append(
+                f"line {line}: no image (every path column is empty: {', '.join(empty)}); "
+                "a pair needs at least one modality"
+            )
+            row_ok = False
+        else:
+            for key, column in zip(modalities, path_columns, strict=True):
+                file = paths[key]
+                if file is not None:
+                    to_check.append((line, column, file))
+                elif key in required:
+                    problems.append(f"line {line}: empty {column} ({key} is required)")
+                    row_ok = False
         extra = {
             name: value
             for name, value in get.items()
@@ -244,7 +331,7 @@ def read_manifest(
                 if not ok:
                     problems.append(f"line {line}: {column} file is not a readable image: {p}")
 
-    seen: dict[tuple[Path, ...], int] = {}
+    seen: dict[tuple[Path | None, ...], int] = {}
     for row in rows:
         files = tuple(row.paths.values())
         if files in seen:

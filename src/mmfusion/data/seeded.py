@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from mmfusion.data.transforms import zero_unavailable
+
 __all__ = ["SeededDataset", "SeededSampler", "sample_seed"]
 
 
@@ -94,6 +96,10 @@ class SeededDataset(Dataset):
     from the global generator as usual. Only torch's CPU generator is seeded: transforms that use
     Python's ``random`` or NumPy's global generator are not made reproducible by this wrapper.
 
+    Items pass through as they come, ``"available"`` flags included; after ``transform``, the
+    images of modalities flagged missing are reset to zeros
+    (:func:`~mmfusion.data.transforms.zero_unavailable`).
+
     Args:
         dataset: Any map-style data set (``len`` and ``[index]``).
         transform: Optional callable applied to the item, under the same seed.
@@ -145,4 +151,7 @@ class SeededDataset(Dataset):
 
     def _load(self, index: int) -> Any:
         item = self.dataset[index]
-        return item if self.transform is None else self.transform(item)
+        if self.transform is None:
+            return item
+        item = self.transform(item)
+        return zero_unavailable(item) if isinstance(item, Mapping) else item

@@ -15,6 +15,12 @@ therefore wraps plain ``[C, H, W]`` tensors first.)
 
 The ROI crop is usually done (and cached) by :class:`~mmfusion.data.dataset.PairedImageDataset`;
 ``roi_crop=True`` adds it to the pipeline for data sets that return full frames.
+
+Missing modalities: a sample may carry ``"available": {modality: bool}``; an unavailable
+modality's image is a zero placeholder of the pair's shape. The paired transforms treat it like
+any image (so shapes stay equal and one geometry is drawn per pair), except :class:`SectorCrop`,
+which leaves it as it is (a blank frame has no scan sector); the data sets then reset it to zeros
+with :func:`zero_unavailable`, since normalisation turns zeros into a constant.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from mmfusion._checks import check_size
 from mmfusion.data.roi import detect_sector
 
 __all__ = [
+    "AVAILABLE_KEY",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "AsImages",
@@ -38,12 +45,70 @@ __all__ = [
     "default_intensity_transforms",
     "eval_transforms",
     "train_transforms",
+    "zero_unavailable",
 ]
+
+AVAILABLE_KEY = "available"
+"""Sample key of the availability flags: ``sample["available"] = {modality: bool}``."""
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 Sample = dict[str, Any]
+
+
+def _unavailable(sample: Any) -> list[str]:
+    """Keys of the images that ``sample["available"]`` flags as missing (none if no flags)."""
+    if not isinstance(sample, Mapping):
+        return []
+    flags = sample.get(AVAILABLE_KEY)
+    if flags is None:
+        return []
+    if not isinstance(flags, Mapping):
+        raise TypeError(
+            f"sample[{AVAILABLE_KEY!r}]: expected a mapping modality -> bool, "
+            f"got {type(flags).__name__}"
+        )
+    missing = [key for key, ok in flags.items() if not bool(ok)]
+    absent = [key for key in missing if key not in sample]
+    if absent:
+        raise ValueError(
+            f"sample[{AVAILABLE_KEY!r}]: flags {absent} as missing, but the sample has no such "
+            f"image (keys {list(sample)}); expected a zero placeholder for each"
+        )
+    return missing
+
+
+def zero_unavailable(sample: Mapping[str, Any]) -> Sample:
+    """Reset the images of unavailable modalities to zeros (same shape, dtype and type).
+
+    Transforms change a zero placeholder (normalisation makes it ``-mean / std``); the data sets
+    call this after their transform, so a missing modality's image is always exactly zero. The
+    model ignores it anyway where ``available`` is ``False``.
+
+    Args:
+        sample: One sample dict: modality -> ``[C, H, W]`` tensor, and optionally
+            ``"available": {modality: bool}``. Without flags it is returned unchanged.
+
+    Returns:
+        A new dict (or ``sample`` itself when nothing is missing).
+
+    Example:
+        >>> s = zero_unavailable({"us": torch.ones(3, 2, 2), "swe": torch.ones(3, 2, 2),
+        ...                       "available": {"us": True, "swe": False}})
+        >>> s["us"].sum().item(), s["swe"].sum().item()
+        (12.0, 0.0)
+    """
+    missing = _unavailable(sample)
+    if not missing and isinstance(sample, dict):
+        return sample
+    out = dict(sample)
+    for key in missing:
+        image = out[key]
+        zeros = torch.zeros_like(image.as_subclass(torch.Tensor))
+        is_tv = isinstance(image, tv_tensors.TVTensor)
+        out[key] = tv_tensors.wrap(zeros, like=image) if is_tv else zeros
+    return out
 
 
 class AsImages(torch.nn.Module):
@@ -70,7 +135,8 @@ class AsImages(torch.nn.Module):
 class SectorCrop(v2.Transform):
     """Crop every image to its own detected scan sector (:func:`~mmfusion.data.roi.detect_sector`).
 
-    Outputs of different modalities may differ in size; follow with ``v2.Resize``.
+    Outputs of different modalities may differ in size; follow with ``v2.Resize``. The zero
+    placeholder of a modality flagged missing in ``sample["available"]`` is left as it is.
 
     Args:
         fallback: Use the full frame (with a warning) when no sector is found.
@@ -81,6 +147,14 @@ class SectorCrop(v2.Transform):
     def __init__(self, fallback: bool = False) -> None:
         super().__init__()
         self.fallback = fallback
+
+    def forward(self, *inputs: Any) -> Any:
+        missing = _unavailable(inputs[0]) if len(inputs) == 1 else []
+        if not missing:
+            return super().forward(*inputs)
+        sample = inputs[0]
+        cropped = super().forward({k: v for k, v in sample.items() if k not in missing})
+        return {k: sample[k] if k in missing else cropped[k] for k in sample}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         plain = inpt.as_subclass(torch.Tensor)

@@ -6,6 +6,10 @@ Everything that knows about livers lives here; :mod:`mmfusion.nn`, :mod:`mmfusio
 - :mod:`~mmfusion.liver.stages`: METAVIR fibrosis stages F0-F4 and how a manifest writes them.
 - :mod:`~mmfusion.liver.phantom`: the procedural liver phantom, the embedded default data set
   (paired B-mode + SWE frames, the paper's data being private; NOTES.md).
+- :mod:`~mmfusion.liver.cutoffs`: the clinician's baseline, stage from stiffness by published
+  2D-SWE cut-offs.
+- :mod:`~mmfusion.liver.baseline`: a non-deep baseline, stiffness and texture statistics ->
+  logistic regression (loads scikit-learn and OpenCV on first use, like the phantom).
 
 The phantom's names are importable from here (``from mmfusion.liver import make_phantom_dataset``);
 they load on first use, so ``mmfusion.data`` can read the stage vocabulary without loading the
@@ -17,6 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mmfusion.liver.cutoffs import HERRMANN_2018, SweCutoffs, stage_from_kpa
 from mmfusion.liver.stages import NUM_STAGES, STAGE_NAMES, parse_stage, stage_name
 
 _PHANTOM_NAMES = (
@@ -34,10 +39,24 @@ _PHANTOM_NAMES = (
     "sample_cohort",
 )
 
-__all__ = ["NUM_STAGES", "STAGE_NAMES", "parse_stage", "stage_name", *_PHANTOM_NAMES]
+_BASELINE_NAMES = ("FEATURE_NAMES", "LogisticBaseline", "baseline_features", "pair_features")
+
+__all__ = [
+    "HERRMANN_2018",
+    "NUM_STAGES",
+    "STAGE_NAMES",
+    "SweCutoffs",
+    "parse_stage",
+    "stage_from_kpa",
+    "stage_name",
+    *_PHANTOM_NAMES,
+    *_BASELINE_NAMES,
+]
 
 
 def __getattr__(name: str) -> Any:
     if name in _PHANTOM_NAMES:
         return getattr(importlib.import_module("mmfusion.liver.phantom"), name)
+    if name in _BASELINE_NAMES:
+        return getattr(importlib.import_module("mmfusion.liver.baseline"), name)
     raise AttributeError(f"module 'mmfusion.liver' has no attribute {name!r}")

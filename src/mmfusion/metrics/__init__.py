@@ -6,14 +6,42 @@
   bootstrap confidence intervals), as one JSON-serialisable dict.
 - :func:`format_report`: a few-line text summary of that dict.
 - :func:`roc_curves`: per-class and macro-average ROC curves for plotting (Fig. 7).
+- :func:`aggregate_patients`, :func:`patient_report`: one answer per patient from its views
+  (mean, geometric mean or most advanced stage), and the report at the patient level.
+- :func:`expected_calibration_error`, :func:`reliability_diagram`: is a probability of 0.8 right
+  80% of the time? :func:`fit_temperature` / :func:`apply_temperature`: temperature scaling.
 
 Metrics come from scikit-learn; only sensitivity/specificity (from the confusion matrix) and the
 vectorised bootstrap AUROC (checked against scikit-learn in the tests) are computed here. This
 package depends on neither :mod:`mmfusion.nn` nor :mod:`mmfusion.data`.
 """
 
+from mmfusion.metrics.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_diagram,
+)
 from mmfusion.metrics.format import format_report
+from mmfusion.metrics.patients import (
+    AGGREGATION_METHODS,
+    PatientPredictions,
+    aggregate_patients,
+    patient_report,
+)
 from mmfusion.metrics.report import classification_report
 from mmfusion.metrics.roc import roc_curves
 
-__all__ = ["classification_report", "format_report", "roc_curves"]
+__all__ = [
+    "AGGREGATION_METHODS",
+    "PatientPredictions",
+    "aggregate_patients",
+    "apply_temperature",
+    "classification_report",
+    "expected_calibration_error",
+    "fit_temperature",
+    "format_report",
+    "patient_report",
+    "reliability_diagram",
+    "roc_curves",
+]

@@ -2,67 +2,93 @@
 
 Implements the feature extraction network of the paper's section III.B: one ImageNet ResNet-50 per
 modality, independent weights, stage-4 (``layer4``) feature map as output, and the transfer-learning
-strategy of section III.E (stem and stages 1-3 frozen, stage 4 fine-tuned).
+strategy of section III.E (stem and stages 1-3 frozen, stage 4 fine-tuned). Any timm model with a
+``features_only`` mode works the same way: CNNs, and transformers (ViT, DeiT, Swin, hybrids), whose
+maps come out as ``[B, C, H, W]`` too. Stages are found by name from timm's ``feature_info``, never
+by position.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import cast
 
 import timm
 import torch
-from timm.models import FeatureDictNet, FeatureInfo
+from timm.models import FeatureInfo
+from timm.models._features import FeatureGetterNet
 from torch import Tensor, nn
 
 from mmfusion._checks import check_tensor
 
 WeightsSpec = str | os.PathLike | bool | None
 
+IMAGENET = "imagenet"
+"""``weights=`` value for timm's pretrained (ImageNet) weights through the Hugging Face cache."""
+
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+_HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")  # timm's order on the Hub
+_HUB_PROBE_TIMEOUT_S = 5.0
 
 
 class ModalityEncoder(nn.Module):
     """A timm backbone in ``features_only`` mode that returns the last stage's feature map.
 
-    Stage ``i`` (1-based) is the ``i``-th feature level of the backbone with a stride of at least 4
-    (``layer1`` .. ``layer4`` for a ResNet); the *stem* is everything before stage 1. With
-    ``frozen_stages=k`` the stem and stages ``1..k`` are frozen: their parameters get no gradient,
-    their BatchNorm layers stay in eval mode even when the encoder is put in train mode (so their
-    running statistics never change), and, by default, they run under :func:`torch.no_grad`, so a
-    training step keeps no activations for them (paper section III.E).
+    Stage ``i`` (1-based) is the ``i``-th feature level of the backbone with a stride of at least 4,
+    as timm's ``feature_info`` lists them: ``layer1`` .. ``layer4`` for a ResNet, ``blocks.1``,
+    ``blocks.2``, ``blocks.4``, ``blocks.6`` for EfficientNet-B0, ``layers.0`` .. ``layers.3`` for
+    Swin, the last three blocks (``blocks.9`` .. ``blocks.11``) for a 12-block ViT (pass
+    ``out_indices=12`` to make every block a stage). The *stem* is everything before stage 1.
+
+    With ``frozen_stages=k`` the stem and every module up to and including the module that closes
+    stage ``k`` are frozen (for a ViT also its class token and position embedding): their
+    parameters get no gradient, they stay in eval mode when the encoder is put in train mode (so
+    BatchNorm running statistics never change and dropout is off), and, by default, the input is
+    detached from autograd, so with their parameters frozen nothing of the frozen part is
+    recorded and a training step keeps no activations for it - the effect of running it under
+    :func:`torch.no_grad` (paper section III.E).
 
     Args:
         backbone: Any timm model name that supports ``features_only`` (``"resnet50"`` in the paper;
-            ``"resnet10t"`` or ``"test_resnet"`` for quick runs).
-        weights: ``None`` for random initialisation; a local file (``.safetensors``, ``.pth``,
-            ``.pt``; timm or torchvision ResNet key names; loaded with ``weights_only=True``, never
-            unpickling arbitrary objects); or ``True`` for timm's hub weights, which work only where
-            they are already in the local Hugging Face cache (nothing is downloaded offline).
+            ``"resnet10t"``, ``"test_resnet"``, ``"test_vit"`` for quick runs).
+        weights: ``None`` for random initialisation; ``"imagenet"`` for timm's pretrained weights
+            of ``backbone`` (its default tag, or the tag in the name such as
+            ``"resnet50.tv_in1k"``), read from the Hugging Face cache and downloaded into it when
+            missing, unless ``HF_HUB_OFFLINE=1`` or the Hub cannot be reached, which fails within
+            seconds and names the fix; ``True`` for the same weights only from the cache (never
+            downloads); or a local file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``; timm or
+            torchvision key names; loaded with ``weights_only=True``, never unpickling arbitrary
+            objects). Every tensor of the feature extractor must come from the weights.
         in_chans: Number of input channels. Pretrained first-layer weights are adapted by timm.
         frozen_stages: Number of stages to freeze (0 trains everything, 3 is the paper's setting).
-        frozen_no_grad: Run the frozen prefix under ``torch.no_grad()``. Turn off only to measure
-            the cost of keeping frozen layers in the autograd graph, or when gradients with respect
-            to the input image are needed.
-        **timm_kwargs: Passed to :func:`timm.create_model` (e.g. ``drop_path_rate``).
+        frozen_no_grad: Detach the input of a frozen encoder, so the frozen part records no graph.
+            Turn off only to measure the cost of keeping frozen layers in the autograd graph, or
+            when gradients with respect to the input image are needed.
+        **timm_kwargs: Passed to :func:`timm.create_model` (e.g. ``drop_path_rate``,
+            ``img_size=160`` for a ViT, ``out_indices``).
 
     Attributes:
-        out_channels: Channels ``C`` of the returned map (2048 for ResNet-50).
-        reduction: Total stride of the returned map (32 for ResNet-50: 224 px -> 7 x 7).
+        out_channels: Channels ``C`` of the returned map (2048 for ResNet-50, 192 for ViT-Ti/16).
+        reduction: Total stride of the returned map (32 for ResNet-50: 224 px -> 7 x 7; 16 for a
+            ViT with 16-pixel patches).
         num_stages: Number of stages that ``frozen_stages`` can count.
+        stage_modules: timm's name of the module that closes each stage, in order.
 
     Shape:
-        - Input: ``[B, in_chans, H, W]`` floating point, normalised.
-        - Output: ``[B, out_channels, H / reduction, W / reduction]``.
+        - Input: ``[B, in_chans, H, W]`` floating point, normalised (a ViT without
+          ``dynamic_img_size=True`` needs its ``img_size``).
+        - Output: ``[B, out_channels, H / reduction, W / reduction]`` (channels first for every
+          family; channels-last maps such as Swin's are permuted).
 
     Example:
         >>> enc = ModalityEncoder("test_resnet", frozen_stages=2)
         >>> enc(torch.randn(2, 3, 64, 64)).shape
         torch.Size([2, 96, 2, 2])
+        >>> vit = ModalityEncoder("test_vit", frozen_stages=2, img_size=64)
+        >>> vit.stage_modules, vit.feature_shape(64)
+        (('blocks.3', 'blocks.4', 'blocks.5'), (64, 4, 4))
     """
 
     def __init__(
@@ -95,45 +121,57 @@ class ModalityEncoder(nn.Module):
         self.num_stages = len(levels)
         self.out_channels: int = int(info.channels()[-1])
         self.reduction: int = int(info.reduction()[-1])
-        self._stage_modules = [d["module"] for d in levels]
+        self.stage_modules: tuple[str, ...] = tuple(str(d["module"]) for d in levels)
+        self._channels_last = getattr(self.body, "output_fmt", "NCHW") == "NHWC"
 
         if not isinstance(frozen_stages, int) or not 0 <= frozen_stages <= self.num_stages:
             raise ValueError(
                 f"frozen_stages: expected an int in [0, {self.num_stages}] for {backbone!r}, "
                 f"got {frozen_stages!r}"
             )
-        if frozen_stages and not isinstance(self.body, FeatureDictNet):
-            raise ValueError(
-                f"frozen_stages: {backbone!r} has no sequential features_only wrapper, so stages "
-                "cannot be frozen by position; use frozen_stages=0"
-            )
         self.frozen_stages = frozen_stages
         self.frozen_no_grad = frozen_no_grad
-        self._num_frozen_modules = self._count_frozen_modules(frozen_stages)
+        self._frozen_module_names: tuple[str, ...] = ()
+        self._frozen_param_names: tuple[str, ...] = ()
+        if frozen_stages:
+            paths = [_stage_path(self.body, name, backbone) for name in self.stage_modules]
+            _check_stage_chain(self.body, paths, self.stage_modules, backbone)
+            modules, params = _prefix_up_to(self.body, paths[frozen_stages - 1])
+            self._frozen_module_names, self._frozen_param_names = tuple(modules), tuple(params)
         for module in self.frozen_modules():
             module.requires_grad_(False)
+        for name in self._frozen_param_names:
+            self.body.get_parameter(name).requires_grad_(False)
         self.train(self.training)
 
-    def _count_frozen_modules(self, frozen_stages: int) -> int:
-        """Number of leading children of the sequential body that belong to stem + stages 1..k."""
-        if frozen_stages == 0:
-            return 0
-        names = list(cast(FeatureDictNet, self.body).keys())
-        target = self._stage_modules[frozen_stages - 1].replace(".", "_")
-        if target not in names:
-            raise ValueError(
-                f"frozen_stages: cannot find stage module {target!r} of {self.backbone_name!r} "
-                f"among {names}"
-            )
-        return names.index(target) + 1
+    def stage(self, index: int) -> nn.Module:
+        """The module that closes stage ``index`` (1-based; ``layer4`` of a ResNet for 4)."""
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"index: expected an int in [1, {self.num_stages}], got {index!r}")
+        if not 1 <= index <= self.num_stages:
+            raise ValueError(f"index: expected an int in [1, {self.num_stages}], got {index}")
+        path = _stage_path(self.body, self.stage_modules[index - 1], self.backbone_name)
+        return _root(self.body)[0].get_submodule(".".join(path))
 
     def frozen_modules(self) -> Iterator[nn.Module]:
-        """Yield the frozen children (stem and stages ``1..frozen_stages``) in forward order."""
-        if self._num_frozen_modules:
-            yield from list(cast(FeatureDictNet, self.body).values())[: self._num_frozen_modules]
+        """Yield the frozen modules (stem and stages ``1..frozen_stages``) in forward order.
+
+        Parameters held directly by the model rather than by a module (a ViT's class token and
+        position embedding) are frozen too; :meth:`frozen_parameters` lists them all.
+        """
+        for name in self._frozen_module_names:
+            yield self.body.get_submodule(name)
+
+    def frozen_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Yield ``(name, parameter)`` for every frozen parameter (names relative to ``body``)."""
+        for prefix in self._frozen_module_names:
+            for name, param in self.body.get_submodule(prefix).named_parameters():
+                yield f"{prefix}.{name}", param
+        for name in self._frozen_param_names:
+            yield name, self.body.get_parameter(name)
 
     def train(self, mode: bool = True) -> ModalityEncoder:
-        """Set train/eval mode; the frozen prefix always stays in eval mode (BatchNorm frozen)."""
+        """Set train/eval mode; the frozen modules always stay in eval mode (BatchNorm frozen)."""
         super().train(mode)
         for module in self.frozen_modules():
             module.eval()
@@ -168,17 +206,191 @@ class ModalityEncoder(nn.Module):
                 f"x: expected {self.in_chans} channels ([B, {self.in_chans}, H, W]), "
                 f"got shape {tuple(x.shape)}"
             )
-        if not isinstance(self.body, FeatureDictNet):
-            return self.body(x)[-1]
-        modules = list(self.body.values())
-        frozen, trainable = modules[: self._num_frozen_modules], modules[self._num_frozen_modules :]
-        guard = torch.no_grad() if (frozen and self.frozen_no_grad) else contextlib.nullcontext()
-        with guard:
-            for module in frozen:
-                x = module(x)
-        for module in trainable:
-            x = module(x)
-        return x
+        if self._frozen_module_names and self.frozen_no_grad:
+            x = x.detach()  # with the frozen parameters, autograd records nothing before stage k+1
+        features = self.body(x)
+        out = list(features.values())[-1] if isinstance(features, Mapping) else features[-1]
+        if self._channels_last:
+            out = out.permute(0, 3, 1, 2)
+        if out.ndim != 4 or out.shape[1] != self.out_channels:
+            raise RuntimeError(
+                f"{self.backbone_name!r} returned a map of shape {tuple(out.shape)}, expected "
+                f"[B, {self.out_channels}, H, W] (timm's feature_info)"
+            )
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages: timm's feature_info names -> paths in the features model -> the frozen prefix
+# ---------------------------------------------------------------------------------------------
+
+
+def _root(body: nn.Module) -> tuple[nn.Module, str]:
+    """The module in which timm's feature module names resolve, and its name inside ``body``."""
+    if isinstance(body, FeatureGetterNet):  # ViT, DeiT, ...: forward_intermediates of the model
+        return body.model, "model"
+    return body, ""
+
+
+def _stage_path(body: nn.Module, name: str, backbone: str) -> list[str]:
+    """Child names from the root to timm's feature module ``name`` (e.g. ``["blocks", "4"]``).
+
+    timm's sequential feature wrappers flatten one level (``stages.0`` becomes ``stages_0``);
+    both spellings are tried.
+    """
+    root, _ = _root(body)
+    parts = name.split(".")
+    candidates = [parts]
+    if len(parts) > 1:
+        candidates.append([f"{parts[0]}_{parts[1]}", *parts[2:]])
+    for path in candidates:
+        try:
+            root.get_submodule(".".join(path))
+        except AttributeError:
+            continue
+        return path
+    raise ValueError(
+        f"backbone: cannot find timm's stage module {name!r} of {backbone!r} in its "
+        f"features_only model"
+    )
+
+
+def _child_index(node: nn.Module, path: list[str]) -> tuple[int, ...]:
+    """Definition-order position of each child along ``path`` (to compare two paths)."""
+    positions = []
+    for part in path:
+        names = [n for n, _ in node.named_children()]
+        positions.append(names.index(part))
+        node = node.get_submodule(part)
+    return tuple(positions)
+
+
+def _check_stage_chain(
+    body: nn.Module, paths: list[list[str]], names: tuple[str, ...], backbone: str
+) -> None:
+    """Stages can be frozen as a prefix only if they are distinct modules in forward order."""
+    root, _ = _root(body)
+    order = [_child_index(root, p) for p in paths]
+    chained = all(
+        a < b and b[: len(a)] != a for a, b in zip(order, order[1:], strict=False)
+    )
+    if not chained:
+        raise ValueError(
+            f"frozen_stages: the stages of {backbone!r} are not one chain of distinct modules "
+            f"(timm's feature modules: {list(names)}), so they cannot be frozen by stage; use "
+            "frozen_stages=0"
+        )
+
+
+def _prefix_up_to(body: nn.Module, path: list[str]) -> tuple[list[str], list[str]]:
+    """Names (inside ``body``) of the modules and direct parameters up to the end of ``path``.
+
+    At every level of the path, the children defined before the path's child are frozen whole
+    (timm defines modules in forward order), and so are the level's own parameters (a ViT's
+    ``cls_token`` and ``pos_embed``, used before its blocks); the module at the end of the path
+    is frozen whole.
+    """
+    node, prefix = _root(body)
+    prefix = f"{prefix}." if prefix else ""
+    modules: list[str] = []
+    params: list[str] = []
+    for part in path:
+        params += [prefix + n for n, _ in node.named_parameters(recurse=False)]
+        for name, _ in node.named_children():
+            if name == part:
+                break
+            modules.append(prefix + name)
+        node = node.get_submodule(part)
+        prefix = f"{prefix}{part}."
+    modules.append(prefix[:-1])
+    return modules, params
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights: random, a local file, or timm's pretrained weights through the Hugging Face cache
+# ---------------------------------------------------------------------------------------------
+
+
+def _create_features_model(
+    backbone: str, weights: WeightsSpec, in_chans: int, kwargs: dict
+) -> nn.Module:
+    """Create the timm ``features_only`` model and load the requested weights."""
+    common = dict(features_only=True, in_chans=in_chans, **kwargs)
+    if weights is None or weights is False:
+        return _timm_features(backbone, dict(pretrained=False, **common))
+    if weights is True or weights == IMAGENET:
+        path = _hub_weights_file(backbone, download=weights == IMAGENET)
+        return _load_file(backbone, path, common)
+    if not isinstance(weights, str | os.PathLike):
+        raise TypeError(
+            f"weights: expected None, {IMAGENET!r}, True or a path to a local weights file, "
+            f"got {type(weights).__name__}"
+        )
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights: no such file {str(path)!r}")
+    if path.suffix not in _WEIGHT_SUFFIXES:
+        raise ValueError(
+            f"weights: expected {IMAGENET!r} or a {'/'.join(_WEIGHT_SUFFIXES)} file, "
+            f"got {path.name!r}"
+        )
+    return _load_file(backbone, path, common)
+
+
+def _timm_features(backbone: str, kwargs: dict) -> nn.Module:
+    """``timm.create_model`` with a clear error for a model without ``features_only``."""
+    try:
+        return timm.create_model(backbone, **kwargs)
+    except RuntimeError as err:
+        if "features" not in str(err).lower():
+            raise
+        raise ValueError(
+            f"backbone: timm model {backbone!r} has no features_only mode ({err}); "
+            "ModalityEncoder needs one to return a feature map"
+        ) from err
+
+
+def _load_file(backbone: str, path: Path, common: dict) -> nn.Module:
+    """Create the features model from a state-dict file through timm's pretrained_cfg path."""
+    try:
+        file_keys = _file_keys(path)
+    except Exception as err:
+        message = " ".join(str(err).split())
+        if "weights_only" in message or "pickle" in message.lower():
+            raise ValueError(
+                f"weights: {str(path)!r} holds pickled Python objects, which mmfusion never "
+                "unpickles (weights_only=True); save a plain state dict instead, e.g. "
+                "torch.save(model.state_dict(), path) or safetensors"
+            ) from err
+        raise ValueError(
+            f"weights: cannot read {str(path)!r} as a weights file ({type(err).__name__}: "
+            f"{message[:200]}); expected a safetensors file or a plain state dict"
+        ) from err
+    try:
+        model = timm.create_model(
+            backbone,
+            pretrained=True,
+            # a plain state dict for every family: never a model's own loader (ViT's .npz)
+            pretrained_cfg_overlay=dict(file=str(path), custom_load=False),
+            **common,
+        )
+    except (RuntimeError, KeyError) as err:
+        message = " ".join(str(err).split())
+        raise ValueError(
+            f"weights: {str(path)!r} does not fit backbone {backbone!r} (key names or shapes "
+            f"differ: {message[:300]}). Pass a state dict saved from timm or torchvision "
+            f"{backbone!r}."
+        ) from err
+    # timm loads some features_only models non-strictly (it drops the classifier), so check
+    # ourselves that every tensor of the feature extractor came from the file.
+    missing = [k for k in model.state_dict() if not _candidate_keys(k) & file_keys]
+    if missing:
+        raise ValueError(
+            f"weights: {str(path)!r} does not fit backbone {backbone!r}: {len(missing)} of "
+            f"{len(model.state_dict())} tensors are missing from the file (e.g. {missing[:3]}). "
+            f"Pass a state dict saved from timm or torchvision {backbone!r}."
+        )
+    return model
 
 
 def _file_keys(path: Path) -> set[str]:
@@ -192,92 +404,125 @@ def _file_keys(path: Path) -> set[str]:
     return set(timm.models.load_state_dict(str(path)).keys())
 
 
-def _create_features_model(
-    backbone: str, weights: WeightsSpec, in_chans: int, kwargs: dict
-) -> nn.Module:
-    """Create the timm ``features_only`` model and load the requested weights."""
-    common = dict(features_only=True, in_chans=in_chans, **kwargs)
-    if weights is None or weights is False:
-        return timm.create_model(backbone, pretrained=False, **common)
-    if weights is True:
-        _require_cached_hub_weights(backbone)
-        return timm.create_model(backbone, pretrained=True, **common)
-    if not isinstance(weights, str | os.PathLike):
-        raise TypeError(
-            f"weights: expected None, True or a path to a local weights file, "
-            f"got {type(weights).__name__}"
-        )
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights: no such file {str(path)!r}")
-    if path.suffix not in _WEIGHT_SUFFIXES:
-        raise ValueError(
-            f"weights: expected a {'/'.join(_WEIGHT_SUFFIXES)} file, got {path.name!r}"
-        )
-    try:
-        model = timm.create_model(
-            backbone,
-            pretrained=True,
-            pretrained_cfg_overlay=dict(file=str(path)),
-            **common,
-        )
-        file_keys = _file_keys(path)
-    except Exception as err:
-        message = " ".join(str(err).split())
-        if "weights_only" in message or "pickle" in message.lower():
-            raise ValueError(
-                f"weights: {str(path)!r} holds pickled Python objects, which mmfusion never "
-                "unpickles (weights_only=True); save a plain state dict instead, e.g. "
-                "torch.save(model.state_dict(), path) or safetensors"
-            ) from err
-        if isinstance(err, RuntimeError | KeyError):
-            raise ValueError(
-                f"weights: {str(path)!r} does not fit backbone {backbone!r} (key names or shapes "
-                f"differ: {message[:300]}). Pass a state dict saved from timm or torchvision "
-                f"{backbone!r}."
-            ) from err
-        raise ValueError(
-            f"weights: cannot read {str(path)!r} as a weights file ({type(err).__name__}: "
-            f"{message[:200]}); expected a safetensors file or a plain state dict"
-        ) from err
-    # timm loads features_only weights non-strictly (it drops the classifier), so check ourselves
-    # that every tensor of the feature extractor came from the file.
-    missing = [k for k in model.state_dict() if not _candidate_keys(k) & file_keys]
-    if missing:
-        raise ValueError(
-            f"weights: {str(path)!r} does not fit backbone {backbone!r}: {len(missing)} of "
-            f"{len(model.state_dict())} tensors are missing from the file (e.g. {missing[:3]}). "
-            f"Pass a state dict saved from timm or torchvision {backbone!r}."
-        )
-    return model
-
-
 def _candidate_keys(key: str) -> set[str]:
     """Names a features-only tensor may have in a full-model state dict.
 
-    timm's features wrapper renames ``stages.0`` to ``stages_0`` when it flattens sequential
-    containers; both spellings are accepted.
+    timm's sequential feature wrappers flatten one level of names (``stages.0`` becomes
+    ``stages_0``, ``features.denseblock1`` becomes ``features_denseblock1``), and the getter
+    wrapper of transformers holds the model as ``model``; every such spelling is accepted.
     """
-    return {key, re.sub(r"^([A-Za-z]+)_(\d+)\.", r"\1.\2.", key)}
+    keys = {key, key.removeprefix("model.")}
+    head, dot, rest = key.partition(".")
+    for i, char in enumerate(head):
+        if char == "_":
+            keys.add(f"{head[:i]}.{head[i + 1:]}{dot}{rest}")
+    return keys
 
 
-def _require_cached_hub_weights(backbone: str) -> None:
-    """Fail fast, without touching the network, when hub weights are not in the local cache."""
+def _hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, from the environment as it is now (``HF_HUB_CACHE``, else
+    ``HF_HOME``/hub, else huggingface_hub's default)."""
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as it is set now (huggingface_hub reads it once, at import)."""
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE")
+    if value is None:
+        return bool(constants.HF_HUB_OFFLINE)
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_weights_file(backbone: str, *, download: bool) -> Path:
+    """The cached file of timm's pretrained weights for ``backbone``; download it if allowed.
+
+    Raises:
+        ValueError: timm has no Hugging Face weights for ``backbone``.
+        RuntimeError: Not cached, and downloads are off (``weights=True`` or ``HF_HUB_OFFLINE``)
+            or the Hub cannot be reached; the message names the fix.
+    """
     from huggingface_hub import try_to_load_from_cache
 
-    cfg = timm.models.get_pretrained_cfg(backbone)
+    label = f"weights={IMAGENET!r}" if download else "weights=True"
+    try:
+        cfg = timm.models.get_pretrained_cfg(backbone)
+    except RuntimeError as err:  # an unknown tag, e.g. "resnet50.foo"
+        tags = timm.list_pretrained(f"{backbone.split('.')[0]}.*")[:8]
+        raise ValueError(f"backbone: {err} Tags with weights: {tags}") from err
     hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-    cached = False
-    if hub_id:
-        for filename in ("model.safetensors", "pytorch_model.bin"):
-            hit = try_to_load_from_cache(hub_id, filename)
-            if isinstance(hit, str):
-                cached = True
-                break
-    if not cached:
-        raise RuntimeError(
-            f"weights=True: timm's pretrained weights for {backbone!r} are not in the local cache "
-            "and mmfusion never downloads at run time. Download them once elsewhere and pass the "
-            f"file instead, e.g. ModalityEncoder({backbone!r}, weights='resnet50.safetensors' "
-            "or a torchvision '*.pth' state dict)."
+    if not hub_id:
+        raise ValueError(
+            f"{label}: timm has no Hugging Face weights for {backbone!r}; pass a local weights "
+            "file instead"
         )
+    repo_id, _, revision = hub_id.partition("@")
+    hub_filename = getattr(cfg, "hf_hub_filename", None)
+    filenames = (hub_filename,) if hub_filename else _HUB_FILENAMES
+    cache_dir = _hub_cache_dir()
+    for filename in filenames:
+        hit = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision or None)
+        if isinstance(hit, str):
+            return Path(hit)
+    fix = (
+        "run once with network access, or pass a local weights file "
+        f"(weights='{backbone.split('.')[0]}.safetensors'), or set HF_HOME (or HF_HUB_CACHE) to a "
+        f"cache that holds {repo_id}"
+    )
+    where = f"timm's weights for {backbone!r} ({repo_id}) are not in the Hugging Face cache " \
+        f"{str(cache_dir)!r}"
+    if not download:
+        raise RuntimeError(
+            f"{label}: {where}, and weights=True never downloads. Pass weights={IMAGENET!r} to "
+            f"download them, or {fix}."
+        )
+    if _hub_offline():
+        raise RuntimeError(
+            f"{label}: {where}, and HF_HUB_OFFLINE is set, so nothing is downloaded. To fix: "
+            f"{fix}."
+        )
+    return _download(repo_id, revision or None, filenames, cache_dir, f"{label}: {where}", fix)
+
+
+def _download(
+    repo_id: str,
+    revision: str | None,
+    filenames: tuple[str, ...],
+    cache_dir: Path,
+    context: str,
+    fix: str,
+) -> Path:
+    """Download the first of ``filenames`` that the repo holds into the cache.
+
+    One metadata request without retries comes first, so that a machine without network fails in
+    seconds (huggingface_hub's download retries for about 20 s before giving up).
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError
+
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    for filename in filenames:
+        url = hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
+        try:
+            get_hf_file_metadata(url, timeout=_HUB_PROBE_TIMEOUT_S)
+        except EntryNotFoundError:
+            continue
+        except Exception as err:
+            raise RuntimeError(
+                f"{context}, and the Hugging Face Hub cannot be reached ({type(err).__name__}: "
+                f"{' '.join(str(err).split())[:160]}). To fix: {fix}."
+            ) from err
+        return Path(
+            hf_hub_download(
+                repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
+                library_name="timm",
+            )
+        )
+    raise RuntimeError(f"{context}, and {repo_id} on the Hub holds none of {list(filenames)}.")

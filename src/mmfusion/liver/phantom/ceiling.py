@@ -6,16 +6,40 @@ stiffness and texture predicts ``argmax_c prior_c * p(stiffness | c) * p(texture
 is the best any model can achieve. With ``per_view=True`` it sees one view's stiffness and texture
 instead (latents plus the per-view noise), the ceiling for an image-level classifier that reads the
 view perfectly. Judge a trained model's accuracy against these numbers.
+
+``latents`` restricts what the classifier sees, one ceiling per modality: ``("stiffness",)`` is
+what the SWE colour box can tell at best, ``("texture",)`` what the B-mode texture can tell, and
+both (the default) what a fusion model can reach. The gap between a single-modality ceiling and
+the joint one is the most that fusing the modalities can add on the phantom.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 from mmfusion.liver.phantom.cohort import sample_latents
 from mmfusion.liver.phantom.config import PhantomConfig
 
-__all__ = ["bayes_ceiling"]
+__all__ = ["LATENTS", "bayes_ceiling"]
+
+#: The latent variables a ceiling can be computed from: the SWE stiffness and the B-mode texture.
+LATENTS: tuple[str, ...] = ("stiffness", "texture")
+
+
+def _check_latents(latents: Sequence[str]) -> frozenset[str]:
+    if isinstance(latents, str) or not isinstance(latents, Sequence):
+        raise TypeError(
+            f"latents: expected a sequence of names from {LATENTS}, e.g. ('stiffness',), "
+            f"got {latents!r}"
+        )
+    unknown = [name for name in latents if name not in LATENTS]
+    if unknown or not latents or len(set(latents)) != len(latents):
+        raise ValueError(
+            f"latents: expected one or more distinct names from {LATENTS}, got {tuple(latents)!r}"
+        )
+    return frozenset(latents)
 
 
 def bayes_ceiling(
@@ -23,8 +47,13 @@ def bayes_ceiling(
     seed: int = 0,
     config: PhantomConfig | None = None,
     per_view: bool = False,
+    latents: Sequence[str] = LATENTS,
 ) -> float:
     """Monte-Carlo accuracy of the Bayes-optimal classifier on the phantom's latents.
+
+    The simulation draws the same patients (and per-view noise) whatever ``latents`` is, so the
+    ceilings of one seed are directly comparable: the classifier only ignores the latents it is
+    not given.
 
     Args:
         n_samples: Number of simulated patients (the standard error is about
@@ -33,12 +62,22 @@ def bayes_ceiling(
         config: Phantom configuration; the default configuration if None.
         per_view: Classify from one view's stiffness and texture (with per-view noise) instead of
             the patient's latents.
+        latents: What the classifier sees: ``("stiffness",)`` (SWE alone), ``("texture",)``
+            (B-mode alone) or both (default).
 
     Returns:
-        Accuracy in ``[0, 1]`` (default configuration: about 0.74 per patient, 0.73 per view).
+        Accuracy in ``[0, 1]``. Default configuration, 200,000 samples, seed 0 (stiffness
+        alone / texture alone / both): 0.512 / 0.669 / 0.741 per patient and
+        0.507 / 0.657 / 0.729 per view.
+
+    Raises:
+        TypeError: ``latents`` is not a sequence of names.
+        ValueError: ``n_samples`` is not a positive int, or ``latents`` is empty, repeats a name
+            or names an unknown latent.
     """
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples: expected a positive int, got {n_samples!r}")
+    seen = _check_latents(latents)
     cfg = config or PhantomConfig()
     rng = np.random.default_rng([seed, 7])
     prior = np.asarray(cfg.stage_prevalence, dtype=np.float64)
@@ -57,11 +96,18 @@ def bayes_ceiling(
         sigma = np.hypot(sigma, cfg.view_stiffness_log_sd)
         t_sd = np.hypot(t_sd, cfg.view_texture_sd)
 
-    log_post = (
-        np.log(prior)[None, :]
-        - np.log(sigma)[None, :]
-        - 0.5 * ((log_s[:, None] - mu[None, :]) / sigma[None, :]) ** 2
-        - np.log(t_sd)[None, :]
-        - 0.5 * ((texture[:, None] - t_mu[None, :]) / t_sd[None, :]) ** 2
-    )
+    # log p(log s | c) of the normal in log-space; the Jacobian 1/s is the same for every class.
+    log_post = np.broadcast_to(np.log(prior)[None, :], (n_samples, len(prior)))
+    if "stiffness" in seen:
+        log_post = (
+            log_post
+            - np.log(sigma)[None, :]
+            - 0.5 * ((log_s[:, None] - mu[None, :]) / sigma[None, :]) ** 2
+        )
+    if "texture" in seen:
+        log_post = (
+            log_post
+            - np.log(t_sd)[None, :]
+            - 0.5 * ((texture[:, None] - t_mu[None, :]) / t_sd[None, :]) ** 2
+        )
     return float(np.mean(log_post.argmax(axis=1) == stages))

@@ -1,4 +1,4 @@
-"""Write the phantom to disk as PNG pairs plus a ``manifest.csv`` (the embedded default data set).
+"""Write the phantom to disk as PNG (or DICOM) pairs plus a ``manifest.csv`` (the default data set).
 
 Layout (same format as real data, see :mod:`mmfusion.data.manifest`)::
 
@@ -7,6 +7,14 @@ Layout (same format as real data, see :mod:`mmfusion.data.manifest`)::
                                   fingerprint of the generator's source code
     root/P001/view1_us.png        grey B-mode
     root/P001/view1_swe.png       RGB SWE
+
+With ``image_format="dicom"`` the images are ``view1_us.dcm`` / ``view1_swe.dcm`` instead: US Image
+Storage objects (SOP class 1.2.840.10008.5.1.4.1.1.6.1) holding the very same pixels, compressed
+losslessly (the first available of JPEG-LS Lossless, JPEG 2000 Lossless and RLE Lossless; with the
+``mmfusion[dicom]`` plugins that is JPEG 2000 Lossless), B-mode as MONOCHROME2, SWE as RGB (YBR_RCT,
+JPEG 2000's reversible colour transform, under JPEG 2000), with a Sequence of Ultrasound Regions
+holding the true sector's bounding box as a tissue region. UIDs derive from the seed, the
+configuration, the patient and the view, so the files are byte-identical for any ``workers``.
 
 The extra manifest columns hold each pair's ground truth (view stiffness, latents, SWE box, fan
 geometry); :func:`phantom_truth` turns a manifest row back into a :class:`PhantomTruth`.
@@ -23,8 +31,10 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 from pathlib import Path
+from typing import Literal
 
 import cv2
+import numpy as np
 
 from mmfusion.data.manifest import ManifestRow, write_manifest
 from mmfusion.liver.phantom.cohort import PatientLatent
@@ -94,11 +104,79 @@ def phantom_truth(row: ManifestRow) -> PhantomTruth:
     )
 
 
+def _write_png(path: Path, image: np.ndarray, params: list[int]) -> None:
+    if not cv2.imwrite(str(path), image, params):
+        raise OSError(f"could not write {path}")
+
+
+def _dicom_transfer_syntax() -> str:
+    """The lossless transfer syntax UID of a DICOM phantom: the first one pydicom can encode.
+
+    JPEG-LS Lossless (needs pyjpegls), JPEG 2000 Lossless (needs pylibjpeg-openjpeg), RLE Lossless
+    (pydicom itself).
+    """
+    try:
+        from pydicom.pixels import get_encoder
+        from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+    except ImportError as error:
+        raise ImportError(
+            'image_format: writing a DICOM phantom needs pydicom >= 3: pip install "mmfusion[dicom]"'
+        ) from error
+
+    for uid in (JPEGLSLossless, JPEG2000Lossless):
+        if get_encoder(uid).is_available:
+            return str(uid)
+    return str(RLELossless)
+
+
+def _write_dicom(
+    path: Path, image: np.ndarray, truth: PhantomTruth, modality: str, syntax: str, entropy: str
+) -> None:
+    """Write one frame as a lossless US Image Storage file with its sector as a tissue region."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import JPEG2000Lossless, UltrasoundImageStorage, generate_uid
+
+    def uid(*parts: object) -> str:  # deterministic: same inputs, same UID
+        return generate_uid(entropy_srcs=[entropy, truth.patient_id, *map(str, parts)])
+
+    ds = Dataset()
+    ds.SOPClassUID = UltrasoundImageStorage
+    ds.SOPInstanceUID = uid(modality, truth.view)
+    ds.StudyInstanceUID = uid("study")
+    ds.SeriesInstanceUID = uid("series", modality)
+    ds.PatientID = ds.PatientName = truth.patient_id
+    ds.Modality = "US"
+    ds.Manufacturer = "mmfusion"
+    ds.ManufacturerModelName = "liver phantom"
+    ds.SeriesDescription = "B-mode" if modality == "us" else "SWE"
+    ds.SeriesNumber = 1 if modality == "us" else 2
+    ds.InstanceNumber = truth.view + 1
+    ds.ImageType = ["DERIVED", "PRIMARY"]
+    ds.BurnedInAnnotation = "YES"
+    ds.LossyImageCompression = "00"
+    x0, y0, x1, y1 = truth.sector_bbox()
+    region = Dataset()
+    region.RegionSpatialFormat = 1  # 2D
+    region.RegionDataType = 1  # tissue
+    region.RegionFlags = 0
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = x0, y0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = x1 - 1, y1 - 1  # inclusive
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 0  # no depth calibration
+    region.PhysicalDeltaX = region.PhysicalDeltaY = 0.0
+    ds.SequenceOfUltrasoundRegions = [region]
+    colour = image.ndim == 3
+    ds.set_pixel_data(image, "RGB" if colour else "MONOCHROME2", 8, generate_instance_uid=False)
+    if colour and syntax == JPEG2000Lossless:
+        ds.PhotometricInterpretation = "YBR_RCT"  # the encoder applies the reversible transform
+    ds.compress(syntax, image, generate_instance_uid=False)
+    ds.save_as(path, enforce_file_format=True)
+
+
 def _write_patient(
-    args: tuple[PhantomConfig, int, PatientLatent, str, int],
+    args: tuple[PhantomConfig, int, PatientLatent, str, int, str],
 ) -> list[dict[str, object]]:
     """Render and write all views of one patient; return their manifest rows."""
-    config, seed, patient, root, compression = args
+    config, seed, patient, root, compression, image_format = args
     phantom = LiverPhantom(config, seed)
     folder = Path(root) / patient.patient_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,16 +184,19 @@ def _write_patient(
     if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11: skipping adaptive filters halves time
         params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
     rows = []
+    suffix = "dcm" if image_format == "dicom" else "png"
+    syntax = _dicom_transfer_syntax() if image_format == "dicom" else ""
+    entropy = f"mmfusion liver phantom {seed} {json.dumps(config.as_dict(), sort_keys=True)}"
     for view in range(patient.n_views):
         pair = phantom.render(patient, view)
-        us_rel = f"{patient.patient_id}/view{view + 1}_us.png"
-        swe_rel = f"{patient.patient_id}/view{view + 1}_swe.png"
-        if not cv2.imwrite(str(Path(root) / us_rel), pair.us, params):
-            raise OSError(f"could not write {Path(root) / us_rel}")
-        if not cv2.imwrite(
-            str(Path(root) / swe_rel), cv2.cvtColor(pair.swe, cv2.COLOR_RGB2BGR), params
-        ):
-            raise OSError(f"could not write {Path(root) / swe_rel}")
+        us_rel = f"{patient.patient_id}/view{view + 1}_us.{suffix}"
+        swe_rel = f"{patient.patient_id}/view{view + 1}_swe.{suffix}"
+        if image_format == "dicom":
+            _write_dicom(Path(root) / us_rel, pair.us, pair.truth, "us", syntax, entropy)
+            _write_dicom(Path(root) / swe_rel, pair.swe, pair.truth, "swe", syntax, entropy)
+        else:
+            _write_png(Path(root) / us_rel, pair.us, params)
+            _write_png(Path(root) / swe_rel, cv2.cvtColor(pair.swe, cv2.COLOR_RGB2BGR), params)
         rows.append(
             {
                 "patient_id": patient.patient_id,
@@ -183,9 +264,10 @@ def make_phantom_dataset(
     config: PhantomConfig | None = None,
     workers: int = 2,
     png_compression: int = 1,
+    image_format: Literal["png", "dicom"] = "png",
     overwrite: bool = False,
 ) -> Path:
-    """Generate the phantom data set: PNG pairs and ``manifest.csv`` under ``root``.
+    """Generate the phantom data set: PNG (or DICOM) pairs and ``manifest.csv`` under ``root``.
 
     The default (250 patients, seed 0) gives 1,414 pairs with stage prevalence 162:287:284:197:94
     (40/70/69/48/23 patients), as in the paper (II.B). Output is byte-identical for a given seed
@@ -202,6 +284,10 @@ def make_phantom_dataset(
         config: Phantom configuration (frame size, distributions); default if None.
         workers: Processes; 0 or 1 generates in this process.
         png_compression: PNG compression level 0-9 (1 is fast and still compact).
+        image_format: ``"png"`` (default), or ``"dicom"`` for lossless DICOM files with the same
+            pixels and the true sector's box as a tagged tissue region (needs ``mmfusion[dicom]``).
+            Compression: the first that pydicom can encode of JPEG-LS Lossless (needs pyjpegls),
+            JPEG 2000 Lossless (pylibjpeg-openjpeg, part of ``mmfusion[dicom]``) and RLE Lossless.
         overwrite: Regenerate even if ``root`` holds a phantom made with other parameters or
             another version of the generator.
 
@@ -211,18 +297,26 @@ def make_phantom_dataset(
     Raises:
         FileExistsError: If ``root`` holds a phantom made with other parameters or another
             generator version (or a manifest that is not a phantom's), and not ``overwrite``.
+        ImportError: For ``image_format="dicom"`` without pydicom (``pip install
+            "mmfusion[dicom]"``).
     """
     cfg = config or PhantomConfig()
     if not isinstance(cfg, PhantomConfig):
         raise TypeError(f"config: expected PhantomConfig or None, got {type(config).__name__}")
     if not 0 <= png_compression <= 9:
         raise ValueError(f"png_compression: expected 0..9, got {png_compression}")
+    if image_format not in ("png", "dicom"):
+        raise ValueError(f"image_format: expected 'png' or 'dicom', got {image_format!r}")
+    if image_format == "dicom":
+        _dicom_transfer_syntax()  # fails early, with the install hint, without pydicom
     out = Path(root)
     manifest_path, params_path = out / MANIFEST_NAME, out / PARAMS_NAME
     params = {
         "n_patients": n_patients, "seed": seed, "config": cfg.as_dict(),
         "generator": generator_fingerprint(),
     }
+    if image_format != "png":  # PNG phantoms keep the parameters they always had
+        params["image_format"] = image_format
     ours = params_path.is_file()
     if manifest_path.exists() and ours:
         stored = json.loads(params_path.read_text())
@@ -242,7 +336,7 @@ def make_phantom_dataset(
         stale.unlink(missing_ok=True)
 
     patients = LiverPhantom(cfg, seed).cohort(n_patients)
-    jobs = [(cfg, seed, p, str(out), png_compression) for p in patients]
+    jobs = [(cfg, seed, p, str(out), png_compression, image_format) for p in patients]
     if workers <= 1:
         results = [_write_patient(job) for job in jobs]
     else:
