@@ -164,7 +164,7 @@ def _data_docstring(app, what, name, obj, options, lines):  # type: ignore[no-un
     """Show a constant's doc comment as written, found in the module that defines it.
 
     Two problems of autodoc with module constants: a re-exported constant
-    (``mmfusion.DEFAULT_MODALITIES``, defined with its doc comment in ``mmfusion.nn.fusion``) gets
+    (``mmfusion.JOINT``, defined with its doc comment in ``mmfusion.nn.heads``) gets
     the docstring of its type (``tuple``), because autodoc reads only the doc comments of the module
     it documents; and napoleon reads a doc comment whose first line has a colon
     (``Name of the output: ...``) as ``type: description``. A constant's doc comment is plain

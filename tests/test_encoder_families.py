@@ -102,6 +102,9 @@ def test_family_freezes_by_stage_and_trains_the_rest(family: str) -> None:
     # The frozen part is a prefix of the forward pass: it finishes before any trainable module.
     frozen = dict(enc.frozen_parameters())
     assert frozen and all(not p.requires_grad for p in frozen.values())
+    frozen_ids = {id(p) for p in frozen.values()}
+    assert all(id(p) in frozen_ids for p in enc.stage(k).parameters())  # stage k: frozen
+    assert not any(id(p) in frozen_ids for p in enc.stage(k + 1).parameters())  # k + 1: not
     trainable = {n: p for n, p in enc.body.named_parameters() if n not in frozen}
     assert trainable and all(p.requires_grad for p in trainable.values())
     events = _module_run_order(enc, x)
@@ -127,7 +130,8 @@ def test_family_freezes_by_stage_and_trains_the_rest(family: str) -> None:
     for key in frozen_keys:
         assert torch.equal(after[key], state[key]), f"{family}: frozen {key} changed"
     last_stage = {id(p) for p in enc.stage(enc.num_stages).parameters()}
-    changed = [n for n, p in trainable.items() if id(p) in last_stage and not torch.equal(p, state[n])]
+    changed = [n for n, p in trainable.items()
+               if id(p) in last_stage and not torch.equal(p, state[n])]
     assert changed, f"{family}: the last stage did not change"
     assert time.perf_counter() - start < 30
 
@@ -202,6 +206,28 @@ def test_stage_chains_that_are_not_a_prefix_are_refused() -> None:
     assert enc.stage_modules == ("blocks.2", "blocks.2")
     with pytest.raises(ValueError, match="not one chain of distinct modules"):
         ModalityEncoder("crossvit_tiny_240", frozen_stages=1, depth=((1, 1, 0),) * 3)
+
+
+def test_stage_ending_inside_a_block_is_refused() -> None:
+    # Xception's stages 1-3 are taps inside a block whose shortcut is defined before its main
+    # branch but runs after it: no prefix of the definition order ends there.
+    enc = ModalityEncoder("xception41", frozen_stages=4)
+    assert enc.stage_modules[:2] == ("blocks.1.stack.act3", "blocks.2.stack.act3")
+    with pytest.raises(ValueError, match=(
+        r"frozen_stages: stage 1 of 'xception41' ends inside a block \('blocks.1.stack.act3', "
+        r"a feature tap of XceptionModule\)"
+    )):
+        ModalityEncoder("xception41", frozen_stages=1)
+
+
+def test_feature_info_naming_a_missing_module_is_refused() -> None:
+    enc = ModalityEncoder("mvitv2_tiny", frozen_stages=0)
+    if enc.stage_modules[0] != "block.0":
+        pytest.skip(f"timm now names mvitv2's stages {enc.stage_modules}")
+    with pytest.raises(ValueError, match="names the stage module 'block.0', which its "):
+        ModalityEncoder("mvitv2_tiny", frozen_stages=1)
+    with pytest.raises(ValueError, match=r"^index: timm's feature_info of 'mvitv2_tiny'"):
+        enc.stage(1)
 
 
 def test_stage_accessor() -> None:

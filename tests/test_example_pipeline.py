@@ -89,7 +89,7 @@ def test_train_writes_every_output(trained: Path) -> None:
     assert config["training"]["epochs"] == 2 and config["format"] == "mmfusion.model/1"
 
 
-def test_run_folder_loads_with_from_pretrained(trained: Path, manifest: Path) -> None:
+def test_run_folder_loads_with_from_pretrained(trained: Path, manifest: Path, tmp_path: Path) -> None:
     """The run folder is a saved model: from_pretrained reproduces the run's test metrics."""
     from mmfusion.lightning import FusionDataModule, FusionModule
     from mmfusion.liver import STAGE_NAMES
@@ -102,7 +102,8 @@ def test_run_folder_loads_with_from_pretrained(trained: Path, manifest: Path) ->
     import lightning.pytorch as pl
 
     pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-               enable_model_summary=False, use_distributed_sampler=False).test(module, dm, verbose=False)
+               enable_model_summary=False, use_distributed_sampler=False,
+               default_root_dir=str(tmp_path)).test(module, dm, verbose=False)
     saved = json.loads((trained / "metrics.json").read_text())
     assert module.metrics is not None
     assert module.metrics["ensemble"]["accuracy"] == saved["ensemble"]["accuracy"]

@@ -29,16 +29,13 @@ def metrics_document(metrics: Mapping[str, Any], split: str) -> dict[str, Any]:
     """The ``metrics.json`` content from :attr:`mmfusion.lightning.FusionModule.metrics`.
 
     Returns:
-        ``{"ensemble": report, "branches": {name: report}, "n_test_pairs", "n_test_patients",
-        "split"}``, each report a :func:`~mmfusion.metrics.classification_report` dict.
+        ``{"ensemble": report, "branches": {name: report}, "patients": report, "calibration",
+        ["by_availability",] "n_test_pairs", "n_test_patients", "split"}`` (see
+        :meth:`mmfusion.lightning.FusionModule.report`).
     """
-    return {
-        "ensemble": metrics["ensemble"],
-        "branches": metrics["branches"],
-        "n_test_pairs": metrics["n_pairs"],
-        "n_test_patients": metrics["n_patients"],
-        "split": split,
-    }
+    document = {k: v for k, v in metrics.items() if k not in ("n_pairs", "n_patients")}
+    return {**document, "n_test_pairs": metrics["n_pairs"], "n_test_patients": metrics["n_patients"],
+            "split": split}
 
 
 def write_figures(preds: Predictions, metrics: Mapping[str, Any], out: Path) -> list[Path]:

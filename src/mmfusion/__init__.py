@@ -8,7 +8,6 @@ evaluation metrics in :mod:`mmfusion.metrics`.
 
 from mmfusion.losses import ConsistencyLoss, EnsembleLoss, LossOutput
 from mmfusion.nn import (
-    DEFAULT_MODALITIES,
     JOINT,
     AttentionEmbedding,
     AttentionFusion,
@@ -30,7 +29,6 @@ from mmfusion.nn import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_MODALITIES",
     "JOINT",
     "AttentionEmbedding",
     "AttentionFusion",

@@ -140,7 +140,7 @@ def plot_roc(
     Args:
         probs: ``[N, K]`` class probabilities (rows sum to 1), numpy array or torch tensor.
         labels: ``[N]`` integer true classes in ``0..K-1``.
-        class_names: ``K`` names; ``None`` for ``["F0", ..., "F{K-1}"]``.
+        class_names: ``K`` names; ``None`` for ``["0", ..., "K-1"]``.
         path: Output ``.png`` file; parent folders are created.
         title: Figure title.
 

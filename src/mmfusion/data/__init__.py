@@ -3,7 +3,7 @@
 - :mod:`~mmfusion.data.roi`: fan-shaped sector ROI by contour detection (II.B).
 - :mod:`~mmfusion.data.io`: image files (PNG, JPEG, DICOM) to RGB arrays.
 - :mod:`~mmfusion.data.dicom`: DICOM frames, frame counts and ultrasound regions (pydicom).
-- :mod:`~mmfusion.data.image_roi`: a file's ROI: its DICOM tissue region, else contour detection.
+- :mod:`~mmfusion.data.file_roi`: a file's ROI: its DICOM tissue region, else contour detection.
 - :mod:`~mmfusion.data.transforms`: paired geometric and per-modality intensity transforms.
 - :mod:`~mmfusion.data.augmentation`: the paper's offline flip/shift expansion as a plan.
 - :mod:`~mmfusion.data.manifest`: CSV manifest reading with full validation.
@@ -36,7 +36,7 @@ from mmfusion.data.elastography import (
     detect_colour_bar,
     detect_swe_box,
 )
-from mmfusion.data.image_roi import ImageROI, image_roi
+from mmfusion.data.file_roi import ImageROI, image_roi
 from mmfusion.data.io import load_image
 from mmfusion.data.manifest import (
     Manifest,

@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from mmfusion._checks import check_size
-from mmfusion.data.image_roi import ROISource, image_roi
+from mmfusion.data.file_roi import image_roi
 from mmfusion.data.io import load_image
 from mmfusion.data.manifest import Manifest, ManifestRow, read_manifest
 from mmfusion.data.transforms import AVAILABLE_KEY, zero_unavailable
@@ -108,7 +108,7 @@ class PairedImageDataset(Dataset[Sample]):
         self.roi = bool(roi)
         self.roi_fallback = bool(roi_fallback)
         self.use_dicom_regions = bool(use_dicom_regions)
-        self._roi_source: dict[Path, ROISource] = {}
+        self._roi_source: dict[Path, str] = {}
         self.size = None if size is None else check_size(size, "size")
         self._cache: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -131,15 +131,15 @@ class PairedImageDataset(Dataset[Sample]):
         return len(self.manifest)
 
     @property
-    def roi_sources(self) -> dict[int, dict[str, ROISource]]:
-        """Pair index -> {modality: where its ROI came from}, for the pairs decoded so far.
+    def roi_sources(self) -> dict[int, dict[str, str]]:
+        """Where the ROIs of the pairs decoded so far came from, as ``{index: {modality: source}}``.
 
         Sources are ``"dicom_region"``, ``"contour"`` or ``"full_frame"`` (see
         :func:`~mmfusion.data.image_roi`; ``"full_frame"`` also with ``roi=False``). Recorded in
         the process that decodes: call :meth:`preload` (or index the data set) here, not only in
         ``DataLoader`` workers. Missing modalities are left out.
         """
-        out: dict[int, dict[str, ROISource]] = {}
+        out: dict[int, dict[str, str]] = {}
         for index, row in enumerate(self.manifest):
             found = {k: self._roi_source[p] for k, p in row.paths.items() if p in self._roi_source}
             if found:

@@ -1,14 +1,14 @@
 """DICOM ultrasound files: one frame decoded to RGB, frame counts, and the ultrasound regions.
 
-Scanners export DICOM rather than PNG. :func:`decode_dicom` turns one frame of a DICOM file into
-the same uint8 ``[H, W, 3]`` RGB array that :func:`~mmfusion.data.load_image` returns for a PNG,
+Scanners export DICOM rather than PNG. :func:`~mmfusion.data.load_image` hands DICOM files to
+``decode_dicom``, which turns one frame into the same uint8 ``[H, W, 3]`` RGB array as for a PNG,
 using pydicom and its pixel-data plugins (``pip install "mmfusion[dicom]"``: pydicom, pylibjpeg,
 pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle):
 
 - RGB stays RGB; YBR_FULL and YBR_FULL_422 are converted to RGB by pydicom, YBR_RCT and YBR_ICT
   (JPEG 2000) by its decoders;
 - PALETTE COLOR goes through the file's colour lookup tables
-  (:func:`pydicom.pixels.apply_color_lut`);
+  (``pydicom.pixels.apply_color_lut``);
 - MONOCHROME2 is grey replicated to 3 channels, MONOCHROME1 is inverted first.
 
 Data of more than 8 bits are scaled to 0-255 by, in this order: the colour LUT's entry depth
@@ -283,6 +283,7 @@ def decode_dicom(path: str | Path, frame: int | None = None) -> np.ndarray:
         ValueError: If the file cannot be read or decoded, has no pixel data, ``frame`` is out of
             range (the message gives the frame count), or its photometric interpretation is not
             supported; the message names the file.
+        TypeError: If ``frame`` is neither an int nor None.
     """
     ds = _read(path, pixels=True)
     if "PixelData" not in ds:

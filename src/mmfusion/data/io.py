@@ -2,7 +2,7 @@
 
 :func:`load_image` is the one decoder of the data pipeline (data set, manifest check, ROI). A file
 is DICOM when it carries the ``DICM`` magic at byte 128 (or has a ``.dcm`` suffix), whatever its
-name; it is then decoded by :func:`~mmfusion.data.dicom.decode_dicom` (pydicom, optional).
+name; it is then decoded by ``mmfusion.data.dicom.decode_dicom`` (pydicom, optional).
 Everything else goes through OpenCV.
 """
 

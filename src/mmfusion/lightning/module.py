@@ -33,7 +33,7 @@ from torch import Tensor
 from mmfusion.data.seeded import sample_seed
 from mmfusion.lightning.predictions import Predictions
 from mmfusion.losses import EnsembleLoss
-from mmfusion.metrics import classification_report
+from mmfusion.metrics import classification_report, expected_calibration_error, patient_report
 from mmfusion.models.config import TrainingConfig
 from mmfusion.nn import FeatureFusion, MultiModalClassifier
 
@@ -253,21 +253,50 @@ class FusionModule(pl.LightningModule):
         self.log_dict(scalars, rank_zero_only=True)
 
     def report(self, predictions: Predictions) -> dict[str, Any]:
-        """The metrics of ``predictions``: ensemble and every branch, intervals over patients."""
+        """The metrics of ``predictions``.
+
+        Returns:
+            ``{"ensemble": report, "branches": {name: report}, "patients": report,
+            "calibration": {branch: ECE}, "by_availability": {pattern: report}, "n_pairs",
+            "n_patients"}``: per-pair reports of the ensemble and every branch
+            (:func:`~mmfusion.metrics.classification_report`, intervals resampling patients); the
+            ensemble per patient (:func:`~mmfusion.metrics.patient_report`, the mean of a
+            patient's view probabilities); the top-label expected calibration error of each
+            branch; and, when some samples lack a modality, the ensemble per availability
+            pattern (e.g. ``"us"`` for the pairs without SWE).
+        """
         k = predictions.probs["ensemble"].shape[1]
+        options = dict(num_classes=k, class_names=self.class_names, n_bootstrap=self.n_bootstrap,
+                       seed=self.seed)
 
-        def one(probs: np.ndarray) -> dict[str, Any]:
-            return classification_report(
-                probs, predictions.labels, groups=predictions.groups, num_classes=k,
-                class_names=self.class_names, n_bootstrap=self.n_bootstrap, seed=self.seed,
-            )
+        def one(probs: np.ndarray, rows: np.ndarray | slice = slice(None)) -> dict[str, Any]:
+            return classification_report(probs[rows], predictions.labels[rows],
+                                         groups=predictions.groups[rows], **options)
 
-        return {
-            "ensemble": one(predictions.probs["ensemble"]),
+        ensemble = predictions.probs["ensemble"]
+        result: dict[str, Any] = {
+            "ensemble": one(ensemble),
             "branches": {b: one(p) for b, p in predictions.probs.items() if b != "ensemble"},
+            "patients": patient_report(ensemble, predictions.labels, predictions.groups, **options),
+            "calibration": {b: {"ece": expected_calibration_error(p, predictions.labels)}
+                            for b, p in predictions.probs.items()},
             "n_pairs": len(predictions),
             "n_patients": len(set(predictions.groups.tolist())),
         }
+        patterns = _patterns(predictions.available)
+        if len(set(patterns.tolist())) > 1:
+            result["by_availability"] = {
+                pattern: {"n_pairs": int((patterns == pattern).sum()), **one(ensemble, patterns == pattern)}
+                for pattern in sorted(set(patterns.tolist()), key=lambda p: (-p.count("+"), p))
+            }
+        return result
+
+
+def _patterns(available: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per sample, the given modalities joined by ``+`` (e.g. ``"us+swe"``, ``"us"``)."""
+    names = list(available)
+    n = len(next(iter(available.values()))) if names else 0
+    return np.array(["+".join(m for m in names if available[m][i]) for i in range(n)], dtype=object)
 
 
 def _distributed() -> bool:

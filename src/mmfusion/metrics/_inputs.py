@@ -138,13 +138,13 @@ def as_groups(groups: Any, n: int) -> tuple[np.ndarray, int]:
 
 
 def default_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
-    """Return ``class_names`` validated, or ``["F0", ..., "F{K-1}"]`` (fibrosis stages).
+    """Return ``class_names`` validated, or ``["0", ..., "K-1"]``.
 
     Raises:
         ValueError: Wrong number of names or duplicates.
     """
     if class_names is None:
-        return [f"F{k}" for k in range(num_classes)]
+        return [str(k) for k in range(num_classes)]
     names = [str(c) for c in class_names]
     if len(names) != num_classes:
         raise ValueError(

@@ -189,7 +189,7 @@ def patient_report(
         groups: ``[N]`` patient id of each view.
         method: ``"mean"``, ``"geometric_mean"`` or ``"max_stage"`` (see the module docs).
         num_classes: ``K``; ``None`` takes it from ``probs``.
-        class_names: ``K`` unique names; default ``["F0", ..., "F{K-1}"]``.
+        class_names: ``K`` unique names; default ``["0", ..., "K-1"]``.
         n_bootstrap: Bootstrap resamples of patients; ``0`` skips the intervals.
         ci: Coverage of the percentile intervals, in ``(0, 1)``.
         seed: Seed of the resampling.

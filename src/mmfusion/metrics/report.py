@@ -71,7 +71,7 @@ def classification_report(
             patients with replacement, each bringing all of its pairs; without groups it
             resamples samples.
         num_classes: ``K``; ``None`` takes it from ``probs`` (which must match when given).
-        class_names: ``K`` unique names; default ``["F0", ..., "F{K-1}"]``.
+        class_names: ``K`` unique names; default ``["0", ..., "K-1"]``.
         n_bootstrap: Number of bootstrap resamples ``B``; ``0`` skips the intervals (``ci`` is
             then ``None``).
         ci: Coverage of the percentile intervals, in ``(0, 1)``.

@@ -25,7 +25,7 @@ def roc_curves(
     Args:
         probs: ``[N, K]`` class probabilities (rows sum to 1), numpy array or torch tensor.
         labels: ``[N]`` integer true classes in ``0..K-1``.
-        class_names: ``K`` unique names; default ``["F0", ..., "F{K-1}"]``.
+        class_names: ``K`` unique names; default ``["0", ..., "K-1"]``.
 
     Returns:
         ``{"per_class": {name: {"fpr", "tpr", "auc"}}, "macro": {"fpr", "tpr", "auc"}}`` with

@@ -3,7 +3,6 @@
 from mmfusion.nn.attention import ChannelAttentionBlock, SpatialAttention
 from mmfusion.nn.encoder import ModalityEncoder
 from mmfusion.nn.fusion import (
-    DEFAULT_MODALITIES,
     AttentionEmbedding,
     AttentionFusion,
     ConcatFusion,
@@ -16,7 +15,6 @@ from mmfusion.nn.model import ClassifierOutput, MultiModalClassifier
 from mmfusion.nn.pooling import ChannelGroupPool
 
 __all__ = [
-    "DEFAULT_MODALITIES",
     "JOINT",
     "AttentionEmbedding",
     "AttentionFusion",

@@ -18,7 +18,7 @@ from typing import cast
 import timm
 import torch
 from timm.models import FeatureInfo
-from timm.models._features import FeatureGetterNet
+from timm.models._features import FeatureGetterNet, FeatureHookNet
 from torch import Tensor, nn
 
 from mmfusion._checks import check_tensor
@@ -136,7 +136,10 @@ class ModalityEncoder(nn.Module):
         if frozen_stages:
             paths = [_stage_path(self.body, name, backbone) for name in self.stage_modules]
             _check_stage_chain(self.body, paths, self.stage_modules, backbone)
-            modules, params = _prefix_up_to(self.body, paths[frozen_stages - 1])
+            modules, params = _prefix_up_to(
+                self.body, paths[frozen_stages - 1], frozen_stages,
+                self.stage_modules[frozen_stages - 1], backbone,
+            )
             self._frozen_module_names, self._frozen_param_names = tuple(modules), tuple(params)
         for module in self.frozen_modules():
             module.requires_grad_(False)
@@ -150,7 +153,7 @@ class ModalityEncoder(nn.Module):
             raise TypeError(f"index: expected an int in [1, {self.num_stages}], got {index!r}")
         if not 1 <= index <= self.num_stages:
             raise ValueError(f"index: expected an int in [1, {self.num_stages}], got {index}")
-        path = _stage_path(self.body, self.stage_modules[index - 1], self.backbone_name)
+        path = _stage_path(self.body, self.stage_modules[index - 1], self.backbone_name, "index")
         return _root(self.body)[0].get_submodule(".".join(path))
 
     def frozen_modules(self) -> Iterator[nn.Module]:
@@ -229,10 +232,14 @@ def _root(body: nn.Module) -> tuple[nn.Module, str]:
     """The module in which timm's feature module names resolve, and its name inside ``body``."""
     if isinstance(body, FeatureGetterNet):  # ViT, DeiT, ...: forward_intermediates of the model
         return body.model, "model"
+    if isinstance(body, FeatureHookNet) and isinstance(getattr(body, "body", None), nn.Module):
+        return body.body, "body"  # hooks on the unflattened model (PiT, NASNet, ...)
     return body, ""
 
 
-def _stage_path(body: nn.Module, name: str, backbone: str) -> list[str]:
+def _stage_path(
+    body: nn.Module, name: str, backbone: str, arg: str = "frozen_stages"
+) -> list[str]:
     """Child names from the root to timm's feature module ``name`` (e.g. ``["blocks", "4"]``).
 
     timm's sequential feature wrappers flatten one level (``stages.0`` becomes ``stages_0``);
@@ -250,8 +257,9 @@ def _stage_path(body: nn.Module, name: str, backbone: str) -> list[str]:
             continue
         return path
     raise ValueError(
-        f"backbone: cannot find timm's stage module {name!r} of {backbone!r} in its "
-        f"features_only model"
+        f"{arg}: timm's feature_info of {backbone!r} names the stage module {name!r}, which "
+        "its features_only model does not have, so its stages cannot be found"
+        + ("; use frozen_stages=0" if arg == "frozen_stages" else "")
     )
 
 
@@ -282,24 +290,40 @@ def _check_stage_chain(
         )
 
 
-def _prefix_up_to(body: nn.Module, path: list[str]) -> tuple[list[str], list[str]]:
+def _prefix_up_to(
+    body: nn.Module, path: list[str], stage: int, name: str, backbone: str
+) -> tuple[list[str], list[str]]:
     """Names (inside ``body``) of the modules and direct parameters up to the end of ``path``.
 
-    At every level of the path, the children defined before the path's child are frozen whole
-    (timm defines modules in forward order), and so are the level's own parameters (a ViT's
-    ``cls_token`` and ``pos_embed``, used before its blocks); the module at the end of the path
-    is frozen whole.
+    At every level of the path, the children defined before the path's child are frozen whole,
+    and so are the level's own parameters (a ViT's ``cls_token`` and ``pos_embed``, used before
+    its blocks); the module at the end of the path is frozen whole. Definition order is forward
+    order in a model's top level (timm's convention, checked for the families in the tests) and in
+    sequential containers; inside any other block (a residual block whose shortcut is defined
+    before its main branch) it is not, so a stage that ends inside such a block is refused.
     """
-    node, prefix = _root(body)
+    root, prefix = _root(body)
     prefix = f"{prefix}." if prefix else ""
+    node = root
     modules: list[str] = []
     params: list[str] = []
     for part in path:
-        params += [prefix + n for n, _ in node.named_parameters(recurse=False)]
-        for name, _ in node.named_children():
-            if name == part:
+        before = []
+        for child, _ in node.named_children():
+            if child == part:
                 break
-            modules.append(prefix + name)
+            before.append(prefix + child)
+        own = [prefix + n for n, _ in node.named_parameters(recurse=False)]
+        ordered = node is root or isinstance(node, nn.Sequential | nn.ModuleList)
+        if not ordered and (before or own):
+            raise ValueError(
+                f"frozen_stages: stage {stage} of {backbone!r} ends inside a block "
+                f"({name!r}, a feature tap of {type(node).__name__}) whose modules do "
+                "not run in the order they are defined, so it cannot be frozen up to there; "
+                "freeze another number of stages or use frozen_stages=0"
+            )
+        modules += before
+        params += own
         node = node.get_submodule(part)
         prefix = f"{prefix}{part}."
     modules.append(prefix[:-1])
@@ -370,7 +394,8 @@ def _load_file(backbone: str, path: Path, common: dict) -> nn.Module:
         model = timm.create_model(
             backbone,
             pretrained=True,
-            # a plain state dict for every family: never a model's own loader (ViT's .npz)
+            # a plain state dict for every family, never a model's own loader (ViT's .npz);
+            # (recent timm resets custom_load for a file by itself, earlier 1.0 releases do not)
             pretrained_cfg_overlay=dict(file=str(path), custom_load=False),
             **common,
         )
@@ -463,12 +488,13 @@ def _hub_weights_file(backbone: str, *, download: bool) -> Path:
             f"{label}: timm has no Hugging Face weights for {backbone!r}; pass a local weights "
             "file instead"
         )
-    repo_id, _, revision = hub_id.partition("@")
+    repo_id, _, tag = hub_id.partition("@")
+    revision = tag or None
     hub_filename = getattr(cfg, "hf_hub_filename", None)
     filenames = (hub_filename,) if hub_filename else _HUB_FILENAMES
     cache_dir = _hub_cache_dir()
     for filename in filenames:
-        hit = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision or None)
+        hit = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
         if isinstance(hit, str):
             return Path(hit)
     fix = (
@@ -476,8 +502,10 @@ def _hub_weights_file(backbone: str, *, download: bool) -> Path:
         f"(weights='{backbone.split('.')[0]}.safetensors'), or set HF_HOME (or HF_HUB_CACHE) to a "
         f"cache that holds {repo_id}"
     )
-    where = f"timm's weights for {backbone!r} ({repo_id}) are not in the Hugging Face cache " \
+    where = (
+        f"timm's weights for {backbone!r} ({repo_id}) are not in the Hugging Face cache "
         f"{str(cache_dir)!r}"
+    )
     if not download:
         raise RuntimeError(
             f"{label}: {where}, and weights=True never downloads. Pass weights={IMAGENET!r} to "
@@ -488,7 +516,7 @@ def _hub_weights_file(backbone: str, *, download: bool) -> Path:
             f"{label}: {where}, and HF_HUB_OFFLINE is set, so nothing is downloaded. To fix: "
             f"{fix}."
         )
-    return _download(repo_id, revision or None, filenames, cache_dir, f"{label}: {where}", fix)
+    return _download(repo_id, revision, filenames, cache_dir, f"{label}: {where}", fix)
 
 
 def _download(
@@ -505,7 +533,7 @@ def _download(
     seconds (huggingface_hub's download retries for about 20 s before giving up).
     """
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.utils import EntryNotFoundError  # also in huggingface_hub < 0.23
 
     endpoint = os.environ.get("HF_ENDPOINT") or None
     for filename in filenames:

@@ -33,10 +33,6 @@ from mmfusion._checks import (
 from mmfusion.nn.attention import ChannelAttentionBlock, SpatialAttention
 from mmfusion.nn.pooling import ChannelGroupPool
 
-DEFAULT_MODALITIES: tuple[str, ...] = ("us", "swe")
-"""The paper's modalities in fusion order: B-mode ultrasound, then shear-wave elastography."""
-
-
 @dataclass
 class FusionOutput:
     """What a fusion module returns.
@@ -244,7 +240,12 @@ def _channels_by_modality(
                 f"{tuple(channels)} (give one or the other, in the same order)"
             )
     elif isinstance(in_channels, int):
-        channels = {m: in_channels for m in (DEFAULT_MODALITIES if modalities is None else modalities)}
+        if modalities is None:
+            raise ValueError(
+                "modalities: name the modalities in fusion order (e.g. ('us', 'swe')) when "
+                f"in_channels is one int ({in_channels}); got None"
+            )
+        channels = {m: in_channels for m in modalities}
     else:
         raise TypeError(
             f"in_channels: expected an int or a mapping name -> int, got {type(in_channels).__name__}"
@@ -268,8 +269,8 @@ class AttentionFusion(FeatureFusion):
 
     Args:
         in_channels: Encoder channels: one int for every modality, or modality -> channels.
-        modalities: Modality names in fusion order. Default: the keys of ``in_channels`` when it
-            is a mapping, else ``("us", "swe")``.
+        modalities: Modality names in fusion order (the paper's are ``("us", "swe")``). Default:
+            the keys of ``in_channels``, which must then be a mapping.
         embed_dim: Size of each modality vector ``f_m``.
         reduced_channels: ``(pooled, convolved)`` channels of the attention input (512, 256).
         hidden_channels: Hidden width of the channel attention block (``C // 4``).

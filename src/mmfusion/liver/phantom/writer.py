@@ -244,16 +244,16 @@ def _remove_previous(out: Path, manifest_path: Path) -> None:
 
 def _difference(stored: dict, wanted: dict) -> str:
     """``"other parameters (...)"`` or ``"another version of the generator (...)"``, for errors."""
-    changed = [k for k in wanted if stored.get(k) != wanted[k]]
+    changed = [k for k in {**stored, **wanted} if stored.get(k) != wanted.get(k)]
     if changed == ["generator"]:
         return (f"another version of the generator (fingerprint {stored.get('generator')} vs "
                 f"{wanted['generator']})")
-    shown = {k: (stored.get(k), wanted[k]) for k in changed if k != "generator"}
+    shown = {k: (stored.get(k), wanted.get(k)) for k in changed if k != "generator"}
     return f"other parameters (stored vs asked: {shown})"
 
 
 def _init_worker() -> None:
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(1)  # one process per core already
 
 
 def make_phantom_dataset(
@@ -340,11 +340,17 @@ def make_phantom_dataset(
     if workers <= 1:
         results = [_write_patient(job) for job in jobs]
     else:
-        # fork (Linux) avoids re-importing torch in every worker; workers use only numpy/OpenCV.
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-            results = list(pool.map(_write_patient, jobs, chunksize=4))
+        # spawn, not fork: a forked child inherits the locks of every thread the parent runs
+        # (OpenCV's pool, a test runner's, a data loader's) and hung on them in practice. Spawned
+        # workers import the package once (a few seconds in all).
+        context = multiprocessing.get_context("spawn")
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+                results = list(pool.map(_write_patient, jobs, chunksize=4))
+        finally:
+            cv2.setNumThreads(threads)
     rows = [row for patient_rows in results for row in patient_rows]
 
     tmp = manifest_path.with_suffix(".csv.tmp")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -22,9 +21,7 @@ from mmfusion.data.dicom import UltrasoundRegion, dicom_regions, is_dicom
 from mmfusion.data.io import load_image
 from mmfusion.data.roi import SectorROI, detect_sector
 
-__all__ = ["ImageROI", "ROISource", "image_roi", "region_roi"]
-
-ROISource = Literal["dicom_region", "contour", "full_frame"]
+__all__ = ["ImageROI", "image_roi"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,11 +38,11 @@ class ImageROI:
     """
 
     roi: SectorROI
-    source: ROISource
+    source: str
     region: UltrasoundRegion | None = None
 
 
-def region_roi(region: UltrasoundRegion, shape: tuple[int, int]) -> SectorROI:
+def _region_roi(region: UltrasoundRegion, shape: tuple[int, int]) -> SectorROI:
     """A rectangular :class:`~mmfusion.data.SectorROI` from an ultrasound region's box.
 
     Args:
@@ -129,7 +126,7 @@ def image_roi(
         image = load_image(path)
     if chosen is not None:
         try:
-            roi = region_roi(chosen, (int(image.shape[0]), int(image.shape[1])))
+            roi = _region_roi(chosen, (int(image.shape[0]), int(image.shape[1])))
         except ValueError as error:
             raise ValueError(f"{error} (file {path})") from error
         return ImageROI(roi, "dicom_region", chosen)
