@@ -171,6 +171,19 @@ def test_every_setting_has_one_option_with_its_docstring_help() -> None:
     assert "Adam learning rate" in actions["lr"].help
 
 
+def test_missing_matplotlib_stops_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    fails(train_mod.main, ["--out", str(tmp_path / "r"), "--preset", "quick"], capsys,
+          "matplotlib", "pip install")
+    assert not (tmp_path / "r").exists()  # no phantom, no training, no run folder
+
+
 def test_ablation_validates_like_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from examples.liver_fibrosis import ablation
 

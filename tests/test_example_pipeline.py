@@ -89,6 +89,25 @@ def test_train_writes_every_output(trained: Path) -> None:
     assert config["training"]["epochs"] == 2 and config["format"] == "mmfusion.model/1"
 
 
+def test_dicom_phantom_trains_to_the_png_phantom_metrics(
+    trained: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same phantom written as lossless DICOM (JPEG 2000, tissue regions tagged) trains to
+    exactly the PNG phantom's weights and metrics: a whole run reads DICOM."""
+    pytest.importorskip("pydicom", reason="needs the mmfusion[dicom] extra")
+    config = PhantomConfig(width=256, height=192, stage_prevalence=(1, 1, 1, 1, 1),
+                           views_range=(2, 2), pairs_per_patient=2.0)
+    dicom = make_phantom_dataset(tmp_path_factory.mktemp("dicom"), n_patients=10, seed=0,
+                                 config=config, workers=1, image_format="dicom")
+    out = tmp_path / "dicom_run"
+    assert run(train_mod.main, ["--data", str(dicom), "--out", str(out), *TINY]) == 0
+    a = json.loads((trained / "metrics.json").read_text())
+    b = json.loads((out / "metrics.json").read_text())
+    assert a["ensemble"] == b["ensemble"] and a["branches"] == b["branches"]
+    expected, got = load_file(str(trained / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
 def test_run_folder_loads_with_from_pretrained(trained: Path, manifest: Path, tmp_path: Path) -> None:
     """The run folder is a saved model: from_pretrained reproduces the run's test metrics."""
     from mmfusion.lightning import FusionDataModule, FusionModule
@@ -150,7 +169,7 @@ def test_export_and_predict_with_onnx(
     from examples.liver_fibrosis import export, predict
 
     onnx = tmp_path / "model.onnx"
-    assert run(export.main, ["--checkpoint", str(trained), "--out", str(onnx)]) == 0
+    assert run(export.main, ["--checkpoint", str(trained), "--out", str(onnx), "--availability-input"]) == 0
     common = ["--checkpoint", str(trained), *_pair(manifest)]
     assert run(predict.main, [*common, "--out", str(tmp_path / "p1")]) == 0
     capsys.readouterr()
@@ -160,6 +179,62 @@ def test_export_and_predict_with_onnx(
     assert via_onnx["engine"] == "onnxruntime"
     for stage, p in via_torch["probabilities"].items():
         assert via_onnx["probabilities"][stage] == pytest.approx(p, abs=1e-4)
+    # SWE missing: the same graph, with the availability input, agrees with PyTorch
+    us_only = ["--checkpoint", str(trained), "--us", _pair(manifest)[1]]
+    assert run(predict.main, [*us_only, "--out", str(tmp_path / "p3")]) == 0
+    assert run(predict.main, [*us_only, "--out", str(tmp_path / "p4"), "--onnx", str(onnx)]) == 0
+    a, b = (json.loads((tmp_path / d / "prediction.json").read_text()) for d in ("p3", "p4"))
+    for stage, p in a["probabilities"].items():
+        assert b["probabilities"][stage] == pytest.approx(p, abs=1e-4)
+
+
+def test_predict_several_views_of_one_patient(
+    trained: Path, manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from examples.liver_fibrosis import predict
+    from mmfusion.metrics import aggregate_patients
+
+    out = tmp_path / "views"
+    argv = ["--checkpoint", str(trained), "--views", str(manifest.parent / "P003"), "--out", str(out)]
+    assert run(predict.main, argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_views"] == 2 and set(result["views"]) == {"view1", "view2"}
+    views = np.array([list(v["probabilities"].values()) for v in result["views"].values()])
+    _, expected, _ = aggregate_patients(views, ["P003", "P003"], method="mean")
+    np.testing.assert_allclose(list(result["probabilities"].values()), expected[0], atol=2e-6)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["view1.png", "view2.png"]
+    argv = ["--checkpoint", str(trained), "--manifest", str(manifest), "--patient", "P003",
+            "--aggregate", "max_stage", "--out", str(tmp_path / "m")]
+    assert run(predict.main, argv) == 0
+    by_manifest = json.loads(capsys.readouterr().out)
+    assert by_manifest["aggregate"] == "max_stage" and by_manifest["n_views"] == 2
+    worst = max(v["predicted_stage"] for v in result["views"].values())
+    assert by_manifest["predicted_stage"] == worst  # the most advanced stage seen
+    assert run(predict.main, ["--checkpoint", str(trained), "--manifest", str(manifest),
+                              "--out", str(tmp_path / "x")]) == 2  # several patients: name one
+
+
+def test_predict_reads_a_scanner_dicom_file(trained: Path, tmp_path: Path) -> None:
+    """A real GE LOGIQ frame (pydicom's corpus) goes through the same pipeline as a PNG."""
+    data = pytest.importorskip("pydicom.data", reason="needs the mmfusion[dicom] extra")
+    try:
+        path = data.get_testdata_file("US1_UNCR.dcm", download=False)
+    except Exception:  # noqa: BLE001 - pydicom-data missing
+        path = None
+    if path is None:
+        pytest.skip("pydicom-data (the dev extra) is not installed")
+    renamed = tmp_path / "study"  # detected by content, not by suffix
+    renamed.write_bytes(Path(path).read_bytes())
+    out = tmp_path / "dcm"
+    assert run(predict_main(), ["--checkpoint", str(trained), "--us", str(renamed), "--out", str(out)]) == 0
+    result = json.loads((out / "prediction.json").read_text())
+    assert result["modalities_present"] == ["us"] and abs(sum(result["probabilities"].values()) - 1) < 1e-4
+
+
+def predict_main():  # noqa: ANN201 - the entry point
+    from examples.liver_fibrosis import predict
+
+    return predict.main
 
 
 def test_predict_with_grad_cam_and_without_swe(trained: Path, manifest: Path, tmp_path: Path) -> None:

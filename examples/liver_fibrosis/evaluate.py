@@ -25,7 +25,14 @@ from examples.liver_fibrosis.cli import CliError, run, say
 from examples.liver_fibrosis.options import RunConfig
 from examples.liver_fibrosis.report import metrics_document, summary_line, write_figures
 from examples.liver_fibrosis.runner import make_module, make_trainer, resolve_device
-from examples.liver_fibrosis.runs import check_free, load_manifest, load_run, remove, write_json
+from examples.liver_fibrosis.runs import (
+    check_free,
+    load_manifest,
+    load_run,
+    remove,
+    require,
+    write_json,
+)
 from mmfusion.data import SeededSampler
 from mmfusion.data.pipeline import eval_dataset
 from mmfusion.lightning import make_splits
@@ -99,6 +106,7 @@ def missing_modality_table(results: dict[str, dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m examples.liver_fibrosis.evaluate``."""
     args = build_parser().parse_args(argv)
+    require("matplotlib", "lightning")
     if args.batch_size < 1:
         raise CliError("--batch-size: expected >= 1")
     device = resolve_device(args.device)

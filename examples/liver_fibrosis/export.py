@@ -6,6 +6,8 @@
 
 The graph has one input per modality (``[batch, 3, H, W]`` float32, normalised as in training) and
 one output ``probs`` (``[batch, 5]``, the ensemble prediction); see :func:`mmfusion.export.to_onnx`.
+``--availability-input`` adds an input ``available`` (``[batch, M]`` bool), so one graph serves
+pairs with and without SWE.
 After writing, the file is run once with ONNX Runtime on random images and compared with PyTorch.
 """
 
@@ -33,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="MODEL.onnx", help="ONNX file to write")
     p.add_argument("--modalities", metavar="M[,M]",
                    help="graph inputs (default: all of the model's modalities)")
+    p.add_argument("--availability-input", action="store_true",
+                   help="add an input 'available' [batch, M] bool: one graph for pairs with and "
+                        "without a modality (e.g. visits without SWE)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return p
 
@@ -57,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        to_onnx(model, out, modalities=modalities, image_size=cfg.model.image_size)
+        to_onnx(model, out, modalities=modalities, image_size=cfg.model.image_size,
+                availability_input=args.availability_input)
         predictor = OnnxPredictor(out)
     except ImportError as err:
         raise CliError(f"export: {err}") from err
@@ -66,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with torch.no_grad():
         expected = model(x).probs.numpy()
     got = predictor({m: v.numpy() for m, v in x.items()})
+    if args.availability_input:  # and with the last modality missing for the second sample
+        present = {m: torch.tensor([True, i < len(modalities) - 1]) for i, m in enumerate(modalities)}
+        with torch.no_grad():
+            expected = np.concatenate([expected, model(x, present).probs.numpy()])
+        got = np.concatenate([got, predictor({m: v.numpy() for m, v in x.items()},
+                                             {m: v.numpy() for m, v in present.items()})])
     diff = float(np.abs(expected - got).max())
     say(f"wrote {out} (inputs {modalities}, {cfg.model.image_size} px); ONNX Runtime vs PyTorch: "
         f"max |delta p| = {diff:.2e}")

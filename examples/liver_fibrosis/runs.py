@@ -27,6 +27,19 @@ RUN_OUTPUTS = ("config.json", "metrics.json", "log.jsonl", "confusion_matrix.png
                "missing_modality.json", "fold-*")
 
 
+def require(*packages: str) -> None:
+    """Fail before any work when an optional package the command needs is missing.
+
+    Raises:
+        CliError: Naming the missing packages and the install command.
+    """
+    import importlib.util
+
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CliError(f"missing package(s) {missing}: pip install \"mmfusion[example,lightning]\"")
+
+
 def write_json(path: Path, data: Any) -> None:
     """Indented JSON, written atomically."""
     atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")

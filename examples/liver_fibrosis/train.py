@@ -16,7 +16,6 @@ without ``--overwrite``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from examples.liver_fibrosis.options import (
     validate,
 )
 from examples.liver_fibrosis.runner import global_rank, resolve_device, run_training, weights_check
-from examples.liver_fibrosis.runs import load_config
+from examples.liver_fibrosis.runs import load_config, require
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,26 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         weights_check(cfg)
     elif cfg.model.frozen_stages and len(cfg.run.weights) < len(cfg.model.modalities):
         return 2  # rank 0 says why
-    _check_optional_dependencies()
+    require("matplotlib", "lightning")  # the plots come at the end: fail now, not after training
     run_training(cfg)
     if global_rank() == 0:
         say(f"done in {(time.perf_counter() - started) / 60:.1f} min; outputs in {cfg.run.out}")
     return 0
 
 
-def _check_optional_dependencies() -> None:
-    """Fail before any work when what the run writes at the end cannot be written."""
-    missing = [name for name in ("matplotlib", "lightning") if not _importable(name)]
-    if missing:
-        raise CliError(f"missing package(s) {missing}: pip install \"mmfusion[example,lightning]\"")
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.exit(run(main))

@@ -8,7 +8,8 @@
 - :mod:`~mmfusion.data.augmentation`: the paper's offline flip/shift expansion as a plan.
 - :mod:`~mmfusion.data.manifest`: CSV manifest reading with full validation.
 - :mod:`~mmfusion.data.dataset`: paired-image data set with ROI crop and cache.
-- :mod:`~mmfusion.data.splits`: patient-level (and warned image-level) splits.
+- :mod:`~mmfusion.data.splits`: patient-level splits, and the warned image-level and paper
+  (augment, then split) splits.
 - :mod:`~mmfusion.data.seeded`: per-sample seeds, so augmentation does not depend on the workers.
 - :mod:`~mmfusion.data.elastography`: the SWE colour box and its stiffness in kPa.
 
@@ -21,7 +22,7 @@ from mmfusion.data.augmentation import (
     PlannedAugmentationDataset,
     balanced_augmentation_plan,
 )
-from mmfusion.data.dataset import PairedImageDataset
+from mmfusion.data.dataset import CROP_MODES, PairedImageDataset, SWEBoxNotFoundWarning
 from mmfusion.data.dicom import (
     MissingDecoderError,
     UltrasoundRegion,
@@ -47,7 +48,13 @@ from mmfusion.data.manifest import (
 )
 from mmfusion.data.roi import SectorNotFoundWarning, SectorROI, detect_sector
 from mmfusion.data.seeded import SeededDataset, SeededSampler, sample_seed
-from mmfusion.data.splits import LeakageWarning, image_split, patient_kfold, patient_split
+from mmfusion.data.splits import (
+    LeakageWarning,
+    augmented_image_split,
+    image_split,
+    patient_kfold,
+    patient_split,
+)
 from mmfusion.data.transforms import (
     AVAILABLE_KEY,
     IMAGENET_MEAN,
@@ -63,6 +70,7 @@ from mmfusion.data.transforms import (
 
 __all__ = [
     "AVAILABLE_KEY",
+    "CROP_MODES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "AsImages",
@@ -79,9 +87,11 @@ __all__ = [
     "SectorCrop",
     "SectorNotFoundWarning",
     "SectorROI",
+    "SWEBoxNotFoundWarning",
     "SeededDataset",
     "SeededSampler",
     "UltrasoundRegion",
+    "augmented_image_split",
     "balanced_augmentation_plan",
     "colour_bar_lut",
     "colourmap_lut",

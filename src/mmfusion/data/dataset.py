@@ -1,4 +1,4 @@
-"""Paired-image data set over a manifest: decode -> sector ROI crop -> (resize) -> cache (paper II.B).
+"""Paired-image data set over a manifest: decode -> ROI crop -> (resize) -> cache (paper II.B).
 
 Each item is ``{"us": Tensor, "swe": Tensor, "available": {"us": bool, "swe": bool}, "label": int,
 "patient_id": str}``; the modality keys are the manifest's ``*_path`` columns in column order.
@@ -8,6 +8,12 @@ normalisation. A modality missing from the pair (empty manifest field) is never 
 its image is a zero placeholder of the pair's shape and ``available[m]`` is ``False``. With
 ``cache=True`` the decoded ROI crops are kept in memory, so an epoch after the first never decodes
 PNGs; ``size=`` resizes the crops before caching to keep the cache small.
+
+Each modality has a crop mode (``crop={"swe": "swe_box"}``; :data:`CROP_MODES`): ``"sector"`` (the
+default, paper II.B) crops to the scan sector; ``"swe_box"`` crops an SWE frame to its elastography
+colour box (:func:`~mmfusion.data.detect_swe_box`), so that an "SWE" input holds the stiffness
+colours only and not the B-mode texture around the box; ``"swe_box_mask"`` keeps the sector crop
+and zeroes every pixel outside the colour box.
 
 The data set is picklable and works with ``DataLoader`` workers and the default collate, which
 gives a batch ``{m: [B, 3, H, W] for each modality m, "available": {m: bool [B]}, "label": int64
@@ -22,7 +28,8 @@ all modalities of a pair (see :mod:`mmfusion.data.transforms`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,14 +41,22 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from mmfusion._checks import check_size
+from mmfusion.data.elastography import detect_swe_box
 from mmfusion.data.file_roi import image_roi
 from mmfusion.data.io import load_image
 from mmfusion.data.manifest import Manifest, ManifestRow, read_manifest
 from mmfusion.data.transforms import AVAILABLE_KEY, zero_unavailable
 
-__all__ = ["PairedImageDataset", "load_image"]
+__all__ = ["CROP_MODES", "PairedImageDataset", "SWEBoxNotFoundWarning", "load_image"]
 
 Sample = dict[str, Any]
+
+#: Crop modes of :class:`PairedImageDataset` (its ``crop=`` argument, per modality).
+CROP_MODES = ("sector", "swe_box", "swe_box_mask")
+
+
+class SWEBoxNotFoundWarning(UserWarning):
+    """Warned when a frame has no SWE colour box and ``crop_fallback=True`` keeps its sector crop."""
 
 
 class PairedImageDataset(Dataset[Sample]):
@@ -67,6 +82,18 @@ class PairedImageDataset(Dataset[Sample]):
             time, before caching. None keeps the crop's size.
         use_dicom_regions: False detects the sector by contour in DICOM files too, ignoring
             their ultrasound regions (then a DICOM copy of a PNG data set gives the same crops).
+        crop: Crop mode per modality, ``{modality: mode}`` with a mode of :data:`CROP_MODES`;
+            modalities not named (and None) get ``"sector"``. ``"sector"``: the ROI crop above
+            (``roi=False``: the full frame). ``"swe_box"``: the frame's elastography colour box
+            found by :func:`~mmfusion.data.detect_swe_box` (on the full frame, before any
+            resizing; the box's aspect ratio is kept until ``size=`` resizes it), so that the
+            model sees the stiffness colours and none of the B-mode texture around the box; the
+            pair is then no longer pixel-registered. ``"swe_box_mask"``: the sector crop with
+            every pixel outside the colour box set to 0 (registration kept).
+            :attr:`applied_crops` records the mode each image got.
+        crop_fallback: A frame without a colour box (mode ``"swe_box"`` or ``"swe_box_mask"``)
+            gets its plain sector crop with a :class:`SWEBoxNotFoundWarning` instead of a
+            ``ValueError`` naming the file.
 
     Example:
         >>> import tempfile
@@ -91,6 +118,8 @@ class PairedImageDataset(Dataset[Sample]):
         roi_fallback: bool = False,
         size: int | tuple[int, int] | None = None,
         use_dicom_regions: bool = True,
+        crop: Mapping[str, str] | None = None,
+        crop_fallback: bool = False,
     ) -> None:
         if isinstance(manifest, (str, Path)):
             manifest = read_manifest(manifest)
@@ -102,6 +131,9 @@ class PairedImageDataset(Dataset[Sample]):
             raise TypeError(
                 f"transform: expected a callable or None, got {type(transform).__name__}"
             )
+        self.crop = _check_crop(crop, manifest.modalities)
+        self.crop_fallback = bool(crop_fallback)
+        self._applied: dict[tuple[str, Path], str] = {}
         self.manifest = manifest
         self.transform = transform
         self.cache = bool(cache)
@@ -137,7 +169,8 @@ class PairedImageDataset(Dataset[Sample]):
         Sources are ``"dicom_region"``, ``"contour"`` or ``"full_frame"`` (see
         :func:`~mmfusion.data.image_roi`; ``"full_frame"`` also with ``roi=False``). Recorded in
         the process that decodes: call :meth:`preload` (or index the data set) here, not only in
-        ``DataLoader`` workers. Missing modalities are left out.
+        ``DataLoader`` workers. Missing modalities are left out, and so are images cropped to
+        their colour box (crop mode ``"swe_box"``), which have no sector ROI.
         """
         out: dict[int, dict[str, str]] = {}
         for index, row in enumerate(self.manifest):
@@ -146,16 +179,61 @@ class PairedImageDataset(Dataset[Sample]):
                 out[index] = found
         return out
 
-    def _load(self, path: Path) -> torch.Tensor:
-        image = load_image(path)
+    @property
+    def applied_crops(self) -> dict[int, dict[str, str]]:
+        """The crop mode each image of the pairs decoded so far got, ``{index: {modality: mode}}``.
+
+        The mode asked in ``crop`` (a mode of :data:`CROP_MODES`), or ``"sector"`` where a frame
+        had no colour box and ``crop_fallback=True`` kept its sector crop. Recorded in the process
+        that decodes, like :attr:`roi_sources`; missing modalities are left out.
+        """
+        out: dict[int, dict[str, str]] = {}
+        for index, row in enumerate(self.manifest):
+            found = {
+                k: self._applied[(k, p)] for k, p in row.paths.items() if (k, p) in self._applied
+            }
+            if found:
+                out[index] = found
+        return out
+
+    def _sector(self, path: Path, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """The sector crop (the full frame with ``roi=False``) and its ``(x, y)`` frame offset."""
         self._roi_source[path] = "full_frame"
-        if self.roi:
-            found = image_roi(
-                path, image=image, use_dicom_regions=self.use_dicom_regions,
-                fallback=self.roi_fallback,
-            )  # fmt: skip
-            image = found.roi.crop(image)
-            self._roi_source[path] = found.source
+        if not self.roi:
+            return image, (0, 0)
+        found = image_roi(
+            path, image=image, use_dicom_regions=self.use_dicom_regions,
+            fallback=self.roi_fallback,
+        )  # fmt: skip
+        self._roi_source[path] = found.source
+        return found.roi.crop(image), found.roi.bbox[:2]
+
+    def _load(self, path: Path, key: str) -> torch.Tensor:
+        image = load_image(path)
+        mode = self.crop[key]
+        box = detect_swe_box(image) if mode != "sector" else None
+        if mode != "sector" and box is None:
+            message = (
+                f"crop: expected an SWE colour box in {str(path)!r} (crop mode {mode!r} for "
+                f"modality {key!r}), found none"
+            )
+            if not self.crop_fallback:
+                raise ValueError(message + "; crop_fallback=True keeps the sector crop instead")
+            warnings.warn(message + "; using its sector crop", SWEBoxNotFoundWarning, stacklevel=3)
+            mode = "sector"
+        if mode == "swe_box":
+            x0, y0, x1, y1 = box  # type: ignore[misc]
+            image = np.ascontiguousarray(image[y0:y1, x0:x1])
+        else:
+            image, (ox, oy) = self._sector(path, image)
+            if mode == "swe_box_mask":
+                x0, y0, x1, y1 = box  # type: ignore[misc]
+                inside = (slice(max(y0 - oy, 0), max(y1 - oy, 0)),
+                          slice(max(x0 - ox, 0), max(x1 - ox, 0)))  # fmt: skip
+                masked = np.zeros_like(image)
+                masked[inside] = image[inside]
+                image = masked
+        self._applied[(key, path)] = mode
         if self.size is not None:
             image = cv2.resize(image, self.size[::-1], interpolation=cv2.INTER_AREA)
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
@@ -173,7 +251,7 @@ class PairedImageDataset(Dataset[Sample]):
         if cached is not None:
             return cached
         row: ManifestRow = self.manifest[index]
-        loaded = {key: self._load(path) for key, path in row.paths.items() if path is not None}
+        loaded = {key: self._load(path, key) for key, path in row.paths.items() if path is not None}
         shape = next(iter(loaded.values())).shape  # the manifest guarantees one present image
         images = {key: loaded.get(key, torch.zeros(shape, dtype=torch.uint8)) for key in row.paths}
         if self.cache:
@@ -211,3 +289,19 @@ class PairedImageDataset(Dataset[Sample]):
             k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v
             for k, v in out.items()
         }
+
+
+def _check_crop(crop: Mapping[str, str] | None, modalities: tuple[str, ...]) -> dict[str, str]:
+    """``{modality: mode}`` for every modality (``"sector"`` where ``crop`` names none)."""
+    if crop is None:
+        crop = {}
+    if not isinstance(crop, Mapping):
+        raise TypeError(
+            f"crop: expected a mapping {{modality: mode}} or None, got {type(crop).__name__}"
+        )
+    for key, mode in crop.items():
+        if key not in modalities:
+            raise ValueError(f"crop: expected modality keys among {list(modalities)}, got {key!r}")
+        if mode not in CROP_MODES:
+            raise ValueError(f"crop: expected a mode in {CROP_MODES} for {key!r}, got {mode!r}")
+    return {m: str(crop.get(m, "sector")) for m in modalities}

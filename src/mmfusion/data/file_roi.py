@@ -6,8 +6,11 @@ bar, ...). :func:`image_roi` uses that rectangle when there is one (a dual-view 
 largest, the first of equal ones, unless ``region=`` names one) and falls back to contour detection
 (:func:`~mmfusion.data.detect_sector`, paper II.B) otherwise, and says which it used.
 
-A tagged region gives a rectangular ROI: ``roi.crop(image)`` keeps the whole box (the corners
-outside the fan are not blacked out, the scanner's box is taken as it is).
+A tagged region gives the crop: ``roi.bbox`` is the region's box. Inside it the fan is found by
+contour detection restricted to the region (so a dual-view screen, the header bar and colour-scale
+legends outside it never leak in) and becomes the mask: the corners of the box outside a convex
+probe's fan are blacked out as for a PNG. Where no sector is found inside the region (a linear
+probe's rectangle fills it), the mask is the whole box.
 """
 
 from __future__ import annotations
@@ -71,6 +74,32 @@ def _region_roi(region: UltrasoundRegion, shape: tuple[int, int]) -> SectorROI:
     return SectorROI(mask=mask, bbox=(x0, y0, x1, y1), contour=contour)
 
 
+def _sector_in(region: SectorROI, image: np.ndarray) -> SectorROI:
+    """The region's box as the crop, with the scan sector found inside it as the mask.
+
+    The sector is the frame's own (contour detection on the whole frame) when it lies inside the
+    box; otherwise (a dual-view screen, a header bar joined to the fan) contour detection runs
+    again with everything outside the box blacked out. Where no sector is found inside the region
+    (e.g. a linear probe's rectangle filling the box), the mask is the whole box.
+    """
+    x0, y0, x1, y1 = region.bbox
+
+    def within(sector: SectorROI) -> bool:
+        sx0, sy0, sx1, sy1 = sector.bbox
+        return x0 <= sx0 and y0 <= sy0 and sx1 <= x1 and sy1 <= y1
+
+    inside = np.zeros_like(image)
+    inside[y0:y1, x0:x1] = image[y0:y1, x0:x1]
+    for frame in (image, inside):
+        try:
+            sector = detect_sector(frame, fallback=False)
+        except ValueError:
+            continue
+        if within(sector):
+            return SectorROI(mask=sector.mask & region.mask, bbox=region.bbox, contour=sector.contour)
+    return region
+
+
 def image_roi(
     path: str | Path,
     region: int | None = None,
@@ -129,7 +158,7 @@ def image_roi(
             roi = _region_roi(chosen, (int(image.shape[0]), int(image.shape[1])))
         except ValueError as error:
             raise ValueError(f"{error} (file {path})") from error
-        return ImageROI(roi, "dicom_region", chosen)
+        return ImageROI(_sector_in(roi, image), "dicom_region", chosen)
     try:
         sector = detect_sector(image, fallback=fallback)
     except ValueError as error:

@@ -8,7 +8,13 @@ The glue between :mod:`mmfusion.data`'s pieces that every training or evaluation
 * :func:`train_dataset` applies one of the augmentation modes of
   :class:`~mmfusion.models.TrainingConfig` (``"paper"``: the offline balanced flip/shift expansion
   of section II.B; ``"online"``: random flips, shifts and B-mode intensity jitter; ``"none"``);
-* :func:`eval_dataset` is the deterministic pipeline (crop -> normalise).
+* :func:`eval_dataset` is the deterministic pipeline (crop -> normalise);
+* :func:`planned_dataset` serves items of an augmentation plan (:func:`paper_plan`), e.g. both
+  sides of the paper's augment-then-split protocol (:func:`~mmfusion.data.augmented_image_split`).
+
+Every function takes an optional ``crop={modality: mode}`` (see
+:class:`~mmfusion.data.PairedImageDataset`; :func:`swe_input_crop` turns ``"frame"`` / ``"box"``
+into one), which is part of the crop cache's key.
 
 Items are ``{modality: float [3, H, W], "label": int, "patient_id": str, "index": int}`` plus
 ``"available"`` where the data set yields availability masks. Every sample is drawn under its own
@@ -18,35 +24,91 @@ stream does not depend on worker processes, the number of processes or where a r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from mmfusion.data.augmentation import PlannedAugmentationDataset, balanced_augmentation_plan
-from mmfusion.data.dataset import PairedImageDataset
+from mmfusion.data.augmentation import (
+    AugmentationItem,
+    PlannedAugmentationDataset,
+    balanced_augmentation_plan,
+)
+from mmfusion.data.dataset import PairedImageDataset, _check_crop
 from mmfusion.data.manifest import Manifest
 from mmfusion.data.seeded import SeededDataset
 from mmfusion.data.transforms import eval_transforms, train_transforms
 
-__all__ = ["AUGMENT_MODES", "ModelInputs", "cached_crops", "eval_dataset", "train_dataset"]
+__all__ = [
+    "AUGMENT_MODES",
+    "SWE_INPUTS",
+    "ModelInputs",
+    "cached_crops",
+    "eval_dataset",
+    "paper_plan",
+    "planned_dataset",
+    "swe_input_crop",
+    "train_dataset",
+]
 
+#: Training augmentation modes of :func:`train_dataset`.
 AUGMENT_MODES = ("paper", "online", "none")
 
-_CROPS: dict[tuple[str, tuple[int, ...], int], PairedImageDataset] = {}
+#: What an SWE input shows (:func:`swe_input_crop`): the sector of the whole SWE frame, B-mode
+#: texture around the colour box included (the paper's input), the colour box only, or the
+#: sector with everything outside the box zeroed.
+SWE_INPUTS = ("frame", "box", "box_mask")
+_SWE_INPUT_MODES = {"frame": "sector", "box": "swe_box", "box_mask": "swe_box_mask"}
+
+_CROPS: dict[tuple[Any, ...], PairedImageDataset] = {}
 
 
-def cached_crops(manifest: Manifest, image_size: int, num_threads: int = 2) -> PairedImageDataset:
+def swe_input_crop(swe_input: str, modality: str) -> dict[str, str]:
+    """The ``crop=`` argument that gives modality ``modality`` the SWE input ``swe_input``.
+
+    Args:
+        swe_input: ``"frame"`` (the sector crop, paper II.B), ``"box"`` (the elastography colour
+            box only: no B-mode texture reaches an "SWE" encoder) or ``"box_mask"`` (the sector
+            crop, zero outside the box).
+        modality: The SWE modality's key in the manifest (e.g. ``"swe"``).
+
+    Returns:
+        ``{modality: mode}``, e.g. ``swe_input_crop("box", "swe") == {"swe": "swe_box"}``.
+
+    Raises:
+        ValueError: Unknown ``swe_input``.
+    """
+    if swe_input not in _SWE_INPUT_MODES:
+        raise ValueError(f"swe_input: expected one of {SWE_INPUTS}, got {swe_input!r}")
+    return {modality: _SWE_INPUT_MODES[swe_input]}
+
+
+def cached_crops(
+    manifest: Manifest,
+    image_size: int,
+    num_threads: int = 2,
+    *,
+    crop: Mapping[str, str] | None = None,
+    crop_fallback: bool = False,
+) -> PairedImageDataset:
     """Uint8 ROI crops of every pair of ``manifest``, resized to ``image_size`` and cached in memory.
 
     Decoded once per process and manifest (call it before DataLoader workers fork, so that they
     share the cache); later calls in the same process (folds, ablations, evaluation) reuse it. One
-    manifest's crops are kept at a time.
+    manifest's crops are kept at a time. ``crop`` and ``crop_fallback`` are passed to
+    :class:`~mmfusion.data.PairedImageDataset` and are part of the cache key (``"sector"`` entries
+    are the default: ``{"swe": "sector"}`` and None share crops).
     """
-    key = (manifest.source, tuple(r.line for r in manifest.rows), image_size)
+    modes = _check_crop(crop, manifest.modalities)
+    crop_key = tuple(sorted((m, mode) for m, mode in modes.items() if mode != "sector"))
+    key = (manifest.source, tuple(r.line for r in manifest.rows), image_size, crop_key,
+           bool(crop_fallback) and bool(crop_key))  # fmt: skip
     if key not in _CROPS:
-        crops = PairedImageDataset(manifest, cache=True, size=image_size).preload(num_threads)
+        crops = PairedImageDataset(
+            manifest, cache=True, size=image_size, crop=modes, crop_fallback=crop_fallback
+        ).preload(num_threads)
         _CROPS.clear()
         _CROPS[key] = crops
     return _CROPS[key]
@@ -73,10 +135,19 @@ def _seeded(base: Dataset, modalities: Sequence[str], transform: Callable) -> Se
 
 
 def eval_dataset(
-    manifest: Manifest, modalities: Sequence[str], image_size: int, indices: Sequence[int] | None = None
+    manifest: Manifest,
+    modalities: Sequence[str],
+    image_size: int,
+    indices: Sequence[int] | None = None,
+    *,
+    crop: Mapping[str, str] | None = None,
+    crop_fallback: bool = False,
 ) -> SeededDataset:
-    """Deterministic samples (cached crop -> normalise) of ``manifest`` (or its rows ``indices``)."""
-    full = cached_crops(manifest, image_size)
+    """Deterministic samples (cached crop -> normalise) of ``manifest`` (or its rows ``indices``).
+
+    ``crop`` / ``crop_fallback``: see :func:`cached_crops`.
+    """
+    full = cached_crops(manifest, image_size, crop=crop, crop_fallback=crop_fallback)
     part = full if indices is None else Subset(full, list(indices))
     return _seeded(part, modalities, eval_transforms(image_size))
 
@@ -88,23 +159,75 @@ def train_dataset(
     indices: Sequence[int],
     augment: str = "online",
     seed: int = 0,
+    *,
+    crop: Mapping[str, str] | None = None,
+    crop_fallback: bool = False,
 ) -> SeededDataset:
     """Training samples of ``manifest``'s rows ``indices`` with the augmentation mode ``augment``.
 
     Shifts scale with the image: at most 10 px at 224 px (paper II.B), ``round(10 * size / 224)``.
+    ``crop`` / ``crop_fallback``: see :func:`cached_crops`.
 
     Raises:
         ValueError: Unknown ``augment``.
     """
     if augment not in AUGMENT_MODES:
         raise ValueError(f"augment: expected one of {AUGMENT_MODES}, got {augment!r}")
-    full = cached_crops(manifest, image_size)
+    full = cached_crops(manifest, image_size, crop=crop, crop_fallback=crop_fallback)
     part = Subset(full, list(indices))
     shift = max(1, round(10 * image_size / 224))
     if augment == "paper":
-        plan = balanced_augmentation_plan(full.labels[list(indices)], shift_px=max(1, shift // 2),
-                                          max_extra_shift=shift, seed=seed)
+        plan = paper_plan(full.labels[list(indices)], image_size, seed)
         return _seeded(PlannedAugmentationDataset(part, plan), modalities, eval_transforms(image_size))
     if augment == "online":
         return _seeded(part, modalities, train_transforms(image_size, max_shift=shift))
     return _seeded(part, modalities, eval_transforms(image_size))
+
+
+def paper_plan(
+    labels: Sequence[int] | np.ndarray, image_size: int, seed: int = 0
+) -> list[AugmentationItem]:
+    """The paper's balanced flip/shift plan (II.B) with shifts scaled to ``image_size``.
+
+    :func:`~mmfusion.data.balanced_augmentation_plan` with ``max_extra_shift = round(10 * size /
+    224)`` (at least 1; 10 px at 224 px, as in the paper) and ``shift_px`` half of it (5 px at 224
+    px); the plan of ``train_dataset(augment="paper")``.
+
+    Args:
+        labels: ``[N]`` stage of each pair the plan indexes (e.g. ``manifest.labels``).
+        image_size: Model input side in pixels (the shifts are in these pixels).
+        seed: Seed of the extra items.
+
+    Returns:
+        The plan; item indices index ``labels``.
+    """
+    shift = max(1, round(10 * image_size / 224))
+    return balanced_augmentation_plan(
+        np.asarray(labels), shift_px=max(1, shift // 2), max_extra_shift=shift, seed=seed
+    )
+
+
+def planned_dataset(
+    manifest: Manifest,
+    modalities: Sequence[str],
+    image_size: int,
+    items: Sequence[AugmentationItem],
+    *,
+    crop: Mapping[str, str] | None = None,
+    crop_fallback: bool = False,
+) -> SeededDataset:
+    """Deterministic samples of plan ``items`` whose indices are rows of ``manifest``.
+
+    Item ``k`` is row ``items[k].index``'s cached crop, flipped and shifted as planned, then
+    normalised (:func:`~mmfusion.data.transforms.eval_transforms`); its ``"index"`` is ``k``. For
+    the paper's protocol, both sides of :func:`~mmfusion.data.augmented_image_split`::
+
+        plan = paper_plan(manifest.labels, image_size, seed)
+        train_items, test_items = augmented_image_split(manifest, plan, 0.2, seed)
+        train_set = planned_dataset(manifest, modalities, image_size, train_items)
+        test_set = planned_dataset(manifest, modalities, image_size, test_items)
+
+    ``crop`` / ``crop_fallback``: see :func:`cached_crops`.
+    """
+    full = cached_crops(manifest, image_size, crop=crop, crop_fallback=crop_fallback)
+    return _seeded(PlannedAugmentationDataset(full, items), modalities, eval_transforms(image_size))

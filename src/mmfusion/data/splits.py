@@ -1,26 +1,41 @@
 """Patient-level train/test splits, stratified by stage (NOTES.md "Where the paper is weak").
 
-Each patient contributes several image pairs; a random image-level split (the paper's, II.B and
-IV.B) puts near-copies of test images into training and overstates accuracy. :func:`patient_split`
-and :func:`patient_kfold` keep all of a patient's pairs on one side, using scikit-learn's
-``StratifiedGroupKFold``. :func:`image_split` reproduces the paper's split and warns.
+Each patient contributes several image pairs; a random image-level split puts other views of a
+test patient into training and overstates accuracy. :func:`patient_split` and
+:func:`patient_kfold` keep all of a patient's pairs on one side, using scikit-learn's
+``StratifiedGroupKFold``. Two leaking splits are kept to measure the leak, and warn:
+
+- :func:`image_split` splits the pairs at random *before* augmentation (then augment the training
+  side only): patients are shared, pairs are not.
+- :func:`augmented_image_split` is the paper's protocol (II.B, IV.B): augment every pair first,
+  then split the augmented items at random 80/20, so most test items have a flipped or shifted
+  copy of the same pair in training.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from mmfusion.data.augmentation import AugmentationItem
 from mmfusion.data.manifest import Manifest
 from mmfusion.liver.stages import STAGE_NAMES
 
-__all__ = ["LeakageWarning", "image_split", "patient_kfold", "patient_split"]
+__all__ = [
+    "LeakageWarning",
+    "augmented_image_split",
+    "image_split",
+    "patient_kfold",
+    "patient_split",
+]
 
 
 class LeakageWarning(UserWarning):
-    """Warned by :func:`image_split`: pairs of one patient land on both sides of the split."""
+    """Warned by :func:`image_split` and :func:`augmented_image_split`: one patient's pairs (or
+    augmented copies of one pair) land on both sides of the split."""
 
 
 def _check_manifest(manifest: Manifest) -> None:
@@ -124,10 +139,13 @@ def patient_kfold(manifest: Manifest, k: int = 5, seed: int = 0) -> list[tuple[M
 def image_split(
     manifest: Manifest, test_size: float = 0.2, seed: int = 0
 ) -> tuple[Manifest, Manifest]:
-    """Image-level random split stratified by stage: the paper's protocol, which LEAKS.
+    """Image-level random split of the pairs, stratified by stage, before augmentation: LEAKS.
 
-    Pairs of one patient end up on both sides, so test accuracy is optimistic. Use only to
-    reproduce the paper; prefer :func:`patient_split`. Always warns with :class:`LeakageWarning`.
+    Pairs of one patient end up on both sides, so test accuracy is optimistic; augment the training
+    side only, then no pair (and no augmented copy of one) is on both sides. This is not the
+    paper's protocol, which augmented first and then split (:func:`augmented_image_split`, which
+    leaks more). Use only to measure the leak; prefer :func:`patient_split`. Always warns with
+    :class:`LeakageWarning`.
 
     Args:
         manifest: The validated manifest.
@@ -146,8 +164,77 @@ def image_split(
     shared = set(manifest.groups[train_idx]) & set(manifest.groups[test_idx])
     warnings.warn(
         f"image_split: {len(shared)} patient(s) have pairs on both sides; test accuracy will be "
-        "optimistic (the paper's protocol). Use patient_split for honest estimates.",
+        "optimistic (an image-level split). Use patient_split for honest estimates.",
         LeakageWarning,
         stacklevel=2,
     )
     return manifest.subset(np.sort(train_idx)), manifest.subset(np.sort(test_idx))
+
+
+def augmented_image_split(
+    manifest: Manifest,
+    plan: Sequence[AugmentationItem | tuple[int, bool, int]],
+    test_size: float = 0.2,
+    seed: int = 0,
+) -> tuple[list[AugmentationItem], list[AugmentationItem]]:
+    """The paper's protocol: augment first, then split the augmented items at random (II.B, IV.B).
+
+    The items of ``plan`` (e.g. :func:`~mmfusion.data.balanced_augmentation_plan` over every pair
+    of ``manifest``) are split at random, stratified by their pair's stage, with scikit-learn's
+    ``train_test_split``. A pair's original, flipped and shifted copies then land on both sides:
+    with 4 or more items per pair and ``test_size=0.2``, nearly every test item has a near-copy in
+    training (and other views of its patient), so test accuracy is optimistic. Use only to
+    reproduce the paper; prefer :func:`patient_split`, then augment the training side. Always
+    warns with :class:`LeakageWarning`, saying how many test items have a copy of their pair in
+    training and how many patients are on both sides.
+
+    Args:
+        manifest: The validated manifest whose rows the plan's indices address.
+        plan: Augmentation items ``(index, flip, shift)``.
+        test_size: Fraction of items for the test side, in (0, 1) (paper: 0.2).
+        seed: Seed of the split.
+
+    Returns:
+        ``(train_items, test_items)``: a partition of ``plan``'s items, each in plan order; serve
+        them with :func:`mmfusion.data.pipeline.planned_dataset` (the test side holds augmented
+        items, as in the paper).
+
+    Raises:
+        TypeError: ``manifest`` is not a Manifest.
+        ValueError: ``test_size`` out of range, an item index outside the manifest, or a stage
+            with too few items to stratify.
+    """
+    _check_manifest(manifest)
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(f"test_size: expected a fraction in (0, 1), got {test_size}")
+    items = [AugmentationItem(int(i), bool(f), int(s)) for i, f, s in plan]
+    if not items:
+        raise ValueError("plan: expected at least one item, got none")
+    sources = np.array([item.index for item in items])
+    bad = sources[(sources < 0) | (sources >= len(manifest))]
+    if len(bad):
+        raise ValueError(
+            f"plan: expected item indices in [0, {len(manifest)}) (rows of the manifest), "
+            f"got {sorted(set(bad.tolist()))[:3]}"
+        )
+    try:
+        train_pos, test_pos = train_test_split(
+            np.arange(len(items)), test_size=test_size, random_state=seed,
+            stratify=manifest.labels[sources],
+        )  # fmt: skip
+    except ValueError as error:
+        raise ValueError(f"plan: cannot split its items stratified by stage: {error}") from error
+    train_pos, test_pos = np.sort(train_pos), np.sort(test_pos)
+    in_train = set(sources[train_pos].tolist())
+    copied = sum(int(sources[k]) in in_train for k in test_pos)
+    groups = manifest.groups
+    shared = set(groups[sources[train_pos]]) & set(groups[sources[test_pos]])
+    warnings.warn(
+        f"augmented_image_split: {copied} of {len(test_pos)} test items have an augmented copy "
+        f"of the same pair in training, and {len(shared)} patient(s) are on both sides; test "
+        "accuracy will be optimistic (the paper's protocol). Use patient_split for honest "
+        "estimates.",
+        LeakageWarning,
+        stacklevel=2,
+    )
+    return [items[k] for k in train_pos], [items[k] for k in test_pos]

@@ -25,7 +25,7 @@ from mmfusion._checks import check_tensor
 
 WeightsSpec = str | os.PathLike | bool | None
 
-IMAGENET = "imagenet"
+_IMAGENET = "imagenet"
 """``weights=`` value for timm's pretrained (ImageNet) weights through the Hugging Face cache."""
 
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -342,12 +342,12 @@ def _create_features_model(
     common = dict(features_only=True, in_chans=in_chans, **kwargs)
     if weights is None or weights is False:
         return _timm_features(backbone, dict(pretrained=False, **common))
-    if weights is True or weights == IMAGENET:
-        path = _hub_weights_file(backbone, download=weights == IMAGENET)
+    if weights is True or weights == _IMAGENET:
+        path = _hub_weights_file(backbone, download=weights == _IMAGENET)
         return _load_file(backbone, path, common)
     if not isinstance(weights, str | os.PathLike):
         raise TypeError(
-            f"weights: expected None, {IMAGENET!r}, True or a path to a local weights file, "
+            f"weights: expected None, {_IMAGENET!r}, True or a path to a local weights file, "
             f"got {type(weights).__name__}"
         )
     path = Path(weights).expanduser()
@@ -355,7 +355,7 @@ def _create_features_model(
         raise FileNotFoundError(f"weights: no such file {str(path)!r}")
     if path.suffix not in _WEIGHT_SUFFIXES:
         raise ValueError(
-            f"weights: expected {IMAGENET!r} or a {'/'.join(_WEIGHT_SUFFIXES)} file, "
+            f"weights: expected {_IMAGENET!r} or a {'/'.join(_WEIGHT_SUFFIXES)} file, "
             f"got {path.name!r}"
         )
     return _load_file(backbone, path, common)
@@ -434,9 +434,9 @@ def _candidate_keys(key: str) -> set[str]:
 
     timm's sequential feature wrappers flatten one level of names (``stages.0`` becomes
     ``stages_0``, ``features.denseblock1`` becomes ``features_denseblock1``), and the getter
-    wrapper of transformers holds the model as ``model``; every such spelling is accepted.
+    and hook wrappers hold the model as ``model`` or ``body``; every such spelling is accepted.
     """
-    keys = {key, key.removeprefix("model.")}
+    keys = {key, key.removeprefix("model."), key.removeprefix("body.")}
     head, dot, rest = key.partition(".")
     for i, char in enumerate(head):
         if char == "_":
@@ -476,7 +476,7 @@ def _hub_weights_file(backbone: str, *, download: bool) -> Path:
     """
     from huggingface_hub import try_to_load_from_cache
 
-    label = f"weights={IMAGENET!r}" if download else "weights=True"
+    label = f"weights={_IMAGENET!r}" if download else "weights=True"
     try:
         cfg = timm.models.get_pretrained_cfg(backbone)
     except RuntimeError as err:  # an unknown tag, e.g. "resnet50.foo"
@@ -508,7 +508,7 @@ def _hub_weights_file(backbone: str, *, download: bool) -> Path:
     )
     if not download:
         raise RuntimeError(
-            f"{label}: {where}, and weights=True never downloads. Pass weights={IMAGENET!r} to "
+            f"{label}: {where}, and weights=True never downloads. Pass weights={_IMAGENET!r} to "
             f"download them, or {fix}."
         )
     if _hub_offline():

@@ -13,7 +13,7 @@ Storage objects (SOP class 1.2.840.10008.5.1.4.1.1.6.1) holding the very same pi
 losslessly (the first available of JPEG-LS Lossless, JPEG 2000 Lossless and RLE Lossless; with the
 ``mmfusion[dicom]`` plugins that is JPEG 2000 Lossless), B-mode as MONOCHROME2, SWE as RGB (YBR_RCT,
 JPEG 2000's reversible colour transform, under JPEG 2000), with a Sequence of Ultrasound Regions
-holding the true sector's bounding box as a tissue region. UIDs derive from the seed, the
+holding the visible fan's bounding box as a tissue region. UIDs derive from the seed, the
 configuration, the patient and the view, so the files are byte-identical for any ``workers``.
 
 The extra manifest columns hold each pair's ground truth (view stiffness, latents, SWE box, fan
@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from mmfusion.data.manifest import ManifestRow, write_manifest
+from mmfusion.data.roi import detect_sector
 from mmfusion.liver.phantom.cohort import PatientLatent
 from mmfusion.liver.phantom.config import PhantomConfig
 from mmfusion.liver.phantom.generator import LiverPhantom, PhantomTruth
@@ -154,7 +155,10 @@ def _write_dicom(
     ds.ImageType = ["DERIVED", "PRIMARY"]
     ds.BurnedInAnnotation = "YES"
     ds.LossyImageCompression = "00"
-    x0, y0, x1, y1 = truth.sector_bbox()
+    # The "scanner" tags the fan's visible extent: the box that contour detection finds on these
+    # pixels (the true sector's box is 1-2 px larger at its anti-aliased edges), so that the
+    # DICOM phantom crops exactly like the PNG phantom.
+    x0, y0, x1, y1 = detect_sector(image, fallback=True).bbox
     region = Dataset()
     region.RegionSpatialFormat = 1  # 2D
     region.RegionDataType = 1  # tissue
@@ -285,7 +289,7 @@ def make_phantom_dataset(
         workers: Processes; 0 or 1 generates in this process.
         png_compression: PNG compression level 0-9 (1 is fast and still compact).
         image_format: ``"png"`` (default), or ``"dicom"`` for lossless DICOM files with the same
-            pixels and the true sector's box as a tagged tissue region (needs ``mmfusion[dicom]``).
+            pixels and the visible fan's box as a tagged tissue region (needs ``mmfusion[dicom]``).
             Compression: the first that pydicom can encode of JPEG-LS Lossless (needs pyjpegls),
             JPEG 2000 Lossless (pylibjpeg-openjpeg, part of ``mmfusion[dicom]``) and RLE Lossless.
         overwrite: Regenerate even if ``root`` holds a phantom made with other parameters or
