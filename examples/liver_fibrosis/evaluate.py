@@ -24,7 +24,13 @@ from torch.utils.data import DataLoader
 from examples.liver_fibrosis.cli import CliError, run, say
 from examples.liver_fibrosis.options import RunConfig
 from examples.liver_fibrosis.report import metrics_document, summary_line, write_figures
-from examples.liver_fibrosis.runner import make_module, make_trainer, resolve_device
+from examples.liver_fibrosis.runner import (
+    make_datamodule,
+    make_module,
+    make_trainer,
+    resolve_device,
+    swe_crop,
+)
 from examples.liver_fibrosis.runs import (
     check_free,
     load_manifest,
@@ -35,7 +41,6 @@ from examples.liver_fibrosis.runs import (
 )
 from mmfusion.data import SeededSampler
 from mmfusion.data.pipeline import eval_dataset
-from mmfusion.lightning import make_splits
 
 OUTPUTS = ("metrics.json", "confusion_matrix.png", "roc.png", "missing_modality.md",
            "missing_modality.json")
@@ -114,12 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data:
         eval_cfg = dataclasses.replace(cfg, run=cfg.run.replace(data=args.data))
         manifest = load_manifest(eval_cfg)
-        indices, name, split = None, Path(args.data).stem, f"all pairs of {args.data}"
+        name, split = Path(args.data).stem, f"all pairs of {args.data}"
     else:
-        manifest = load_manifest(cfg, verify="exists")
-        r = cfg.run
-        one = make_splits(manifest, r.split, r.test_size, r.seed, r.folds)[r.fold or 0]
-        indices, name, split = one.test_idx, "test", f"{one.description} (test part)"
+        load_manifest(cfg, verify="exists")
+        manifest, name, split = None, "test", f"{cfg.run.split} split (test part)"
     sets = _present_sets(cfg, args)
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval-{name}"
     remove(out, check_free(out, OUTPUTS, args.overwrite, "an evaluation"))
@@ -132,7 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = make_module(run_cfg, model)
     results: dict[str, dict[str, Any]] = {}
     for present in sets:
-        dataset = eval_dataset(manifest, present, cfg.model.image_size, indices)
+        if manifest is not None:  # every pair of --data
+            dataset = eval_dataset(manifest, present, cfg.model.image_size, crop=swe_crop(cfg))
+        else:  # the run's own held-out part, rebuilt exactly as in training
+            dm = make_datamodule(cfg, cfg.run.fold or 0, modalities=present)
+            dm.setup("test")
+            dataset = dm.test_set
+            split = f"{dm.split.description} (test part)"
         loader = DataLoader(dataset, batch_size=args.batch_size,
                             sampler=SeededSampler(dataset, shuffle=False))
         make_trainer(run_cfg, out, epochs=1, test_only=True).test(module, dataloaders=loader, verbose=False)

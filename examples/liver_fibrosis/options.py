@@ -40,8 +40,13 @@ class RunSettings:
             phantom_dir and use it.
         out: Run folder.
         weights: Modality -> encoder initialisation: a local weights file, "imagenet" or none.
-        split: patient (default, no leakage) or image (splits images before augmentation; leaks
-            patients, warned).
+        split: patient (default, no leakage); image (pairs split at random before augmentation:
+            patients leak, warned); paper (the paper's protocol as stated: every pair augmented
+            first, then the augmented images split at random; near-copies of test images leak
+            into training, warned).
+        swe_input: What the SWE encoder sees: frame (the sector crop, as the paper), box (only the
+            elastography colour box: no B-mode texture around it) or box_mask (the sector crop,
+            zero outside the box).
         test_size: Held-out fraction of patients (or images).
         folds: 0 for one split, K >= 2 for patient K-fold cross-validation.
         fold: With folds, run only this fold (0-based).
@@ -66,7 +71,8 @@ class RunSettings:
     data: str | None = None
     out: str = "runs/liver_fibrosis"
     weights: dict[str, str] = field(default_factory=dict)
-    split: Literal["patient", "image"] = "patient"
+    split: Literal["patient", "image", "paper"] = "patient"
+    swe_input: Literal["frame", "box", "box_mask"] = "frame"
     test_size: float = 0.2
     folds: int = 0
     fold: int | None = None
@@ -262,7 +268,8 @@ def validate(cfg: RunConfig) -> None:
         (r.n_bootstrap >= 0, "--n-bootstrap: expected >= 0"),
         (r.phantom_patients >= 5, "--phantom-patients: expected >= 5 (one per stage)"),
         (set(m.modalities) <= {"us", "swe"}, "--modalities: expected us, swe or us,swe"),
-        (not (r.split == "image" and r.folds), "--folds: K-fold runs split by patient; drop --split image"),
+        (not (r.split != "patient" and r.folds),
+         f"--folds: K-fold runs split by patient; drop --split {r.split}"),
         (set(r.weights) <= {"us", "swe"}, "--weights: modalities us and swe only"),
     ]
     for ok, message in checks:

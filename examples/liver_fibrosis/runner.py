@@ -147,8 +147,9 @@ def make_trainer(cfg: RunConfig, out: Path, *, epochs: int, test_only: bool = Fa
     )
 
 
-def make_datamodule(cfg: RunConfig, fold: int = 0) -> Any:
-    """The run's :class:`~mmfusion.lightning.FusionDataModule` (phantom generated per node)."""
+def make_datamodule(cfg: RunConfig, fold: int = 0, modalities: tuple[str, ...] | None = None) -> Any:
+    """The run's :class:`~mmfusion.lightning.FusionDataModule` (phantom generated per node);
+    ``modalities`` gives the model only some of its modalities (evaluation without SWE)."""
     from mmfusion.lightning import FusionDataModule
 
     manifest = load_manifest(cfg) if cfg.run.data else None
@@ -156,11 +157,20 @@ def make_datamodule(cfg: RunConfig, fold: int = 0) -> Any:
     cuda = resolve_device(r.device).type == "cuda"
     return FusionDataModule(
         manifest if manifest is not None else Path(r.phantom_dir) / "manifest.csv",
-        cfg.model.modalities, cfg.model.image_size, cfg.training.batch_size,
+        modalities or cfg.model.modalities, cfg.model.image_size, cfg.training.batch_size,
         augment=cfg.training.augment, split=r.split, test_size=r.test_size, folds=r.folds, fold=fold,
-        seed=r.seed, workers=r.workers, pin_memory=cuda,
+        seed=r.seed, workers=r.workers, pin_memory=cuda, crop=swe_crop(cfg),
         prepare=None if manifest is not None else (lambda: prepare_phantom(cfg)),
     )
+
+
+def swe_crop(cfg: RunConfig) -> dict[str, str] | None:
+    """``--swe-input``'s crop for the SWE images (``None``: every image cropped to its sector)."""
+    from mmfusion.data.pipeline import swe_input_crop
+
+    if cfg.run.swe_input == "frame" or "swe" not in cfg.model.modalities:
+        return None
+    return swe_input_crop(cfg.run.swe_input, "swe")
 
 
 def make_module(cfg: RunConfig, model: torch.nn.Module) -> Any:

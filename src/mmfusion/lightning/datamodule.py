@@ -16,8 +16,7 @@ reads the manifest.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +24,19 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
 from mmfusion.data.manifest import Manifest, read_manifest
-from mmfusion.data.pipeline import AUGMENT_MODES, eval_dataset, train_dataset
+from mmfusion.data.pipeline import (
+    AUGMENT_MODES,
+    eval_dataset,
+    paper_plan,
+    planned_dataset,
+    train_dataset,
+)
 from mmfusion.data.seeded import SeededSampler
-from mmfusion.data.splits import image_split, patient_kfold, patient_split
+from mmfusion.data.splits import augmented_image_split, image_split, patient_kfold, patient_split
 
 __all__ = ["FusionDataModule", "Split", "make_splits"]
 
-SPLITS = ("patient", "image")
+SPLITS = ("patient", "image", "paper")
 
 
 @dataclass(frozen=True)
@@ -60,12 +65,16 @@ def make_splits(manifest: Manifest, split: str = "patient", test_size: float = 0
                 folds: int = 0) -> list[Split]:
     """The patient split (or ``folds`` patient folds), or the image-level split that leaks.
 
+    ``split="paper"`` (augment every pair first, then split the augmented images) cannot be
+    expressed as pair indices alone; :class:`FusionDataModule` builds it from the augmentation plan.
+
     Raises:
         ValueError: Unknown ``split``, K-fold with the image split, or a manifest that cannot be
             split so (e.g. a stage with fewer patients than folds).
     """
-    if split not in SPLITS:
-        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    if split not in SPLITS or split == "paper":
+        raise ValueError(f"split: expected 'patient' or 'image' here, got {split!r}"
+                         + (" (the paper's protocol is built by FusionDataModule)" if split == "paper" else ""))
     if split == "image":
         if folds:
             raise ValueError("folds: K-fold runs split by patient; use split='patient'")
@@ -89,7 +98,11 @@ class FusionDataModule(pl.LightningDataModule):
         image_size: Model input side in pixels.
         batch_size: Training pairs per step and process (evaluation uses ``max(batch_size, 32)``).
         augment: ``"paper"``, ``"online"`` or ``"none"``.
-        split: ``"patient"`` (default) or ``"image"`` (leaks; warned).
+        split: ``"patient"`` (default); ``"image"``: pairs split at random before augmentation
+            (patients leak; warned); ``"paper"``: the paper's protocol as stated, every pair
+            augmented by the offline plan first and the augmented images then split at random
+            (near-copies of test images in training; warned; ``augment`` does not apply, the
+            training side is the plan's items).
         test_size: Held-out fraction.
         folds: ``0`` for one split, ``K >= 2`` for patient K-fold; then ``fold`` picks one.
         fold: The fold to serve (with ``folds``).
@@ -97,6 +110,9 @@ class FusionDataModule(pl.LightningDataModule):
         workers: DataLoader worker processes.
         prepare: Called once per node by ``prepare_data`` (e.g. to generate a data set).
         pin_memory: Pin host memory (use on CUDA).
+        crop: Modality -> crop mode of :class:`~mmfusion.data.PairedImageDataset` (e.g.
+            ``{"swe": "swe_box"}``: the SWE input is its colour box only); ``None``: every image
+            is cropped to its scan sector.
 
     Example:
         >>> import tempfile
@@ -126,6 +142,7 @@ class FusionDataModule(pl.LightningDataModule):
         workers: int = 0,
         prepare: Callable[[], object] | None = None,
         pin_memory: bool = False,
+        crop: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         checks = [
@@ -147,15 +164,21 @@ class FusionDataModule(pl.LightningDataModule):
         self.augment, self.split_kind, self.test_size = augment, split, float(test_size)
         self.folds, self.fold, self.seed, self.workers = int(folds), int(fold), int(seed), int(workers)
         self._prepare, self.pin_memory = prepare, bool(pin_memory)
+        self.crop = dict(crop) if crop else None
+        if split == "paper" and folds:
+            raise ValueError("folds: K-fold runs split by patient; use split='patient'")
+        self._prepared = False
         self.manifest: Manifest | None = None
         self.split: Split | None = None
         self.train_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
     def prepare_data(self) -> None:
-        """Run ``prepare`` (once per node, before ``setup`` on any process of the node)."""
-        if self._prepare is not None:
+        """Run ``prepare`` (once per node, before ``setup`` on any process of the node; once per
+        data module: ``fit`` then ``test`` do not prepare twice)."""
+        if self._prepare is not None and not self._prepared:
             self._prepare()
+            self._prepared = True
 
     def load_manifest(self) -> Manifest:
         """Read (once) and check the manifest: every model modality must be a column."""
@@ -176,13 +199,21 @@ class FusionDataModule(pl.LightningDataModule):
         if self.split is not None:
             return
         manifest = self.load_manifest()
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            splits = make_splits(manifest, self.split_kind, self.test_size, self.seed, self.folds)
+        mods, size, crop = self.modalities, self.image_size, self.crop
+        if self.split_kind == "paper":
+            plan = paper_plan(manifest.labels, size, self.seed)
+            train_items, test_items = augmented_image_split(manifest, plan, self.test_size, self.seed)
+            self.split = Split("", tuple(sorted({i.index for i in train_items})),
+                               tuple(sorted({i.index for i in test_items})),
+                               "paper (augmented first, then images split; leaks near-copies)")
+            self.train_set = planned_dataset(manifest, mods, size, train_items, crop=crop)
+            self.test_set = planned_dataset(manifest, mods, size, test_items, crop=crop)
+            return
+        splits = make_splits(manifest, self.split_kind, self.test_size, self.seed, self.folds)
         self.split = splits[self.fold if self.folds else 0]
-        self.train_set = train_dataset(manifest, self.modalities, self.image_size, self.split.train_idx,
-                                       self.augment, self.seed)
-        self.test_set = eval_dataset(manifest, self.modalities, self.image_size, self.split.test_idx)
+        self.train_set = train_dataset(manifest, mods, size, self.split.train_idx, self.augment,
+                                       self.seed, crop=crop)
+        self.test_set = eval_dataset(manifest, mods, size, self.split.test_idx, crop=crop)
 
     def _shard(self) -> dict[str, int]:
         trainer = self.trainer

@@ -341,7 +341,7 @@ def _create_features_model(
     """Create the timm ``features_only`` model and load the requested weights."""
     common = dict(features_only=True, in_chans=in_chans, **kwargs)
     if weights is None or weights is False:
-        return _timm_features(backbone, dict(pretrained=False, **common))
+        return timm.create_model(backbone, pretrained=False, **common)
     if weights is True or weights == _IMAGENET:
         path = _hub_weights_file(backbone, download=weights == _IMAGENET)
         return _load_file(backbone, path, common)
@@ -359,19 +359,6 @@ def _create_features_model(
             f"got {path.name!r}"
         )
     return _load_file(backbone, path, common)
-
-
-def _timm_features(backbone: str, kwargs: dict) -> nn.Module:
-    """``timm.create_model`` with a clear error for a model without ``features_only``."""
-    try:
-        return timm.create_model(backbone, **kwargs)
-    except RuntimeError as err:
-        if "features" not in str(err).lower():
-            raise
-        raise ValueError(
-            f"backbone: timm model {backbone!r} has no features_only mode ({err}); "
-            "ModalityEncoder needs one to return a feature map"
-        ) from err
 
 
 def _load_file(backbone: str, path: Path, common: dict) -> nn.Module:
