@@ -78,12 +78,15 @@ nitpicky = True
 nitpick_ignore_regex = [
     (
         r"py:.*",
-        r"(torch|torchvision|numpy|np|os|pathlib|collections|typing|timm|cv2|matplotlib|sklearn)(\..*)?",
+        r"(torch|torchvision|numpy|np|os|pathlib|collections|typing|timm|cv2|matplotlib|sklearn"
+        r"|lightning)(\..*)?",
     ),
     (r"py:.*", r"(Tensor|Path|Module|Figure|Axes|ndarray|PathLike|Generator|Any)"),
     (r"py:.*", r"(Literal|Mapping|Sequence|Iterator|Iterable|Callable)"),
     (r"py:class", r"(np\.)?(float|int|bool|str|object|None)(64|32)?"),
     (r"py:.*", r"(\.\.\.|_\w+|optional)"),
+    (r"py:class", r"'[^']*'"),  # the values of a Literal[...] field type
+    (r"py:class", r"mmfusion\.models\.config\._C"),  # config_from_dict's TypeVar
 ]
 
 # -- HTML -----------------------------------------------------------------------------------------

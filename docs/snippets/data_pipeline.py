@@ -6,10 +6,11 @@ from pathlib import Path
 import torch
 
 import mmfusion.data as md
+import mmfusion.liver as liver
 
 root = Path(tempfile.mkdtemp()) / "phantom"  # your data: a manifest CSV and images
-small = md.PhantomConfig(width=192, height=144)  # default: 800 x 600 scanner frames
-csv = md.make_phantom_dataset(root, n_patients=25, seed=0, config=small, workers=0)
+small = liver.PhantomConfig(width=192, height=144)  # default: 800 x 600 scanner frames
+csv = liver.make_phantom_dataset(root, n_patients=25, seed=0, config=small, workers=0)
 manifest = md.read_manifest(csv)  # validates every row; reports all problems at once
 print(len(manifest), "pairs of", len(set(manifest.groups)), "patients")
 print(manifest.stage_counts())
