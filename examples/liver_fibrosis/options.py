@@ -51,6 +51,8 @@ class RunSettings:
         folds: 0 for one split, K >= 2 for patient K-fold cross-validation.
         fold: With folds, run only this fold (0-based).
         seed: Seed of the split, initialisation, sampling and augmentation.
+        val_size: Fraction of the training patients held out to fit temperature scaling (ECE
+            before and after in metrics.json); 0: no calibration, every training patient trains.
         device: auto, cpu, cuda or cuda:N.
         devices: Processes (GPUs) per node; default: the torchrun/SLURM launch's, else 1.
         num_nodes: Nodes; default: the torchrun/SLURM launch's, else 1.
@@ -77,6 +79,7 @@ class RunSettings:
     folds: int = 0
     fold: int | None = None
     seed: int = 0
+    val_size: float = 0.0
     device: str = "auto"
     devices: int | None = None
     num_nodes: int | None = None
@@ -266,6 +269,8 @@ def validate(cfg: RunConfig) -> None:
         (r.amp != "fp16" or r.device.startswith("cuda"),
          "--amp fp16: float16 autocast needs CUDA; use --amp bf16 or --amp off on CPU"),
         (r.n_bootstrap >= 0, "--n-bootstrap: expected >= 0"),
+        (0.0 <= r.val_size < 1.0, "--val-size: expected a fraction in [0, 1), e.g. 0.1"),
+        (not (r.val_size and r.split == "paper"), "--val-size: not with --split paper (it splits images)"),
         (r.phantom_patients >= 5, "--phantom-patients: expected >= 5 (one per stage)"),
         (set(m.modalities) <= {"us", "swe"}, "--modalities: expected us, swe or us,swe"),
         (not (r.split != "patient" and r.folds),

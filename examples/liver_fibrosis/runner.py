@@ -141,7 +141,7 @@ def make_trainer(cfg: RunConfig, out: Path, *, epochs: int, test_only: bool = Fa
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         check_val_every_n_epoch=r.eval_every or 1,
-        limit_val_batches=1.0 if r.eval_every else 0,
+        limit_val_batches=1.0 if (r.eval_every or test_only) else 0,
         deterministic=False,
         default_root_dir=str(out),
     )
@@ -159,7 +159,7 @@ def make_datamodule(cfg: RunConfig, fold: int = 0, modalities: tuple[str, ...] |
         manifest if manifest is not None else Path(r.phantom_dir) / "manifest.csv",
         modalities or cfg.model.modalities, cfg.model.image_size, cfg.training.batch_size,
         augment=cfg.training.augment, split=r.split, test_size=r.test_size, folds=r.folds, fold=fold,
-        seed=r.seed, workers=r.workers, pin_memory=cuda, crop=swe_crop(cfg),
+        seed=r.seed, workers=r.workers, pin_memory=cuda, crop=swe_crop(cfg), val_size=r.val_size,
         prepare=None if manifest is not None else (lambda: prepare_phantom(cfg)),
     )
 
@@ -211,6 +211,13 @@ def train_one(cfg: RunConfig, out: Path, fold: int = 0) -> dict[str, Any]:
     trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
     if main:
         save_run_model(module.model, cfg, out)
+    if cfg.run.val_size:  # temperature scaling, fitted on the validation patients only
+        make_trainer(cfg, out, epochs=1, test_only=True).validate(module, datamodule=dm, verbose=False)
+        assert module.predictions is not None
+        temperatures = module.calibrate(module.predictions)
+        if main:
+            say(f"temperature scaling on {len(module.predictions)} validation pairs: "
+                + ", ".join(f"{b} T={t:.2f}" for b, t in temperatures.items()))
     trainer.test(module, datamodule=dm, verbose=False)
     assert dm.split is not None and module.metrics is not None and module.predictions is not None
     metrics = metrics_document(module.metrics, dm.split.description)

@@ -110,6 +110,10 @@ class FusionDataModule(pl.LightningDataModule):
         workers: DataLoader worker processes.
         prepare: Called once per node by ``prepare_data`` (e.g. to generate a data set).
         pin_memory: Pin host memory (use on CUDA).
+        val_size: Fraction of the *training* patients held out as a validation split (stratified
+            by stage; e.g. to fit a calibration temperature), served by :meth:`val_dataloader`;
+            0 (default): no validation split, :meth:`val_dataloader` serves the test pairs for
+            logging only.
         crop: Modality -> crop mode of :class:`~mmfusion.data.PairedImageDataset` (e.g.
             ``{"swe": "swe_box"}``: the SWE input is its colour box only); ``None``: every image
             is cropped to its scan sector.
@@ -143,6 +147,7 @@ class FusionDataModule(pl.LightningDataModule):
         prepare: Callable[[], object] | None = None,
         pin_memory: bool = False,
         crop: Mapping[str, str] | None = None,
+        val_size: float = 0.0,
     ) -> None:
         super().__init__()
         checks = [
@@ -152,6 +157,8 @@ class FusionDataModule(pl.LightningDataModule):
             (folds == 0 or folds >= 2, f"folds: expected 0 (one split) or K >= 2, got {folds!r}"),
             (folds == 0 or 0 <= fold < folds, f"fold: expected 0 <= fold < {folds}, got {fold!r}"),
             (batch_size >= 1, f"batch_size: expected >= 1, got {batch_size!r}"),
+            (0.0 <= val_size < 1.0, f"val_size: expected a fraction in [0, 1), got {val_size!r}"),
+            (not (val_size and split == "paper"), "val_size: not with split='paper' (it splits images)"),
             (workers >= 0, f"workers: expected >= 0, got {workers!r}"),
             (bool(modalities), f"modalities: expected at least one name, got {modalities!r}"),
         ]
@@ -165,6 +172,9 @@ class FusionDataModule(pl.LightningDataModule):
         self.folds, self.fold, self.seed, self.workers = int(folds), int(fold), int(seed), int(workers)
         self._prepare, self.pin_memory = prepare, bool(pin_memory)
         self.crop = dict(crop) if crop else None
+        self.val_size = float(val_size)
+        self.val_idx: tuple[int, ...] = ()
+        self.val_set: Dataset | None = None
         if split == "paper" and folds:
             raise ValueError("folds: K-fold runs split by patient; use split='patient'")
         self._prepared = False
@@ -211,8 +221,15 @@ class FusionDataModule(pl.LightningDataModule):
             return
         splits = make_splits(manifest, self.split_kind, self.test_size, self.seed, self.folds)
         self.split = splits[self.fold if self.folds else 0]
-        self.train_set = train_dataset(manifest, mods, size, self.split.train_idx, self.augment,
-                                       self.seed, crop=crop)
+        train_idx = self.split.train_idx
+        if self.val_size:
+            training = manifest.subset(list(train_idx))
+            kept, held = patient_split(training, self.val_size, self.seed)
+            train_idx = tuple(train_idx[i] for i in _positions(training, kept))
+            self.val_idx = tuple(self.split.train_idx[i] for i in _positions(training, held))
+            self.val_set = eval_dataset(manifest, mods, size, self.val_idx, crop=crop)
+        self.train_set = train_dataset(manifest, mods, size, train_idx, self.augment, self.seed,
+                                       crop=crop)
         self.test_set = eval_dataset(manifest, mods, size, self.split.test_idx, crop=crop)
 
     def _shard(self) -> dict[str, int]:
@@ -244,6 +261,10 @@ class FusionDataModule(pl.LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     def val_dataloader(self) -> DataLoader:
-        """The held-out pairs, for logging only (``check_val_every_n_epoch``); never use them to
-        select a model."""
+        """The validation split of training patients (``val_size > 0``); else the held-out test
+        pairs, for logging only (``check_val_every_n_epoch``): never use those to select or
+        calibrate a model."""
+        self.setup()
+        if self.val_set is not None:
+            return self._loader(self.val_set, train=False)
         return self.test_dataloader()

@@ -33,7 +33,13 @@ from torch import Tensor
 from mmfusion.data.seeded import sample_seed
 from mmfusion.lightning.predictions import Predictions
 from mmfusion.losses import EnsembleLoss
-from mmfusion.metrics import classification_report, expected_calibration_error, patient_report
+from mmfusion.metrics import (
+    apply_temperature,
+    classification_report,
+    expected_calibration_error,
+    fit_temperature,
+    patient_report,
+)
 from mmfusion.models.config import TrainingConfig
 from mmfusion.nn import FeatureFusion, MultiModalClassifier
 
@@ -55,6 +61,7 @@ class FusionModule(pl.LightningModule):
 
     Attributes:
         predictions: The last validation/test run's :class:`Predictions` (on every rank).
+        temperatures: Branch -> temperature fitted by :meth:`calibrate` (``None`` before).
         metrics: Its report: ``{"ensemble": report, "branches": {name: report}, "n_pairs",
             "n_patients"}``.
 
@@ -102,6 +109,7 @@ class FusionModule(pl.LightningModule):
         self.channels_last = bool(channels_last)
         self.predictions: Predictions | None = None
         self.metrics: dict[str, Any] | None = None
+        self.temperatures: dict[str, float] | None = None
         self.history: list[dict[str, float]] = []
         self._outputs: list[dict[str, Any]] = []
         self._epoch_start = 0.0
@@ -252,6 +260,31 @@ class FusionModule(pl.LightningModule):
         scalars = {f"{prefix}_{k}": float(e[k]) for k in ("accuracy", "auc_macro", "qwk") if e.get(k) is not None}
         self.log_dict(scalars, rank_zero_only=True)
 
+    def calibrate(self, predictions: Predictions) -> dict[str, float]:
+        """Fit one temperature per branch (and for the ensemble) on held-out ``predictions``.
+
+        Fit on a validation split of *training* patients (never on the test patients); later
+        reports then give each branch's ECE before and after scaling. The temperature acts on
+        log-probabilities (for a branch these are its logits up to a constant; for the ensemble,
+        the log of the averaged probabilities), so no prediction changes.
+
+        Returns:
+            Branch -> temperature (also kept in :attr:`temperatures`).
+        """
+        self.temperatures = {
+            b: fit_temperature(np.log(np.clip(p, 1e-12, 1.0)), predictions.labels)
+            for b, p in predictions.probs.items()
+        }
+        return self.temperatures
+
+    def _calibration(self, probs: np.ndarray, labels: np.ndarray, branch: str) -> dict[str, float]:
+        result = {"ece": expected_calibration_error(probs, labels)}
+        if self.temperatures and branch in self.temperatures:
+            t = self.temperatures[branch]
+            scaled = apply_temperature(np.log(np.clip(probs, 1e-12, 1.0)), t)
+            result.update(temperature=t, ece_scaled=expected_calibration_error(scaled, labels))
+        return result
+
     def report(self, predictions: Predictions) -> dict[str, Any]:
         """The metrics of ``predictions``.
 
@@ -263,7 +296,8 @@ class FusionModule(pl.LightningModule):
             ensemble per patient (:func:`~mmfusion.metrics.patient_report`, the mean of a
             patient's view probabilities); the top-label expected calibration error of each
             branch; and, when some samples lack a modality, the ensemble per availability
-            pattern (e.g. ``"us"`` for the pairs without SWE).
+            pattern (e.g. ``"us"`` for the pairs without SWE). After :meth:`calibrate`, each
+            calibration entry also has ``temperature`` and ``ece_scaled``.
         """
         k = predictions.probs["ensemble"].shape[1]
         options = dict(num_classes=k, class_names=self.class_names, n_bootstrap=self.n_bootstrap,
@@ -278,7 +312,7 @@ class FusionModule(pl.LightningModule):
             "ensemble": one(ensemble),
             "branches": {b: one(p) for b, p in predictions.probs.items() if b != "ensemble"},
             "patients": patient_report(ensemble, predictions.labels, predictions.groups, **options),
-            "calibration": {b: {"ece": expected_calibration_error(p, predictions.labels)}
+            "calibration": {b: self._calibration(p, predictions.labels, b)
                             for b, p in predictions.probs.items()},
             "n_pairs": len(predictions),
             "n_patients": len(set(predictions.groups.tolist())),

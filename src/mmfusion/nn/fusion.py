@@ -33,6 +33,7 @@ from mmfusion._checks import (
 from mmfusion.nn.attention import ChannelAttentionBlock, SpatialAttention
 from mmfusion.nn.pooling import ChannelGroupPool
 
+
 @dataclass
 class FusionOutput:
     """What a fusion module returns.
