@@ -76,14 +76,14 @@ def test_three_class_hand_checked():
     assert r["accuracy"] == pytest.approx(4 / 6)
     # F0: TP1 FN1 FP1 TN3; F1: TP2 FN0 FP1 TN3; F2: TP1 FN1 FP0 TN4.
     pc = r["per_class"]
-    assert [pc[c]["sensitivity"] for c in ("F0", "F1", "F2")] == pytest.approx([0.5, 1.0, 0.5])
-    assert [pc[c]["specificity"] for c in ("F0", "F1", "F2")] == pytest.approx([0.75, 0.75, 1.0])
-    assert [pc[c]["support"] for c in ("F0", "F1", "F2")] == [2, 2, 2]
+    assert [pc[c]["sensitivity"] for c in ("0", "1", "2")] == pytest.approx([0.5, 1.0, 0.5])
+    assert [pc[c]["specificity"] for c in ("0", "1", "2")] == pytest.approx([0.75, 0.75, 1.0])
+    assert [pc[c]["support"] for c in ("0", "1", "2")] == [2, 2, 2]
     assert r["sensitivity_macro"] == pytest.approx(2 / 3)
     assert r["specificity_macro"] == pytest.approx(2.5 / 3)
     # F0 AUC: positives 0.7, 0.4 vs negatives 0.1, 0.2, 0.1, 0.5 -> 4 + 3 of 8 pairs = 7/8.
     # F1: positives 0.8, 0.6 beat all of 0.2, 0.5, 0.2, 0.1 -> 1; F2: 0.7, 0.4 vs <= 0.2 -> 1.
-    assert [pc[c]["auc"] for c in ("F0", "F1", "F2")] == pytest.approx([0.875, 1.0, 1.0])
+    assert [pc[c]["auc"] for c in ("0", "1", "2")] == pytest.approx([0.875, 1.0, 1.0])
     assert r["auc_macro"] == pytest.approx((0.875 + 1 + 1) / 3)
     # QWK with weights (i-j)^2: observed disagreement 1*1 + 4*1 = 5; expected counts
     # r_i c_j / N with r = [2, 2, 2], c = [2, 3, 1] give 7/3 + 1 + 11/3 = 7 -> 1 - 5/7.
@@ -107,14 +107,14 @@ def test_five_class_hand_checked():
     ]
     assert r["accuracy"] == pytest.approx(0.7)
     # sens = TP/(TP+FN): [1/2, 2/2, 1/2, 1/2, 2/2]; spec = TN/(TN+FP): [8/8, 7/8, 7/8, 7/8, 8/8].
-    sens = [r["per_class"][f"F{c}"]["sensitivity"] for c in range(5)]
-    spec = [r["per_class"][f"F{c}"]["specificity"] for c in range(5)]
+    sens = [r["per_class"][f"{c}"]["sensitivity"] for c in range(5)]
+    spec = [r["per_class"][f"{c}"]["specificity"] for c in range(5)]
     assert sens == pytest.approx([0.5, 1, 0.5, 0.5, 1])
     assert spec == pytest.approx([1, 0.875, 0.875, 0.875, 1])
     assert r["sensitivity_macro"] == pytest.approx(0.7)
     assert r["specificity_macro"] == pytest.approx(0.925)
     # Two-valued scores: AUC = (sens + spec) / 2 per class.
-    aucs = [r["per_class"][f"F{c}"]["auc"] for c in range(5)]
+    aucs = [r["per_class"][f"{c}"]["auc"] for c in range(5)]
     assert aucs == pytest.approx([0.75, 0.9375, 0.6875, 0.6875, 1.0])
     assert r["auc_macro"] == pytest.approx(0.8125)
     # QWK: 3 adjacent errors -> observed 3; expected sum_j c_j S_j / 5 with c = [1, 3, 2, 2, 2],
@@ -184,7 +184,7 @@ def test_aucs_match_pair_counting_oracle(pl):
     for c in range(k):
         pos = labels == c
         expected = pair_auc(pos, probs[:, c]) if 0 < pos.sum() < pos.size else None
-        assert r["per_class"][f"F{c}"]["auc"] == pytest.approx(expected)
+        assert r["per_class"][f"{c}"]["auc"] == pytest.approx(expected)
     for c in range(1, k):
         pos = labels >= c
         score = probs[:, c:].sum(axis=1)
@@ -285,14 +285,14 @@ def test_absent_class_is_null_and_macro_uses_defined_classes():
     probs, labels = random_probs(np.random.default_rng(3), 60, 5)
     labels[labels == 2] = 1  # no F2 in the labels
     r = classification_report(probs, labels, n_bootstrap=50)
-    f2 = r["per_class"]["F2"]
+    f2 = r["per_class"]["2"]
     assert f2["support"] == 0 and f2["auc"] is None and f2["sensitivity"] is None
     assert f2["specificity"] is not None
-    defined = [r["per_class"][c]["auc"] for c in ("F0", "F1", "F3", "F4")]
+    defined = [r["per_class"][c]["auc"] for c in ("0", "1", "3", "4")]
     assert r["auc_macro"] == pytest.approx(np.mean(defined))
-    assert r["auc_macro_classes"] == ["F0", "F1", "F3", "F4"]
+    assert r["auc_macro_classes"] == ["0", "1", "3", "4"]
     assert r["sensitivity_macro"] == pytest.approx(
-        np.mean([r["per_class"][c]["sensitivity"] for c in ("F0", "F1", "F3", "F4")])
+        np.mean([r["per_class"][c]["sensitivity"] for c in ("0", "1", "3", "4")])
     )
     json.dumps(r, allow_nan=False)
 
@@ -415,8 +415,8 @@ def test_format_report_summarises_in_a_few_lines():
     assert 3 <= len(text.splitlines()) <= 8
     assert "accuracy 0.700 [95% CI " in text and "macro AUC 0.812" in text
     assert "from 5 patients" in text and "over patients" in text
-    assert ">=F2 1.000" in text and ">=F3 0.792" in text
-    assert "F0 0.50/1.00/0.75 (2)" in text
+    assert ">=2 1.000" in text and ">=3 0.792" in text
+    assert "0 0.50/1.00/0.75 (2)" in text
 
 
 def test_metrics_import_neither_nn_nor_data_nor_matplotlib():

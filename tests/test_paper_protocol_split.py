@@ -3,6 +3,8 @@ neither (issue 13)."""
 
 from __future__ import annotations
 
+import math
+
 import re
 import warnings
 from collections import Counter
@@ -11,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mmfusion.data import (
@@ -103,6 +105,8 @@ def test_paper_split_is_a_stratified_partition_of_the_plan(
 ) -> None:
     manifest = _manifest(per_stage, views)
     plan = balanced_augmentation_plan(manifest.labels, seed=seed)
+    n_test, n_stages = math.ceil(test_size * len(plan)), len(set(manifest.labels.tolist()))
+    assume(n_stages <= n_test <= len(plan) - n_stages)  # else stratification is impossible (tested below)
     train, test = _quiet_split(manifest, plan, test_size, seed)
     assert Counter(train) + Counter(test) == Counter(plan)
     assert len(train) + len(test) == len(plan)

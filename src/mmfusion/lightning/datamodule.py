@@ -127,7 +127,7 @@ class FusionDataModule(pl.LightningDataModule):
         >>> dm.setup("fit")
         >>> batch = next(iter(dm.train_dataloader()))
         >>> batch["us"].shape, sorted(batch)[:3]
-        (torch.Size([4, 3, 64, 64]), ['index', 'label', 'patient_id'])
+        (torch.Size([4, 3, 64, 64]), ['available', 'index', 'label'])
     """
 
     def __init__(
