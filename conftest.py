@@ -18,3 +18,15 @@ def _doctest_namespace(doctest_namespace: dict) -> None:
     """Make ``torch`` available in every doctest and seed it for reproducible examples."""
     torch.manual_seed(0)
     doctest_namespace["torch"] = torch
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a Path
+    """A 10-patient phantom (2 per stage, 2 views of 256 x 192 px each): every stage on both sides
+    of a 50/50 patient split. Generated once per test process."""
+    from mmfusion.liver import PhantomConfig, make_phantom_dataset
+
+    config = PhantomConfig(width=256, height=192, stage_prevalence=(1, 1, 1, 1, 1),
+                           views_range=(2, 2), pairs_per_patient=2.0)
+    return make_phantom_dataset(tmp_path_factory.mktemp("tiny_phantom"), n_patients=10, seed=0,
+                                config=config, workers=1)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from mmfusion.liver import PhantomConfig, make_phantom_dataset
-
 pytestmark = [pytest.mark.xdist_group("example_ddp"), pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,11 +25,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    config = PhantomConfig(width=256, height=192, stage_prevalence=(1, 1, 1, 1, 1),
-                           views_range=(2, 2), pairs_per_patient=2.0)
-    return make_phantom_dataset(tmp_path_factory.mktemp("phantom"), n_patients=10, seed=0,
-                                config=config, workers=1)
+def manifest(tiny_manifest: Path) -> Path:
+    return tiny_manifest
 
 
 def _free_port() -> int:

@@ -46,16 +46,9 @@ TINY = ["--backbone", "test_resnet", "--image-size", "64", "--batch-size", "4", 
         "--preset", "quick", "--device", "cpu", "--workers", "0"]
 
 
-def tiny_phantom(root: Path) -> Path:
-    """10 patients (2 per stage) x 2 views of 256 x 192 px: every stage on both sides of a split."""
-    config = PhantomConfig(width=256, height=192, stage_prevalence=(1, 1, 1, 1, 1),
-                           views_range=(2, 2), pairs_per_patient=2.0)
-    return make_phantom_dataset(root, n_patients=10, seed=0, config=config, workers=1)
-
-
 @pytest.fixture(scope="session")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_phantom(tmp_path_factory.mktemp("phantom"))
+def manifest(tiny_manifest: Path) -> Path:
+    return tiny_manifest
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +60,8 @@ def trained(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_writes_every_output(trained: Path) -> None:
     for name in ("config.json", "metrics.json", "log.jsonl", "confusion_matrix.png", "roc.png",
-                 "model.safetensors", "checkpoints/last.ckpt", "logs/metrics.csv"):
+                 "model.safetensors", "checkpoints/last.ckpt", "logs/metrics.csv",
+                 "reliability/ensemble.png", "reliability/us.png"):
         assert (trained / name).is_file(), name
     assert list((trained / "attention").glob("*.png"))
     log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]

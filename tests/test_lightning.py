@@ -13,18 +13,14 @@ pl = pytest.importorskip("lightning.pytorch", reason="needs the mmfusion[lightni
 
 from mmfusion import ClassifierHead, EnsembleHead, ModalityEncoder, MultiModalClassifier  # noqa: E402
 from mmfusion.lightning import FusionDataModule, FusionModule, Predictions  # noqa: E402
-from mmfusion.liver import PhantomConfig, make_phantom_dataset  # noqa: E402
 from mmfusion.models import create_model, get_preset  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("lightning")
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    config = PhantomConfig(width=256, height=192, stage_prevalence=(1, 1, 1, 1, 1),
-                           views_range=(2, 2), pairs_per_patient=2.0)
-    return make_phantom_dataset(tmp_path_factory.mktemp("phantom"), n_patients=10, seed=0,
-                                config=config, workers=1)
+def manifest(tiny_manifest: Path) -> Path:
+    return tiny_manifest
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ neither (issue 13)."""
 from __future__ import annotations
 
 import math
-
 import re
 import warnings
 from collections import Counter

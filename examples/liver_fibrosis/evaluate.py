@@ -42,7 +42,7 @@ from examples.liver_fibrosis.runs import (
 from mmfusion.data import SeededSampler
 from mmfusion.data.pipeline import eval_dataset
 
-OUTPUTS = ("metrics.json", "confusion_matrix.png", "roc.png", "missing_modality.md",
+OUTPUTS = ("metrics.json", "confusion_matrix.png", "roc.png", "reliability", "missing_modality.md",
            "missing_modality.json")
 
 

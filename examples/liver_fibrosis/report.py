@@ -19,7 +19,7 @@ from mmfusion import AttentionFusion
 from mmfusion.data import IMAGENET_MEAN, IMAGENET_STD
 from mmfusion.lightning import Predictions
 from mmfusion.liver.stages import STAGE_NAMES
-from mmfusion.plots import plot_confusion_matrix, plot_overlay, plot_roc
+from mmfusion.plots import plot_confusion_matrix, plot_overlay, plot_reliability, plot_roc
 
 #: Normalisation of the model inputs (undone for display).
 MEAN_STD = (IMAGENET_MEAN, IMAGENET_STD)
@@ -39,14 +39,19 @@ def metrics_document(metrics: Mapping[str, Any], split: str) -> dict[str, Any]:
 
 
 def write_figures(preds: Predictions, metrics: Mapping[str, Any], out: Path) -> list[Path]:
-    """``confusion_matrix.png`` and ``roc.png`` (one curve per stage plus macro) of the ensemble."""
+    """``confusion_matrix.png`` and ``roc.png`` (one curve per stage plus macro) of the ensemble,
+    and ``reliability/<branch>.png``: the reliability diagram of the ensemble and each branch."""
     names = list(STAGE_NAMES)
-    return [
+    paths = [
         plot_confusion_matrix(metrics["ensemble"]["confusion_matrix"], names,
                               out / "confusion_matrix.png", title="Confusion matrix (test)"),
         plot_roc(preds.probs["ensemble"], preds.labels, names, out / "roc.png",
                  title="ROC curves, one-vs-rest (test)"),
     ]
+    for branch, probs in preds.probs.items():
+        paths.append(plot_reliability(probs, preds.labels, out / "reliability" / f"{branch}.png",
+                                      title=f"Reliability, {branch} (test)"))
+    return paths
 
 
 def summary_line(metrics: Mapping[str, Any]) -> str:

@@ -23,8 +23,8 @@ from mmfusion.models import FusionClassifier, from_pretrained, save_pretrained
 
 #: Files and folders a training run writes; ``--overwrite`` removes exactly these.
 RUN_OUTPUTS = ("config.json", "metrics.json", "log.jsonl", "confusion_matrix.png", "roc.png",
-               "model.safetensors", "checkpoints", "logs", "attention", "missing_modality.md",
-               "missing_modality.json", "fold-*")
+               "reliability", "model.safetensors", "checkpoints", "logs", "attention",
+               "missing_modality.md", "missing_modality.json", "fold-*")
 
 
 def require(*packages: str) -> None:
