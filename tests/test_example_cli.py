@@ -184,6 +184,21 @@ def test_missing_matplotlib_stops_before_any_work(
     assert not (tmp_path / "r").exists()  # no phantom, no training, no run folder
 
 
+def test_imagenet_weights_offline_without_a_cache_fail_in_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    started = time.perf_counter()
+    fails(train_mod.main, ["--weights", "imagenet", "--backbone", "test_resnet", "--preset", "quick",
+                           "--out", str(tmp_path / "r")], capsys,
+          "--weights", "not in the Hugging Face cache", "HF_HUB_OFFLINE", "local weights file")
+    assert time.perf_counter() - started < 10
+    assert not (tmp_path / "r").exists()
+
+
 def test_ablation_validates_like_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from examples.liver_fibrosis import ablation
 

@@ -124,6 +124,39 @@ def test_paper_protocol_and_swe_box_input(
     assert again["n_test_pairs"] == metrics["n_test_pairs"]
 
 
+def test_twenty_percent_of_swe_missing_trains_evaluates_and_reports(
+    manifest: Path, tmp_path: Path
+) -> None:
+    """Visits without SWE: kept, flagged, trained on, evaluated per availability; nothing dropped."""
+    import csv
+
+    rows = list(csv.DictReader(manifest.open()))
+    for i, row in enumerate(rows):
+        row["us_path"] = str(manifest.parent / row["us_path"])
+        row["swe_path"] = "" if i % 5 == 0 else str(manifest.parent / row["swe_path"])
+    missing = tmp_path / "missing.csv"
+    with missing.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["patient_id", "us_path", "swe_path", "stage"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "missing_run"
+    assert run(train_mod.main, ["--data", str(missing), "--out", str(out), *TINY, "--epochs", "1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test_pairs"] == 10
+    by = metrics["by_availability"]
+    assert set(by) == {"us+swe", "us"} and by["us+swe"]["n_pairs"] + by["us"]["n_pairs"] == 10
+    from examples.liver_fibrosis import evaluate
+
+    argv = ["--checkpoint", str(out), "--missing-modality-report", "--n-bootstrap", "10", "--device", "cpu"]
+    assert run(evaluate.main, argv) == 0
+    report = json.loads((out / "eval-test" / "missing_modality.json").read_text())
+    swe_only = report["SWE"]
+    # the test pairs without SWE have nothing to predict from when only SWE is given: counted, left out
+    assert swe_only["n_pairs_without_given_modalities"] == by["us"]["n_pairs"]
+    assert swe_only["n_test_pairs"] == by["us+swe"]["n_pairs"]
+    assert report["US"]["n_test_pairs"] == 10
+
+
 def test_run_folder_loads_with_from_pretrained(trained: Path, manifest: Path, tmp_path: Path) -> None:
     """The run folder is a saved model: from_pretrained reproduces the run's test metrics."""
     from mmfusion.lightning import FusionDataModule, FusionModule

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch.utils.data import DataLoader
 
 from examples.liver_fibrosis.cli import CliError, run, say
@@ -87,8 +88,8 @@ def _present_sets(cfg: RunConfig, args: argparse.Namespace) -> list[tuple[str, .
 def missing_modality_table(results: dict[str, dict[str, Any]]) -> str:
     """Markdown table: one row per set of given modalities."""
     lines = [
-        "| modalities given | accuracy [95% CI] | macro AUC [95% CI] | QWK | AUC F>=2 | AUC F4 |",
-        "|---|---|---|---|---|---|",
+        "| modalities given | pairs | accuracy [95% CI] | macro AUC [95% CI] | QWK | AUC F>=2 | AUC F4 |",
+        "|---|---|---|---|---|---|---|",
     ]
 
     def cell(report: dict[str, Any], key: str) -> str:
@@ -102,7 +103,8 @@ def missing_modality_table(results: dict[str, dict[str, Any]]) -> str:
     for name, metrics in results.items():
         e = metrics["ensemble"]
         lines.append(
-            f"| {name} | {cell(e, 'accuracy')} | {cell(e, 'auc_macro')} | {cell(e, 'qwk')} | "
+            f"| {name} | {metrics['n_test_pairs']} | {cell(e, 'accuracy')} | {cell(e, 'auc_macro')} | "
+            f"{cell(e, 'qwk')} | "
             f"{cell(e, 'auc_f2plus')} | {cell(e, 'auc_f4')} |"
         )
     return "\n".join(lines) + "\n"
@@ -145,9 +147,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         loader = DataLoader(dataset, batch_size=args.batch_size,
                             sampler=SeededSampler(dataset, shuffle=False))
         make_trainer(run_cfg, out, epochs=1, test_only=True).test(module, dataloaders=loader, verbose=False)
-        assert module.metrics is not None and module.predictions is not None
+        preds = module.predictions
+        assert module.metrics is not None and preds is not None
         label = " + ".join(m.upper() for m in present)
-        metrics = {**metrics_document(module.metrics, split), "modalities_present": list(present)}
+        # Pairs with none of the given modalities (e.g. SWE asked for, SWE path empty) have no
+        # image to predict from: they are counted and left out of the metrics, never scored.
+        given = np.any([preds.available[m] for m in present], axis=0)
+        report = module.metrics if given.all() else module.report(preds.subset(given))
+        metrics = {**metrics_document(report, split), "modalities_present": list(present),
+                   "n_pairs_without_given_modalities": int((~given).sum())}
+        if not given.all():
+            say(f"{label}: {int((~given).sum())} pair(s) have none of these modalities; left out")
         results[label] = metrics
         say(f"{label}: {summary_line(metrics)}")
         if len(results) == 1:

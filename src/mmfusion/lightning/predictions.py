@@ -32,6 +32,15 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, keep: np.ndarray) -> Predictions:
+        """The samples where the bool mask ``keep`` ``[N]`` is true."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != self.labels.shape:
+            raise ValueError(f"keep: expected a bool mask of shape {self.labels.shape}, got {keep.shape}")
+        return Predictions({k: v[keep] for k, v in self.probs.items()}, self.labels[keep],
+                           self.groups[keep], self.indices[keep],
+                           {k: v[keep] for k, v in self.available.items()})
+
     @classmethod
     def merge(cls, parts: Sequence[Predictions]) -> Predictions:
         """Concatenate per-process parts, sort by index and keep each index once (a distributed
