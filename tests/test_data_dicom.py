@@ -348,3 +348,23 @@ def test_manifest_check_decodes_dicom(tmp_path: Path, phantoms: tuple[Path, Path
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(read_manifest(root / "manifest.csv", verify="exists")) == 28
+
+
+def test_manifest_frame_columns_pick_the_cine_frame(tmp_path: Path) -> None:
+    """``frame`` (every modality) and ``<modality>_frame`` choose the frame of a multi-frame file;
+    an empty field means the middle frame; anything else is a manifest problem."""
+    cine = corpus("OBXXXX1A_2frame.dcm")  # Philips US, 2 frames
+    assert dicom_frame_count(cine) == 2
+    csv = tmp_path / "m.csv"
+    csv.write_text("patient_id,us_path,stage,frame,us_frame\n"
+                   f"P1,{cine},F1,0,\nP2,{cine},F2,,1\nP3,{cine},F3,,\n")
+    manifest = read_manifest(csv)
+    assert [r.frame("us") for r in manifest.rows] == [0, 1, None]
+    ds = PairedImageDataset(manifest, roi=False)
+    first = torch.from_numpy(load_image(cine, frame=0).transpose(2, 0, 1).copy())
+    middle = torch.from_numpy(load_image(cine).transpose(2, 0, 1).copy())
+    assert torch.equal(ds.images(0)["us"], first) and not torch.equal(first, middle)
+    assert torch.equal(ds.images(1)["us"], middle) and torch.equal(ds.images(2)["us"], middle)
+    csv.write_text(f"patient_id,us_path,stage,frame\nP1,{cine},F1,-1\n")
+    with pytest.raises(ValueError, match=r"line 2: frame '-1' is not a frame number"):
+        read_manifest(csv)

@@ -208,8 +208,8 @@ class PairedImageDataset(Dataset[Sample]):
         self._roi_source[path] = found.source
         return found.roi.crop(image), found.roi.bbox[:2]
 
-    def _load(self, path: Path, key: str) -> torch.Tensor:
-        image = load_image(path)
+    def _load(self, path: Path, key: str, frame: int | None = None) -> torch.Tensor:
+        image = load_image(path, frame=frame)
         mode = self.crop[key]
         box = detect_swe_box(image) if mode != "sector" else None
         if mode != "sector" and box is None:
@@ -251,7 +251,8 @@ class PairedImageDataset(Dataset[Sample]):
         if cached is not None:
             return cached
         row: ManifestRow = self.manifest[index]
-        loaded = {key: self._load(path, key) for key, path in row.paths.items() if path is not None}
+        loaded = {key: self._load(path, key, row.frame(key))
+                  for key, path in row.paths.items() if path is not None}
         shape = next(iter(loaded.values())).shape  # the manifest guarantees one present image
         images = {key: loaded.get(key, torch.zeros(shape, dtype=torch.uint8)) for key in row.paths}
         if self.cache:

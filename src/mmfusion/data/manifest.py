@@ -46,6 +46,8 @@ from mmfusion.liver.stages import NUM_STAGES, STAGE_NAMES, parse_stage
 __all__ = ["Manifest", "ManifestError", "ManifestRow", "read_manifest", "write_manifest"]
 
 PATH_SUFFIX = "_path"
+FRAME_COLUMN = "frame"
+"""Optional column: the frame of multi-frame files to use (``<modality>_frame`` for one modality)."""
 REQUIRED_COLUMNS = ("patient_id", "stage")
 
 
@@ -81,6 +83,16 @@ class ManifestRow:
     def available(self) -> dict[str, bool]:
         """Modality key -> whether this pair has its image (``paths[m] is not None``)."""
         return {key: path is not None for key, path in self.paths.items()}
+
+    def frame(self, modality: str) -> int | None:
+        """The frame of a multi-frame (cine) file to use for ``modality``: the row's
+        ``<modality>_frame`` column, else its ``frame`` column, else ``None`` (the middle frame,
+        :func:`~mmfusion.data.load_image`'s rule). Validated by :func:`read_manifest`."""
+        for column in (f"{modality}_frame", FRAME_COLUMN):
+            value = self.extra.get(column, "")
+            if value != "":
+                return int(value)
+        return None
 
 
 @dataclass(frozen=True)
@@ -315,6 +327,11 @@ def read_manifest(
             for name, value in get.items()
             if name not in REQUIRED_COLUMNS and name not in path_columns
         }
+        for column in [FRAME_COLUMN, *(f"{m}_frame" for m in modalities)]:
+            value = extra.get(column, "")
+            if value != "" and not (value.isdigit() and value.isascii()):
+                problems.append(f"line {line}: {column} {value!r} is not a frame number (0, 1, ...)")
+                row_ok = False
         if row_ok and not missing:
             rows.append(ManifestRow(line, patient, stage, paths, extra))
 
@@ -331,9 +348,9 @@ def read_manifest(
                 if not ok:
                     problems.append(f"line {line}: {column} file is not a readable image: {p}")
 
-    seen: dict[tuple[Path | None, ...], int] = {}
+    seen: dict[tuple[object, ...], int] = {}
     for row in rows:
-        files = tuple(row.paths.values())
+        files = tuple((p, row.frame(m)) for m, p in row.paths.items())  # a cine's frames differ
         if files in seen:
             problems.append(f"line {row.line}: duplicate of line {seen[files]} (same image files)")
         else:
