@@ -13,14 +13,26 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pydicom
 import pytest
 import torch
-from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, convert_color_space, get_decoder, pixel_array
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless, UltrasoundImageStorage
 
-from mmfusion.data import (
+pydicom = pytest.importorskip("pydicom", reason="needs the mmfusion[dicom] extra")
+
+from pydicom.dataset import Dataset  # noqa: E402
+from pydicom.pixels import (  # noqa: E402
+    apply_color_lut,
+    convert_color_space,
+    get_decoder,
+    pixel_array,
+)
+from pydicom.uid import (  # noqa: E402
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    UltrasoundImageStorage,
+)
+
+from mmfusion.data import (  # noqa: E402
     MissingDecoderError,
     PairedImageDataset,
     SectorNotFoundWarning,
@@ -32,7 +44,7 @@ from mmfusion.data import (
     load_image,
     read_manifest,
 )
-from mmfusion.liver import PhantomConfig, make_phantom_dataset, phantom_truth
+from mmfusion.liver import PhantomConfig, make_phantom_dataset, phantom_truth  # noqa: E402
 
 SMALL = PhantomConfig(width=160, height=120)
 
