@@ -139,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in ("out", "resume", "overwrite"):
         overrides.pop(key, None)
     base = preset_config(args.preset or "quick", overrides)
+    weights_check(base)  # every configuration shares the weights and frozen stages
     out = Path(args.out)
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -151,8 +152,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = base.replace(**changes, seed=seed, out=str(run_dir), resume=bool(args.resume),
                                overwrite=bool(args.overwrite))
             validate(cfg)
-            if not rows and seed == seeds[0] and name == names[0]:
-                weights_check(cfg)
             say(f"--- {name}, seed {seed} -> {run_dir}")
             rows += run_rows(name, seed, run_training(cfg))
             write_outputs(out, rows, base.preset, seeds, args, time.perf_counter() - started)

@@ -191,10 +191,10 @@ def build(cfg: RunConfig) -> Any:
         raise CliError(f"--weights: {' '.join(str(err).split())}") from err
 
 
-def train_one(cfg: RunConfig, out: Path, fold: int = 0) -> dict[str, Any]:
+def train_one(cfg: RunConfig, out: Path, fold: int = 0, model: Any = None) -> dict[str, Any]:
     """Train one model and evaluate it on its held-out patients; write ``out``."""
     dm = make_datamodule(cfg, fold)
-    model = build(cfg)
+    model = build(cfg) if model is None else model  # a fresh, seeded build of cfg
     module = make_module(cfg, model)
     trainer = make_trainer(cfg, out, epochs=cfg.training.epochs)
     main = trainer.is_global_zero
@@ -295,7 +295,7 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
     """
     out = Path(cfg.run.out)
     taken = check_free(out, RUN_OUTPUTS, cfg.run.resume or cfg.run.overwrite)
-    build(cfg)  # fail fast on backbone / weights / freezing problems
+    model = build(cfg)  # fail fast on backbone / weights / freezing problems
     if cfg.run.data:
         load_manifest(cfg)
     main = global_rank() == 0
@@ -303,7 +303,7 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
         remove(out, taken)
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.run.folds:
-        return train_one(cfg, out)
+        return train_one(cfg, out, model=model)  # folds each build their own
     folds = [cfg.run.fold] if cfg.run.fold is not None else list(range(cfg.run.folds))
     per_fold = []
     for k in folds:
@@ -319,7 +319,8 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
 
 
 def weights_check(cfg: RunConfig) -> None:
-    """Frozen stages need real weights: refuse frozen random stages; warn about random encoders."""
+    """Frozen stages need real weights: refuse frozen random stages (every rank); warn about
+    random encoders (rank 0)."""
     missing = [m for m in cfg.model.modalities if not cfg.run.weights.get(m)]
     if not missing:
         return
@@ -329,6 +330,7 @@ def weights_check(cfg: RunConfig) -> None:
             f"{cfg.model.frozen_stages} frozen stage(s), which then learn nothing; pass --weights "
             "imagenet (or a local file), or --frozen-stages 0"
         )
-    warn(f"no pretrained weights for the {'/'.join(missing)} encoder(s): they train from random "
-         f"initialisation ({cfg.model.backbone}); pass --weights imagenet or a local file to start "
-         "from ImageNet, as the paper does")
+    if global_rank() == 0:
+        warn(f"no pretrained weights for the {'/'.join(missing)} encoder(s): they train from random "
+             f"initialisation ({cfg.model.backbone}); pass --weights imagenet or a local file to "
+             "start from ImageNet, as the paper does")

@@ -100,10 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     cfg = resolve_config(args)
-    if global_rank() == 0:
-        weights_check(cfg)
-    elif cfg.model.frozen_stages and len(cfg.run.weights) < len(cfg.model.modalities):
-        return 2  # rank 0 says why
+    weights_check(cfg)
     require("matplotlib", "lightning")  # the plots come at the end: fail now, not after training
     run_training(cfg)
     if global_rank() == 0:

@@ -72,8 +72,8 @@ class FusionModule(pl.LightningModule):
         >>> preset = get_preset("liver_fibrosis_quick")
         >>> module = FusionModule(create_model("liver_fibrosis_quick", backbone="test_resnet",
         ...                                    image_size=64), training=preset.training)
-        >>> module.hparams_summary()["lr"]
-        0.001
+        >>> module.training_config.lr, module.loss_fn.alpha  # the preset's lr; eq. (3)'s alpha
+        (0.001, 0.2)
     """
 
     def __init__(
@@ -116,10 +116,6 @@ class FusionModule(pl.LightningModule):
         self._sums: dict[str, Tensor] = {}
         self._epoch_lr = float("nan")
         self._epoch_pairs = 0
-
-    def hparams_summary(self) -> dict[str, Any]:
-        """The optimisation settings in use (for logs)."""
-        return {**self.training_config.to_dict(), "seed": self.seed, "n_bootstrap": self.n_bootstrap}
 
     # ------------------------------------------------------------------ setup and optimisation
 
