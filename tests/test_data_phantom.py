@@ -187,3 +187,12 @@ def test_config_validation() -> None:
         LiverPhantom(SMALL).sample(stage=7)
     with pytest.raises(TypeError, match="config"):
         LiverPhantom(config="big")  # type: ignore[arg-type]
+
+
+def test_liver_package_exports_every_phantom_name() -> None:
+    """``mmfusion.liver`` lists the phantom's names for its lazy import: the lists must agree."""
+    import mmfusion.liver as liver
+    import mmfusion.liver.phantom as phantom
+
+    assert set(liver._PHANTOM_NAMES) == set(phantom.__all__)
+    assert all(getattr(liver, name) is getattr(phantom, name) for name in phantom.__all__)
