@@ -54,7 +54,8 @@ def test_items_are_rgb_uint8_crops(phantom_csv: Path) -> None:
 
 def test_colour_order_is_rgb(phantom_csv: Path) -> None:
     manifest = read_manifest(phantom_csv)
-    frame = load_image(manifest[0].paths["swe"])
+    row = next(r for r in manifest if r.extra["site"] == "A")  # v2: site A is the classic style
+    frame = load_image(row.paths["swe"])
     s = CONFIG.scale
     x = CONFIG.width - int(30 * s)
     top, bottom = frame[int(0.14 * CONFIG.height) + 1, x], frame[int(0.46 * CONFIG.height) - 2, x]
@@ -112,8 +113,8 @@ def test_transform_receives_images_and_applies_one_geometry(
 def test_three_modalities_and_jpeg(phantom_csv: Path, tmp_path: Path) -> None:
     manifest = read_manifest(phantom_csv)
     jpg = tmp_path / "us.jpg"
-    cv2.imwrite(str(jpg), cv2.imread(str(manifest[0].paths["us"]), cv2.IMREAD_GRAYSCALE))
-    row = manifest[0]
+    row = next(r for r in manifest if r.paths["us"].suffix == ".png")  # v2: site C stores DICOM
+    cv2.imwrite(str(jpg), cv2.imread(str(row.paths["us"]), cv2.IMREAD_GRAYSCALE))
     csv = tmp_path / "three.csv"
     csv.write_text(
         "patient_id,swe_path,us_path,jpeg_path,stage\n"

@@ -274,7 +274,9 @@ def test_files_without_regions_use_contour_or_full_frame(tmp_path: Path) -> None
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("phantoms")
-    png = make_phantom_dataset(root / "png", n_patients=5, config=SMALL, workers=0)
+    with pytest.warns(UserWarning, match="dual-view SWE screen"):  # "native" stores site C as DICOM
+        png = make_phantom_dataset(root / "png", n_patients=5, config=SMALL, workers=0,
+                                   image_format="png")
     dcm = make_phantom_dataset(
         root / "dcm", n_patients=5, config=SMALL, workers=0, image_format="dicom"
     )
@@ -295,7 +297,11 @@ def test_dicom_phantom_files_are_lossless_us_images_with_the_sector_region(
     phantoms: tuple[Path, Path],
 ) -> None:
     manifest = read_manifest(phantoms[1])
-    for row in manifest.rows[:6]:
+    by_site: dict[str, list] = {}
+    for row in manifest:
+        by_site.setdefault(row.extra["site"], []).append(row)
+    assert sorted(by_site) == ["A", "B", "C"]  # phantom v2: three sites, site C a dual-view screen
+    for row in [row for rows in by_site.values() for row in rows[:2]]:
         truth = phantom_truth(row)
         us, swe = (pydicom.dcmread(row.paths[k]) for k in ("us", "swe"))
         for ds in (us, swe):
@@ -303,25 +309,45 @@ def test_dicom_phantom_files_are_lossless_us_images_with_the_sector_region(
             assert ds.file_meta.TransferSyntaxUID in (JPEGLSLossless, JPEG2000Lossless, RLELossless)
         assert us.PhotometricInterpretation == "MONOCHROME2" and us.SamplesPerPixel == 1
         assert swe.PhotometricInterpretation in ("RGB", "YBR_RCT") and swe.SamplesPerPixel == 3
+        dual = truth.style == "dual"
+        bx0, by0, bx1, by1 = detect_sector(load_image(row.paths["us"])).bbox  # B-mode fan, visible
         for key in ("us", "swe"):
-            visible = detect_sector(load_image(row.paths[key])).bbox  # the fan's visible extent
-            tx0, ty0, tx1, ty1 = truth.sector_bbox()
+            dx = truth.swe_shift if key == "swe" else 0  # where this frame shows the fan
+            visible = (bx0 + dx, by0, bx1 + dx, by1)
+            if not (dual and key == "swe"):  # a dual screen holds two fans: no single contour
+                assert detect_sector(load_image(row.paths[key])).bbox == visible
+            tx0, ty0, tx1, ty1 = truth.sector_bbox(key)
             vx0, vy0, vx1, vy1 = visible
             assert tx0 <= vx0 <= tx0 + 2 and ty0 <= vy0 <= ty0 + 2 and tx1 - 2 <= vx1 <= tx1
+            boxes = [visible]
+            if dual and key == "swe":  # the screen's B-mode view (left half) is tagged first
+                left = dx - truth.width // 2
+                boxes.insert(0, (bx0 + left, by0, bx1 + left, by1))
             regions = dicom_regions(row.paths[key])
-            assert [(r.kind, r.box) for r in regions] == [("tissue", visible)]
-            found = image_roi(row.paths[key])
+            assert [(r.kind, r.box) for r in regions] == [("tissue", box) for box in boxes]
+            found = image_roi(row.paths[key])  # a dual screen: the elastogram, the second region
             assert found.source == "dicom_region" and found.roi.bbox == visible
+            assert found.region == regions[-1]
 
 
 def test_dicom_phantom_trains_on_the_same_tensors(phantoms: tuple[Path, Path]) -> None:
     png = PairedImageDataset(phantoms[0], size=32)
     contour = PairedImageDataset(phantoms[1], size=32, use_dicom_regions=False)
     tagged = PairedImageDataset(phantoms[1], size=32)
+    duals = 0
     for i in range(len(png)):
         for key in ("us", "swe"):  # lossless pixels; the tagged region crops like the contour
             assert torch.equal(png.images(i)[key], contour.images(i)[key])
-            assert torch.equal(png.images(i)[key], tagged.images(i)[key])
+            if key == "swe" and png.manifest[i].extra["style"] == "dual":
+                # A dual-view screen has two equal fans: the contour takes either, the tagged
+                # regions the elastogram (phantom v2), whose colour box shows in the crop
+                # (measured: 4.4-6.4 % colour pixels; 0 % in the contour's crops, all B-mode views).
+                swe = tagged.images(i)[key].int()
+                assert ((swe.amax(dim=0) - swe.amin(dim=0)) > 60).float().mean() > 0.02
+                duals += 1
+            else:
+                assert torch.equal(png.images(i)[key], tagged.images(i)[key])
+    assert duals > 0
     n, pairs = len(png), {"us": "contour", "swe": "contour"}
     assert png.roi_sources == contour.roi_sources == dict.fromkeys(range(n), pairs)
     tags = {"us": "dicom_region", "swe": "dicom_region"}
@@ -344,8 +370,8 @@ def test_dicom_phantom_is_deterministic_and_reused(tmp_path: Path) -> None:
     assert make_phantom_dataset(tmp_path / "a", 2, config=SMALL, image_format="dicom") == one
     assert one.stat().st_mtime_ns == mtime  # reused
     with pytest.raises(FileExistsError, match="image_format"):
-        make_phantom_dataset(tmp_path / "a", 2, config=SMALL)  # PNG asked, DICOM stored
-    with pytest.raises(ValueError, match="image_format: expected 'png' or 'dicom', got 'tiff'"):
+        make_phantom_dataset(tmp_path / "a", 2, config=SMALL)  # "native" asked, DICOM stored
+    with pytest.raises(ValueError, match=r"image_format: expected one of .*'png'.* got 'tiff'"):
         make_phantom_dataset(tmp_path / "c", 2, config=SMALL, image_format="tiff")  # type: ignore
 
 

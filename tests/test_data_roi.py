@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from mmfusion.data import SectorNotFoundWarning, detect_sector
-from mmfusion.liver import LiverPhantom, PhantomConfig
+from mmfusion.liver import STYLES, LiverPhantom, PhantomConfig
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -18,7 +19,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def pairs():
-    phantom = LiverPhantom(PhantomConfig(width=320, height=240), seed=5)
+    # No rib shadows here: a shadow that reaches the fan's far edge is black down to the border,
+    # and contour detection leaves it out of the mask (IoU 0.94 measured in phantom v2; the box is
+    # unchanged). These tests are about the overlays around the fan; test_phantom_v2.py checks
+    # detection with the artifacts on (IoU >= 0.90).
+    phantom = LiverPhantom(PhantomConfig(width=320, height=240, rib_shadow_prob=0), seed=5)
     return [phantom.sample(stage=i % 5, index=i) for i in range(8)]
 
 
@@ -35,7 +40,8 @@ def test_iou_on_grey_and_colour_phantom_frames(pairs) -> None:
 
 
 def test_sector_touching_the_bottom_border() -> None:
-    config = PhantomConfig(width=320, height=240, border_touch_prob=1.0, opening_deg=(55, 58))
+    narrow = replace(STYLES["classic"], opening_deg=(55, 58))  # v2: the fan's opening is a style's
+    config = PhantomConfig(width=320, height=240, border_touch_prob=1.0, site_styles=(narrow,))
     phantom = LiverPhantom(config, seed=1)
     touched = 0
     for i in range(4):

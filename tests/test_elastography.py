@@ -15,11 +15,6 @@ from mmfusion.data import (
 )
 from mmfusion.liver import LiverPhantom, PhantomConfig
 from mmfusion.liver.phantom import colour_lut
-from mmfusion.liver.phantom.bmode import render_bmode
-from mmfusion.liver.phantom.cohort import PatientLatent, sample_latents, sample_view
-from mmfusion.liver.phantom.fields import smooth_field
-from mmfusion.liver.phantom.geometry import sample_geometry
-from mmfusion.liver.phantom.swe import sample_swe_box
 
 SMALL = PhantomConfig(width=320, height=240)
 KPA_STEP = 40.0 / 255  # one step of the phantom's 256-colour scale over 0-40 kPa
@@ -30,31 +25,6 @@ def iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def true_kpa_map(phantom: LiverPhantom, stage: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Replay ``LiverPhantom.sample(stage, index)`` up to the SWE box: exact kPa and void mask.
-
-    Mirrors ``LiverPhantom._render`` and ``render_swe`` draw by draw with the same generator, so
-    it fails loudly (box mismatch) if the phantom changes.
-    """
-    cfg = phantom.config
-    rng = np.random.default_rng([phantom.seed, 2, index])
-    stiffness, texture = sample_latents(np.array([stage]), rng, cfg)
-    patient = PatientLatent(-1 - index, "S", stage, float(stiffness[0]), float(texture[0]), 1)
-    latent = sample_view(patient, rng, cfg)
-    geom = sample_geometry(rng, cfg)
-    scene = render_bmode(rng, geom, latent.texture, cfg)
-    x0, y0, x1, y1 = sample_swe_box(rng, geom, scene.capsule_r, cfg)
-    shape = (y1 - y0, x1 - x0)
-    kpa = latent.stiffness_kpa * np.exp(
-        cfg.swe_spatial_log_sd * smooth_field(rng, shape, 10 * cfg.scale)
-    )
-    void_fraction = rng.uniform(*cfg.swe_void_fraction)
-    patches = smooth_field(rng, shape, 3 * cfg.scale)
-    void = patches > np.quantile(patches, 1.0 - void_fraction)
-    void |= scene.vessels[y0:y1, x0:x1]
-    return kpa, void
 
 
 def synthetic_frame(
@@ -168,12 +138,13 @@ def test_decode_matches_the_phantoms_exact_stiffness_per_pixel() -> None:
     for index in range(12):
         stage = index % 5
         pair = phantom.sample(stage=stage, index=index)
-        truth, void = true_kpa_map(phantom, stage, index)
+        truth = pair.swe_kpa  # what the renderer encoded, NaN where void
+        void = np.isnan(truth)
         x0, y0, x1, y1 = pair.truth.swe_box
         assert truth.shape == (y1 - y0, x1 - x0)
         kpa = decode_swe_kpa(pair.swe, (0, 40), "jet", box=pair.truth.swe_box)
         assert np.array_equal(np.isnan(kpa), void)  # NaN exactly at the void pixels
-        coded = ~void & (truth < 40)  # the colour scale saturates at 40 kPa
+        coded = ~void & (np.nan_to_num(truth) < 40)  # the colour scale saturates at 40 kPa
         error = kpa[coded] - truth[coded]
         # The phantom floors kPa to its 256-colour scale: decoded <= true < decoded + one step.
         assert error.max() <= 1e-4 and error.min() >= -KPA_STEP - 1e-4
@@ -184,7 +155,10 @@ def test_decode_matches_the_phantoms_exact_stiffness_per_pixel() -> None:
 
 
 def test_median_in_the_detected_box_tracks_the_view_stiffness() -> None:
-    phantom = LiverPhantom(SMALL, seed=3)
+    # Phantom v2 puts a quarter of the boxes too close to the capsule (wall values 10-30 kPa in
+    # their top rows, up to 60 % overestimated below): those boxes' medians are biased (up to
+    # +11.7 % measured with the default). Here every box sits 5-10 % of the depth below it.
+    phantom = LiverPhantom(PhantomConfig(width=320, height=240, box_near_capsule_prob=0), seed=3)
     relative = []
     for index in range(50):
         pair = phantom.sample(index=index)
@@ -192,8 +166,9 @@ def test_median_in_the_detected_box_tracks_the_view_stiffness() -> None:
         if pair.truth.stiffness_kpa < 30:  # leave the saturating top of the scale out
             relative.append(np.nanmedian(kpa) / pair.truth.stiffness_kpa - 1)
     # The box median differs from the view stiffness by the median of the smooth spatial field
-    # (log sd 0.08 with ~10 px correlation) plus the flooring: measured at most 3.7% here
-    # (median 1.4%).
+    # (log sd 0.08 with ~10 px correlation), the near-capsule overestimate decaying below the
+    # box's top, void vessels and shadows, plus the flooring: measured at most 5.0 % here (median
+    # 1.2 %; phantom v2).
     assert np.max(np.abs(relative)) <= 0.08
     assert np.median(np.abs(relative)) <= 0.03
 

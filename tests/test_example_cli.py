@@ -82,11 +82,15 @@ def test_bad_options(argv, words, tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_phantom_of_another_generator_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mmfusion.liver import PhantomConfig
+    from mmfusion.liver.phantom import GENERATOR_VERSION
 
     phantom = tmp_path / "phantom"
     phantom.mkdir()
     (phantom / "manifest.csv").write_text("patient_id,us_path,swe_path,stage\n")
-    stale = {"n_patients": 250, "seed": 0, "config": PhantomConfig().as_dict(), "generator": "0" * 16}
+    # the example's parameters (phantom v2 records its version and image format) and another
+    # generator fingerprint
+    stale = {"n_patients": 250, "seed": 0, "config": PhantomConfig().as_dict(), "generator": "0" * 16,
+             "version": GENERATOR_VERSION, "image_format": "native"}
     (phantom / "phantom.json").write_text(json.dumps(stale))
     fails(train_mod.main, ["--phantom-dir", str(phantom), "--out", str(tmp_path / "r")], capsys,
           "--phantom-dir", "another version of the generator", "delete the folder")

@@ -74,12 +74,18 @@ def test_box_crop_is_the_true_colour_box(phantom_csv: Path) -> None:
         x0, y0, x1, y1 = phantom_truth(row).swe_box
         swe = ds.images(index)["swe"]
         assert abs(swe.shape[1] - (y1 - y0)) <= 2 and abs(swe.shape[2] - (x1 - x0)) <= 2
-        # the box holds the stiffness colours; the sector crop around it is mostly grey B-mode
-        assert _saturated_fraction(swe) > 0.8
+        # the box holds the stiffness colours; the sector crop around it is mostly grey B-mode.
+        # Phantom v2 leaves vessels, rib shadows, a gallbladder and part of the deepest fifth
+        # uncoloured (void): measured 0.67-0.95 in the box, 0.03-0.07 in the sector crop.
+        assert _saturated_fraction(swe) > 0.6
         assert _saturated_fraction(frame_crops.images(index)["swe"]) < 0.2
         assert torch.equal(ds.images(index)["us"], frame_crops.images(index)["us"])
     assert ds.applied_crops == dict.fromkeys(range(len(ds)), {"us": "sector", "swe": "swe_box"})
-    assert ds.roi_sources == dict.fromkeys(range(len(ds)), {"us": "contour"})  # no sector for swe
+    # no sector for swe; v2's site C stores DICOM, whose B-mode crop is the tagged region
+    expected = {i: {"us": "dicom_region" if row.paths["us"].suffix == ".dcm" else "contour"}
+                for i, row in enumerate(ds.manifest)}
+    assert ds.roi_sources == expected
+    assert {"contour", "dicom_region"} == {v["us"] for v in expected.values()}
 
 
 def test_box_crop_pixels_are_the_frames(phantom_csv: Path) -> None:

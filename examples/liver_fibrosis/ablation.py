@@ -8,7 +8,10 @@ Configurations (paper Table I): US; SWE; US+SWE+late+single; US+SWE+late+multi;
 US+SWE+att+single; US+SWE+att+multi (the paper's model). Every configuration sees the same splits:
 a split depends only on the manifest and the seed. Each run is a normal training run folder
 (``<out>/<configuration>/seed-<s>``); ``ablation.csv`` has one row per run (and fold),
-``ablation.md`` the Table I layout with mean +/- sd over seeds and folds.
+``ablation.md`` the Table I layout with mean +/- sd over seeds and folds, and the paired
+differences behind the paper's three claims (:data:`CONTRASTS`): each seed's difference between
+two configurations on the same split and initialisation, their mean and a 95 % t-interval.
+``--report-only`` rewrites both from the run folders' ``metrics.json`` without training.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -51,8 +55,20 @@ PAPER_TABLE_I = {
     "US+SWE+att+multi": (76.21, 95.01, 0.97, 0.86),
 }
 
+#: The contrasts behind the paper's three claims: (claim, configuration, compared with).
+CONTRASTS = (
+    ("fusion beats each modality", "US+SWE+att+multi", "US"),
+    ("fusion beats each modality", "US+SWE+att+multi", "SWE"),
+    ("attention beats late fusion", "US+SWE+att+multi", "US+SWE+late+multi"),
+    ("attention beats late fusion", "US+SWE+att+single", "US+SWE+late+single"),
+    ("the ensemble loss helps", "US+SWE+att+multi", "US+SWE+att+single"),
+    ("the ensemble loss helps", "US+SWE+late+multi", "US+SWE+late+single"),
+)
+
 COLUMNS = ("accuracy", "auc_macro", "sensitivity_macro", "specificity_macro", "qwk",
            "auc_f2plus", "auc_f3plus", "auc_f4")
+#: Per-patient (mean of the views' probabilities) and per-branch accuracies, after COLUMNS.
+EXTRA_COLUMNS = ("patient_accuracy", "patient_auc_macro", "branch_us", "branch_swe", "branch_joint")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,19 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/ablation", help="output folder (default runs/ablation)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--configs", help=f"subset of {', '.join(CONFIGS)} (comma-separated)")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite ablation.csv and ablation.md from the run folders in --out; train nothing")
     add_settings_arguments(p, skip=frozenset({"out", "modalities", "fusion", "loss", "seed"}))
     return p
 
 
 def run_rows(name: str, seed: int, metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """CSV rows of one run (one per fold for K-fold runs)."""
+    """CSV rows of one run (one per fold for K-fold runs; per held-out site, named, for
+    ``--split site``)."""
     parts = metrics["folds"] if "folds" in metrics else [metrics]
+    labels = (metrics.get("sites") or list(range(len(parts)))) if "folds" in metrics else [""]
     rows = []
-    for k, m in enumerate(parts):
+    for label, m in zip(labels, parts, strict=True):
         e = m["ensemble"]
-        row = {"config": name, "seed": seed, "fold": k if "folds" in metrics else "",
+        row = {"config": name, "seed": seed, "fold": label,
                "n_test_pairs": m["n_test_pairs"], "n_test_patients": m["n_test_patients"]}
         row.update({c: e.get(c) for c in COLUMNS})
+        patients, branches = m.get("patients", {}), m.get("branches", {})
+        row.update(patient_accuracy=patients.get("accuracy"), patient_auc_macro=patients.get("auc_macro"),
+                   **{f"branch_{b}": branches.get(b, {}).get("accuracy") for b in ("us", "swe", "joint")})
         rows.append(row)
     return rows
 
@@ -88,6 +111,54 @@ def _mean_sd(values: list[float], scale: float, digits: int) -> str:
     if len(values) == 1:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} +/- {float(np.std(values, ddof=1)) * scale:.{digits}f}"
+
+
+def paired_differences(rows: list[dict[str, Any]], metric: str = "accuracy") -> list[dict[str, Any]]:
+    """Each :data:`CONTRASTS` entry's per-seed (and fold) differences in ``metric``.
+
+    Runs pair up by (seed, fold): same split, same initialisation seed. The interval is the 95 %
+    Student t-interval of the mean difference (n - 1 degrees of freedom; none for n < 2).
+
+    Returns:
+        One dict per contrast with both configurations' runs: ``claim``, ``config``, ``versus``,
+        ``differences`` (per pair), ``mean``, ``low``, ``high``, ``n``.
+    """
+    from scipy import stats
+
+    value = {(r["config"], r["seed"], r["fold"]): r[metric] for r in rows
+             if r.get(metric) not in (None, "")}
+    out = []
+    for claim, config, versus in CONTRASTS:
+        keys = sorted({(s, f) for c, s, f in value if c == config} & {(s, f) for c, s, f in value if c == versus})
+        diffs = [float(value[(config, *k)]) - float(value[(versus, *k)]) for k in keys]
+        if not diffs:
+            continue
+        mean = float(np.mean(diffs))
+        half = (float(stats.t.ppf(0.975, len(diffs) - 1) * np.std(diffs, ddof=1) / np.sqrt(len(diffs)))
+                if len(diffs) > 1 else float("nan"))
+        out.append({"claim": claim, "config": config, "versus": versus, "differences": diffs,
+                    "mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)})
+    return out
+
+
+def paired_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The ``ablation.md`` section of paired differences (accuracy and AUC, in points)."""
+    lines = ["", "Paired differences (configuration minus the one compared, same split and seed; "
+             "points of accuracy % and of AUC x 100; 95 % t-interval over the pairs):", "",
+             "| claim | configuration | versus | accuracy: per pair | mean [95 % CI] | "
+             "AUC: mean [95 % CI] | n |", "|---|---|---|---|---|---|---|"]
+    auc = {(d["config"], d["versus"]): d for d in paired_differences(rows, "auc_macro")}
+    for d in paired_differences(rows, "accuracy"):
+        a = auc.get((d["config"], d["versus"]))
+        auc_text = (f"{100 * a['mean']:+.2f} [{100 * a['low']:+.2f}, {100 * a['high']:+.2f}]"
+                    if a else "n/a")
+        lines.append(
+            f"| {d['claim']} | {d['config']} | {d['versus']} | "
+            f"{', '.join(f'{100 * x:+.1f}' for x in d['differences'])} | "
+            f"{100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] | {auc_text} | "
+            f"{d['n']} |"
+        )
+    return lines
 
 
 def table_markdown(rows: list[dict[str, Any]], header: str) -> str:
@@ -103,7 +174,7 @@ def table_markdown(rows: list[dict[str, Any]], header: str) -> str:
             continue
 
         def col(key: str, mine: list[dict[str, Any]] = mine) -> list[float]:
-            return [float(r[key]) for r in mine if r[key] not in (None, "")]
+            return [float(r[key]) for r in mine if r.get(key) not in (None, "")]
 
         star = "*" if name == "US+SWE+att+multi" else ""
         lines.append(
@@ -112,6 +183,23 @@ def table_markdown(rows: list[dict[str, Any]], header: str) -> str:
             f"{_mean_sd(col('specificity_macro'), 1, 2)} | {_mean_sd(col('qwk'), 1, 2)} | "
             f"{len(mine)} |"
         )
+    lines += ["", "Per patient (the mean of each patient's view probabilities) and per branch "
+              "(accuracy %; a branch is one head of the ensemble):", "",
+              "| Experimental settings | Patient accuracy (%) | Patient AUC (x100) | US branch | "
+              "SWE branch | joint branch |", "|---|---|---|---|---|---|"]
+    for name in CONFIGS:
+        mine = [r for r in rows if r["config"] == name]
+        if not mine:
+            continue
+
+        def extra(key: str, mine: list[dict[str, Any]] = mine) -> list[float]:
+            return [float(r[key]) for r in mine if r.get(key) not in (None, "")]
+
+        lines.append(f"| {name} | {_mean_sd(extra('patient_accuracy'), 100, 1)} | "
+                     f"{_mean_sd(extra('patient_auc_macro'), 100, 1)} | "
+                     + " | ".join(_mean_sd(extra(f"branch_{b}"), 100, 1) for b in ("us", "swe", "joint"))
+                     + " |")
+    lines += paired_markdown(rows)
     lines += [
         "", "For reference, the paper's Table I (one image-level split, one seed; its data are "
         "private, so these numbers are not comparable with the phantom's):", "",
@@ -127,6 +215,8 @@ def table_markdown(rows: list[dict[str, Any]], header: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m examples.liver_fibrosis.ablation``."""
     args = build_parser().parse_args(argv)
+    if args.report_only:
+        return report_only(Path(args.out))
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
@@ -160,16 +250,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def report_only(out: Path) -> int:
+    """Rewrite ``out/ablation.csv`` and ``ablation.md`` from the runs' ``metrics.json`` files
+    (``<out>/<configuration>/seed-<s>/metrics.json``; the header of ``ablation.md`` is kept)."""
+    rows: list[dict[str, Any]] = []
+    for name in CONFIGS:
+        for path in sorted((out / name).glob("seed-*/metrics.json"),
+                           key=lambda p: int(p.parent.name.split("-", 1)[1])):
+            rows += run_rows(name, int(path.parent.name.split("-", 1)[1]), json.loads(path.read_text()))
+    if not rows:
+        raise CliError(f"--report-only: no <configuration>/seed-<s>/metrics.json under {out}")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["config", "seed", "fold", "n_test_pairs",
+                                                "n_test_patients", *COLUMNS, *EXTRA_COLUMNS])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "ablation.csv", buffer.getvalue())
+    old = out / "ablation.md"
+    header = old.read_text().split("\n\n", 2) if old.is_file() else []
+    text = "\n\n".join(header[:2]) if len(header) >= 2 else "# Table I ablation"
+    atomic_write_text(old, table_markdown(rows, text))
+    print(old.read_text(), end="")
+    return 0
+
+
 def write_outputs(out: Path, rows: list[dict[str, Any]], preset: str, seeds: list[int],
                   args: argparse.Namespace, seconds: float) -> None:
     """Write ``ablation.csv`` and ``ablation.md`` (after every run, so partial results show)."""
     buffer = io.StringIO()
-    fields = ["config", "seed", "fold", "n_test_pairs", "n_test_patients", *COLUMNS]
+    fields = ["config", "seed", "fold", "n_test_pairs", "n_test_patients", *COLUMNS, *EXTRA_COLUMNS]
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "ablation.csv", buffer.getvalue())
-    split = f"patient {args.folds}-fold" if args.folds else "patient 80/20"
+    if args.split == "site":
+        split = "leave-one-site-out"
+    else:
+        split = f"patient {args.folds}-fold" if args.folds else "patient 80/20"
     header = (
         f"# Table I ablation ({preset} preset, {'phantom' if not args.data else args.data}, "
         f"{split} split, seeds {', '.join(map(str, seeds))}; {seconds / 60:.1f} min)\n\n"

@@ -11,6 +11,11 @@ logistic regression on hand-made features (issue 13).
   IQR and valid fraction in the box; five B-mode texture statistics), fitted on the training
   patients of the same split the deep models use (``--seed``, ``--test-size``).
 
+Each frame's colour scale is read from its own legend (:func:`mmfusion.data.colour_bar_lut`), its
+top in kPa from the manifest's ``swe_scale_kpa`` column (the phantom writes it; scanners differ)
+or ``--kpa-max``. The B-mode statistics are taken at the box's place in the B-mode frame, mapped
+through both frames' ROIs (a dual-view SWE screen shows its fan elsewhere than the B-mode frame).
+
 Writes ``metrics.json`` (per pair and per patient, the same reports as a training run) into
 ``--out``.
 """
@@ -26,10 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from examples.liver_fibrosis.cli import run, say
+from examples.liver_fibrosis.cli import CliError, run, say
 from examples.liver_fibrosis.options import preset_config
 from examples.liver_fibrosis.runs import check_free, load_manifest, prepare_phantom, write_json
-from mmfusion.data import load_image
+from mmfusion.data import (
+    ManifestRow,
+    colour_bar_lut,
+    detect_colour_bar,
+    detect_swe_box,
+    image_roi,
+    load_image,
+)
 from mmfusion.lightning import make_splits
 from mmfusion.liver import STAGE_NAMES
 from mmfusion.metrics import classification_report, patient_report
@@ -46,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="split seed (as the deep runs' --seed)")
     p.add_argument("--test-size", type=float, default=0.2)
     p.add_argument("--n-bootstrap", type=int, default=1000)
+    p.add_argument("--kpa-max", type=float, default=40.0,
+                   help="top of the SWE colour scale in kPa where the manifest has no swe_scale_kpa "
+                        "column (default 40)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous result in --out")
     return p
 
@@ -59,13 +74,33 @@ def reports(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_bootstr
             "patients": patient_report(probs, labels, groups, **options)}
 
 
+def pair_inputs(row: ManifestRow, kpa_max: float) -> dict[str, Any]:
+    """The frames of one manifest row and how to read them: colour box, legend, scale, B-mode box.
+
+    Raises:
+        CliError: The SWE frame has no colour box or no legend (the message names the file).
+    """
+    us, swe = load_image(row.paths["us"]), load_image(row.paths["swe"])
+    box, bar = detect_swe_box(swe), detect_colour_bar(swe)
+    if box is None or bar is None:
+        missing = "colour box" if box is None else "colour bar (legend)"
+        raise CliError(f"--data: {row.paths['swe']} (line {row.line}) has no {missing}")
+    sx0, sy0, _, _ = image_roi(row.paths["swe"], image=swe).roi.bbox
+    ux0, uy0, _, _ = image_roi(row.paths["us"], image=us).roi.bbox
+    dx, dy = ux0 - sx0, uy0 - sy0
+    x0, y0, x1, y1 = box
+    scale = float(row.extra.get("swe_scale_kpa") or kpa_max)
+    return {"us": us, "swe": swe, "box": box, "colormap": colour_bar_lut(swe, bar),
+            "kpa_range": (0.0, scale), "us_box": (x0 + dx, y0 + dy, x1 + dx, y1 + dy)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m examples.liver_fibrosis.baselines``."""
     from mmfusion.liver import (
         FEATURE_NAMES,
         HERRMANN_2018,
         LogisticBaseline,
-        baseline_features,
+        pair_features,
         stage_from_kpa,
     )
 
@@ -81,10 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = load_manifest(cfg)
     split = make_splits(manifest, "patient", args.test_size, args.seed)[0]
     started = time.perf_counter()
-    us = [load_image(r.paths["us"]) for r in manifest.rows]
-    swe = [load_image(r.paths["swe"]) for r in manifest.rows]
-    features = baseline_features(us, swe)
-    say(f"features of {len(us)} pairs in {time.perf_counter() - started:.0f} s")
+    features = np.stack([pair_features(**pair_inputs(row, args.kpa_max)) for row in manifest.rows])
+    say(f"features of {len(manifest.rows)} pairs in {time.perf_counter() - started:.0f} s")
     train, test = list(split.train_idx), list(split.test_idx)
     labels, groups = manifest.labels, manifest.groups
     median = features[:, FEATURE_NAMES.index("swe_median_kpa")]

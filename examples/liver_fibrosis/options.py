@@ -43,13 +43,16 @@ class RunSettings:
         split: patient (default, no leakage); image (pairs split at random before augmentation:
             patients leak, warned); paper (the paper's protocol as stated: every pair augmented
             first, then the augmented images split at random; near-copies of test images leak
-            into training, warned).
+            into training, warned); site (leave-one-site-out: one model per site of the
+            manifest's site column, trained on the other sites and tested on it, each in
+            <out>/site-<name>).
         swe_input: What the SWE encoder sees: frame (the sector crop, as the paper), box (only the
             elastography colour box: no B-mode texture around it) or box_mask (the sector crop,
             zero outside the box).
         test_size: Held-out fraction of patients (or images).
         folds: 0 for one split, K >= 2 for patient K-fold cross-validation.
-        fold: With folds, run only this fold (0-based).
+        fold: With folds, run only this fold (0-based); with --split site, only this site (its
+            0-based index in sorted order).
         seed: Seed of the split, initialisation, sampling and augmentation.
         val_size: Fraction of the training patients held out to fit temperature scaling (ECE
             before and after in metrics.json); 0: no calibration, every training patient trains.
@@ -73,7 +76,7 @@ class RunSettings:
     data: str | None = None
     out: str = "runs/liver_fibrosis"
     weights: dict[str, str] = field(default_factory=dict)
-    split: Literal["patient", "image", "paper"] = "patient"
+    split: Literal["patient", "image", "paper", "site"] = "patient"
     swe_input: Literal["frame", "box", "box_mask"] = "frame"
     test_size: float = 0.2
     folds: int = 0
@@ -190,7 +193,7 @@ def _docs(cls: type) -> dict[str, str]:
     section = doc.split("Attributes:", 1)[-1]
     helps: dict[str, str] = {}
     for match in re.finditer(r"^    (\w+): (.*?)(?=^    \w+: |\Z)", section, flags=re.M | re.S):
-        helps[match.group(1)] = " ".join(match.group(2).split())
+        helps[match.group(1)] = " ".join(match.group(2).split()).replace("%", "%%")  # argparse
     return helps
 
 
@@ -264,7 +267,10 @@ def validate(cfg: RunConfig) -> None:
     checks = [
         (0.0 < r.test_size < 1.0, "--test-size: expected a fraction in (0, 1), e.g. 0.2"),
         (r.folds == 0 or r.folds >= 2, "--folds: expected 0 (one split) or K >= 2"),
-        (r.fold is None or 0 <= r.fold < r.folds, "--fold: expected 0 <= I < K (--folds K)"),
+        (r.fold is None or r.split == "site" or 0 <= r.fold < r.folds,
+         "--fold: expected 0 <= I < K (--folds K), or a site's index with --split site"),
+        (r.fold is None or r.split != "site" or r.fold >= 0,
+         "--fold: expected I >= 0 (the held-out site's index in sorted order)"),
         (r.workers >= 0, "--workers: expected >= 0"),
         (r.amp != "fp16" or r.device.startswith("cuda"),
          "--amp fp16: float16 autocast needs CUDA; use --amp bf16 or --amp off on CPU"),

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -43,6 +44,7 @@ from examples.liver_fibrosis.runs import (
     check_free,
     is_phantom,
     load_manifest,
+    manifest_path,
     prepare_phantom,
     remove,
     save_run_model,
@@ -275,7 +277,7 @@ def phantom_ceilings(accuracy: float) -> dict[str, float]:
 
 
 def summarise_folds(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sd over folds of the ensemble's headline metrics."""
+    """Mean and sd over folds (or held-out sites) of the ensemble's headline metrics."""
     keys = ("accuracy", "auc_macro", "sensitivity_macro", "specificity_macro", "qwk",
             "auc_f2plus", "auc_f3plus", "auc_f4")
     summary: dict[str, Any] = {}
@@ -288,33 +290,77 @@ def summarise_folds(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def site_parts(cfg: RunConfig, manifest: Any) -> list[str]:
+    """The split names (``site-<name>``, sites in sorted order) of a ``--split site`` run, which
+    are also its sub-folders; ``manifest`` is the ``--data`` one, or None for the phantom.
+
+    Raises:
+        CliError: The manifest cannot be split by site (no site column, one site, a patient at two
+            sites...), a site's name cannot be a folder name, or ``--fold`` is not a site's index.
+    """
+    from mmfusion.lightning import make_splits
+
+    if manifest is None:  # the phantom: generated here, as its sites are needed before training
+        if not manifest_path(cfg).is_file() and launch_world() != (1, 1):
+            raise CliError("--split site: generate the phantom first (run once without "
+                           "torchrun/SLURM), or pass --data")
+        prepare_phantom(cfg)
+        manifest = load_manifest(cfg)
+    try:
+        names = [split.name for split in make_splits(manifest, "site")]
+    except ValueError as err:
+        raise CliError(f"--split site: {' '.join(str(err).split())}") from err
+    bad = [name.removeprefix("site-") for name in names if not re.fullmatch(r"site-[\w.-]+", name)]
+    if bad:
+        raise CliError(f"--split site: site name(s) {bad} cannot name a folder (site-<name>); use "
+                       "letters, digits, '-', '_' and '.' in the site column")
+    if cfg.run.fold is not None and cfg.run.fold >= len(names):
+        raise CliError(f"--fold: expected 0 <= I < {len(names)} (the sites "
+                       f"{', '.join(n.removeprefix('site-') for n in names)}, in order)")
+    return names
+
+
 def run_training(cfg: RunConfig) -> dict[str, Any]:
-    """Check everything, then train and evaluate one configuration (one split or K folds).
+    """Check everything, then train and evaluate one configuration (one split, K folds, or one
+    model per held-out site).
 
     Nothing in ``--out`` is touched until the configuration, the model and the data are valid.
     """
     out = Path(cfg.run.out)
     taken = check_free(out, RUN_OUTPUTS, cfg.run.resume or cfg.run.overwrite)
     model = build(cfg)  # fail fast on backbone / weights / freezing problems
-    if cfg.run.data:
-        load_manifest(cfg)
+    manifest = load_manifest(cfg) if cfg.run.data else None
+    sites = cfg.run.split == "site"
+    parts = (site_parts(cfg, manifest) if sites
+             else [f"fold-{k}" for k in range(cfg.run.folds)])  # fmt: skip
     main = global_rank() == 0
     if main and taken and cfg.run.overwrite and not cfg.run.resume:
         remove(out, taken)
     out.mkdir(parents=True, exist_ok=True)
-    if not cfg.run.folds:
-        return train_one(cfg, out, model=model)  # folds each build their own
-    folds = [cfg.run.fold] if cfg.run.fold is not None else list(range(cfg.run.folds))
-    per_fold = []
-    for k in folds:
-        fold_out = out / f"fold-{k}"
-        fold_cfg = dataclasses.replace(cfg, run=cfg.run.replace(fold=k, out=str(fold_out)))
-        per_fold.append(train_one(fold_cfg, fold_out, fold=k))
-    metrics = {"folds": per_fold, "summary": summarise_folds(per_fold), "split": f"patient {cfg.run.folds}-fold"}
+    if not parts:
+        return train_one(cfg, out, model=model)  # folds and sites each build their own
+    chosen = [cfg.run.fold] if cfg.run.fold is not None else list(range(len(parts)))
+    per_part = []
+    for k in chosen:
+        part_out = out / parts[k]
+        part_cfg = dataclasses.replace(cfg, run=cfg.run.replace(fold=k, out=str(part_out)))
+        per_part.append(train_one(part_cfg, part_out, fold=k))
+    summary = summarise_folds(per_part)
+    if sites:
+        names = [parts[k].removeprefix("site-") for k in chosen]
+        metrics = {"folds": per_part, "sites": names, "summary": summary,
+                   "split": f"leave-one-site-out, test sites {', '.join(names)}"}
+        each = ", ".join(f"{name} {m['ensemble']['accuracy']:.3f}"
+                         for name, m in zip(names, per_part, strict=True))
+        line = (f"leave-one-site-out accuracy {summary['accuracy']['mean']:.3f} +/- "
+                f"{summary['accuracy']['sd']:.3f} (test site {each})")
+    else:
+        metrics = {"folds": per_part, "summary": summary, "split": f"patient {cfg.run.folds}-fold"}
+        line = (f"{cfg.run.folds}-fold accuracy {summary['accuracy']['mean']:.3f} +/- "
+                f"{summary['accuracy']['sd']:.3f}")
     if main:
         write_json(out / "metrics.json", metrics)
-        s = metrics["summary"]
-        say(f"{out}: {cfg.run.folds}-fold accuracy {s['accuracy']['mean']:.3f} +/- {s['accuracy']['sd']:.3f}")
+        say(f"{out}: {line}")
     return metrics
 
 

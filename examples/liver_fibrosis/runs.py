@@ -24,7 +24,7 @@ from mmfusion.models import FusionClassifier, from_pretrained, save_pretrained
 #: Files and folders a training run writes; ``--overwrite`` removes exactly these.
 RUN_OUTPUTS = ("config.json", "metrics.json", "log.jsonl", "confusion_matrix.png", "roc.png",
                "reliability", "model.safetensors", "checkpoints", "logs", "attention",
-               "missing_modality.md", "missing_modality.json", "fold-*")
+               "missing_modality.md", "missing_modality.json", "fold-*", "site-*")
 
 
 def require(*packages: str) -> None:
@@ -97,8 +97,9 @@ def load_run(checkpoint: str | Path, device: torch.device) -> tuple[RunConfig, F
         raise CliError(f"--checkpoint: {folder} is not a folder; pass the --out folder of a training run")
     cfg = load_config(folder)
     if not (folder / "model.safetensors").is_file():
-        folds = sorted(folder.glob("fold-*"))
-        hint = f" (a K-fold run: pass one fold, e.g. {folds[0]})" if folds else " (training unfinished?)"
+        parts = sorted([*folder.glob("fold-*"), *folder.glob("site-*")])
+        hint = (f" (a K-fold or per-site run: pass one of its folders, e.g. {parts[0]})" if parts
+                else " (training unfinished?)")
         raise CliError(f"--checkpoint: {folder} holds no model.safetensors{hint}")
     try:
         model = from_pretrained(folder, map_location=device)
@@ -123,7 +124,7 @@ def prepare_phantom(cfg: RunConfig) -> Path:
     root = Path(cfg.run.phantom_dir)
     if not (root / "manifest.csv").is_file():
         say(f"generating the liver phantom ({cfg.run.phantom_patients} patients, seed "
-            f"{cfg.run.phantom_seed}) into {root} (once; about 1-3 min on 2 cores)")
+            f"{cfg.run.phantom_seed}) into {root} (once; about 1 min on 2 cores)")
     try:
         return make_phantom_dataset(root, cfg.run.phantom_patients, cfg.run.phantom_seed, workers=2)
     except FileExistsError as err:

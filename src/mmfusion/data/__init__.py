@@ -8,8 +8,8 @@
 - :mod:`~mmfusion.data.augmentation`: the paper's offline flip/shift expansion as a plan.
 - :mod:`~mmfusion.data.manifest`: CSV manifest reading with full validation.
 - :mod:`~mmfusion.data.dataset`: paired-image data set with ROI crop and cache.
-- :mod:`~mmfusion.data.splits`: patient-level splits, and the warned image-level and paper
-  (augment, then split) splits.
+- :mod:`~mmfusion.data.splits`: patient-level and leave-one-site-out splits, and the warned
+  image-level and paper (augment, then split) splits.
 - :mod:`~mmfusion.data.seeded`: per-sample seeds, so augmentation does not depend on the workers.
 - :mod:`~mmfusion.data.elastography`: the SWE colour box and its stiffness in kPa.
 
@@ -54,6 +54,7 @@ from mmfusion.data.splits import (
     image_split,
     patient_kfold,
     patient_split,
+    site_splits,
 )
 from mmfusion.data.transforms import (
     AVAILABLE_KEY,
@@ -111,6 +112,7 @@ __all__ = [
     "patient_split",
     "read_manifest",
     "sample_seed",
+    "site_splits",
     "train_transforms",
     "write_manifest",
     "zero_unavailable",

@@ -23,6 +23,7 @@ crop with :meth:`mmfusion.data.SectorROI.box_to_crop`. Images are RGB, as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -39,7 +40,9 @@ __all__ = [
 _Box = tuple[int, int, int, int]
 
 #: Long side over short side from which a coloured component counts as a colour bar, not a box.
-BAR_ASPECT = 4.0
+#: Legends are 8-20 times longer than wide; an SWE box in the narrow top of a fan can be 4-5 times
+#: taller than wide.
+BAR_ASPECT = 6.0
 
 
 def _as_rgb(image: Any, name: str = "image", min_side: int = 1) -> np.ndarray:
@@ -132,7 +135,11 @@ def detect_swe_box(
     least :data:`~mmfusion.data.elastography.BAR_ASPECT` times longer than wide are legends (colour bars) and never the box.
     The box is the largest remaining component, joined with the remaining components within
     ``merge_gap`` pixels of its bounds (a vessel crossing the whole box leaves two pieces); its
-    bounds are those of the coloured pixels, so the closing does not enlarge it.
+    bounds are those of the coloured pixels, so the closing does not enlarge it, except that a
+    side moves out to the scanner's drawn box outline (a light-grey line) when one lies within
+    ``merge_gap`` pixels or twice the box's size: a strip of void pixels along a side (a
+    vessel, a rib shadow) does not shrink the box. Where void columns cut the box into stripes,
+    each as elongated as a legend, the stripes' common outline is the box.
 
     Args:
         image: ``[H, W, 3]`` uint8 RGB frame (BGR works as well: only saturation is used).
@@ -161,19 +168,76 @@ def detect_swe_box(
     if not 0.0 < min_area_fraction <= 1.0:
         raise ValueError(f"min_area_fraction: expected a value in (0, 1], got {min_area_fraction}")
     coloured, labels, stats, k = _coloured_components(rgb, min_saturation, min_value, kernel_size)
-    candidates = [i for i in range(1, len(stats)) if not _is_bar(stats[i])]
-    if not candidates:
-        return None
-    best = max(candidates, key=lambda i: int(stats[i, cv2.CC_STAT_AREA]))
     h, w = rgb.shape[:2]
-    if stats[best, cv2.CC_STAT_AREA] < min_area_fraction * h * w:
-        return None
     gap = merge_gap if merge_gap is not None else max(k, int(round(0.04 * min(h, w))))
     if gap < 0:
         raise ValueError(f"merge_gap: expected >= 0, got {merge_gap}")
+    candidates = [i for i in range(1, len(stats)) if not _is_bar(stats[i])]
+    if not candidates:
+        return _striped_box(rgb, stats, gap, min_area_fraction)
+    best = max(candidates, key=lambda i: int(stats[i, cv2.CC_STAT_AREA]))
+    if stats[best, cv2.CC_STAT_AREA] < min_area_fraction * h * w:
+        return None
     bounds = _bounds(stats[best])
     members = [i for i in candidates if i == best or _near(bounds, _bounds(stats[i]), gap)]
-    return _pixel_bounds(np.isin(labels, members) & coloured)
+    return _snap_to_outline(rgb, _pixel_bounds(np.isin(labels, members) & coloured), gap)
+
+
+def _striped_box(
+    rgb: np.ndarray, stats: np.ndarray, gap: int, min_area_fraction: float
+) -> _Box | None:
+    """The box when every coloured component is elongated: stripes of a box cut by void columns.
+
+    Rib shadows or vessels running through the box can leave only tall, narrow coloured stripes,
+    each as elongated as a colour bar. A stripe belongs to a box when the drawn outline around it
+    (:func:`_snap_to_outline`) is not itself bar-shaped; a legend's outline hugs the legend. The
+    stripes within the same outline must cover ``min_area_fraction`` of the frame together.
+    """
+    h, w = rgb.shape[:2]
+    outlined: dict[_Box, int] = {}
+    for i in range(1, len(stats)):
+        box = _snap_to_outline(rgb, _bounds(stats[i]), gap)
+        if max(box[2] - box[0], box[3] - box[1]) < BAR_ASPECT * min(box[2] - box[0], box[3] - box[1]):
+            outlined[box] = outlined.get(box, 0) + int(stats[i, cv2.CC_STAT_AREA])
+    if not outlined:
+        return None
+    box, area = max(outlined.items(), key=lambda item: item[1])
+    return box if area >= min_area_fraction * h * w else None
+
+
+def _snap_to_outline(rgb: np.ndarray, box: _Box, gap: int, fill: float = 0.7) -> _Box:
+    """Move each side of ``box`` out to the scanner's drawn box outline, if one is near.
+
+    Scanners draw the elastography box as a thin light-grey rectangle. Where void pixels (vessels,
+    rib shadows) leave a whole strip along one side uncoloured, the coloured pixels' bounds fall
+    short of the box; the outline gives the side back. A side moves to the first row or column,
+    searching outward up to ``gap`` pixels or twice the box's larger side, whose pixels
+    along the box's extent are at least ``fill`` light grey (saturation < 40, value >= 150);
+    without one it stays where the colour ends.
+    """
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    line = (hsv[:, :, 1] < 40) & (hsv[:, :, 2] >= 150)
+    h, w = line.shape
+    x0, y0, x1, y1 = box
+    gap_x = gap_y = max(gap, 2 * (x1 - x0), 2 * (y1 - y0))
+
+    def first(candidates: range, strip: Callable[[int], np.ndarray]) -> int | None:
+        for c in candidates:
+            values = strip(c)
+            if values.size and values.mean() >= fill:
+                return c
+        return None
+
+    left = first(range(x0 - 1, max(x0 - 1 - gap_x, -1), -1), lambda c: line[y0:y1, c])
+    right = first(range(x1, min(x1 + gap_x, w)), lambda c: line[y0:y1, c])
+    top = first(range(y0 - 1, max(y0 - 1 - gap_y, -1), -1), lambda r: line[r, x0:x1])
+    bottom = first(range(y1, min(y1 + gap_y, h)), lambda r: line[r, x0:x1])
+    return (
+        x0 if left is None else left + 1,
+        y0 if top is None else top + 1,
+        x1 if right is None else right,
+        y1 if bottom is None else bottom,
+    )
 
 
 def detect_colour_bar(

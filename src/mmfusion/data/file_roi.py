@@ -3,7 +3,9 @@
 A DICOM ultrasound file usually says where its tissue image is: the Sequence of Ultrasound Regions
 (0018,6011) lists rectangles with their data type (tissue, colour flow, Doppler spectrum, colour
 bar, ...). :func:`image_roi` uses that rectangle when there is one (a dual-view frame has two: the
-largest, the first of equal ones, unless ``region=`` names one) and falls back to contour detection
+largest; of equal ones, the one holding the most colour-coded pixels, i.e. the elastogram or colour
+Doppler view of a dual-view screen, then the first; unless ``region=`` names one) and falls back to
+contour detection
 (:func:`~mmfusion.data.detect_sector`, paper II.B) otherwise, and says which it used.
 
 A tagged region gives the crop: ``roi.bbox`` is the region's box. Inside it the fan is found by
@@ -18,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from mmfusion.data.dicom import UltrasoundRegion, dicom_regions, is_dicom
@@ -100,6 +103,16 @@ def _sector_in(region: SectorROI, image: np.ndarray) -> SectorROI:
     return region
 
 
+def _colour_pixels(image: np.ndarray, region: UltrasoundRegion) -> int:
+    """Number of saturated (colour-coded) pixels of ``image`` inside ``region``'s box."""
+    x0, y0, x1, y1 = region.box
+    patch = image[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)]
+    if patch.ndim != 3 or patch.size == 0:
+        return 0
+    hsv = cv2.cvtColor(np.ascontiguousarray(patch), cv2.COLOR_RGB2HSV)
+    return int(np.count_nonzero((hsv[..., 1] >= 80) & (hsv[..., 2] >= 40)))
+
+
 def image_roi(
     path: str | Path,
     region: int | None = None,
@@ -110,8 +123,9 @@ def image_roi(
 ) -> ImageROI:
     """The ROI used for an image file, and its source.
 
-    Order: a region named by ``region=``; else the largest tissue region of a DICOM file (the first
-    of equal ones; e.g. the left view of a dual-view frame); else contour detection on the decoded
+    Order: a region named by ``region=``; else the largest tissue region of a DICOM file (of equal
+    ones, the one with the most colour-coded pixels, then the first: the elastogram of a dual-view
+    SWE screen, the left view of a grey dual-view frame); else contour detection on the decoded
     frame; else, with ``fallback=True``, the full frame.
 
     Args:
@@ -147,12 +161,15 @@ def image_roi(
                 f"{len(regions)} ultrasound region(s)), got {region}"
             )
         chosen = regions[int(region)]
-    else:
-        tissue = [r for r in regions if r.is_tissue and r.area > 0]
-        if tissue:
-            chosen = max(tissue, key=lambda r: (r.area, -r.index))
     if image is None:
         image = load_image(path)
+    if region is None:
+        tissue = [r for r in regions if r.is_tissue and r.area > 0]
+        largest = max((r.area for r in tissue), default=0)
+        ties = [r for r in tissue if r.area == largest]
+        if ties:
+            chosen = max(ties, key=lambda r: (_colour_pixels(image, r) if len(ties) > 1 else 0,
+                                              -r.index))
     if chosen is not None:
         try:
             roi = _region_roi(chosen, (int(image.shape[0]), int(image.shape[1])))

@@ -3,7 +3,9 @@
 Each patient contributes several image pairs; a random image-level split puts other views of a
 test patient into training and overstates accuracy. :func:`patient_split` and
 :func:`patient_kfold` keep all of a patient's pairs on one side, using scikit-learn's
-``StratifiedGroupKFold``. Two leaking splits are kept to measure the leak, and warn:
+``StratifiedGroupKFold``. :func:`site_splits` holds out one site (hospital, scanner) at a time,
+with scikit-learn's ``LeaveOneGroupOut``, to measure whether a model transfers to another site.
+Two leaking splits are kept to measure the leak, and warn:
 
 - :func:`image_split` splits the pairs at random *before* augmentation (then augment the training
   side only): patients are shared, pairs are not.
@@ -18,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, train_test_split
 
 from mmfusion.data.augmentation import AugmentationItem
 from mmfusion.data.manifest import Manifest
@@ -30,6 +32,7 @@ __all__ = [
     "image_split",
     "patient_kfold",
     "patient_split",
+    "site_splits",
 ]
 
 
@@ -134,6 +137,94 @@ def patient_kfold(manifest: Manifest, k: int = 5, seed: int = 0) -> list[tuple[M
             stacklevel=2,
         )
     return [(manifest.subset(tr), manifest.subset(te)) for tr, te in _folds(manifest, k, seed)]
+
+
+def _lines(lines: Sequence[int], most: int = 10) -> str:
+    shown = ", ".join(map(str, lines[:most]))
+    return shown + (f" (and {len(lines) - most} more)" if len(lines) > most else "")
+
+
+def _sites(manifest: Manifest, column: str) -> np.ndarray:
+    """``[N]`` site of each pair (object array), validated: the column exists, no value is empty,
+    each patient is at one site."""
+    if not isinstance(column, str) or not column:
+        raise ValueError(f"column: expected a column name, got {column!r}")
+    if manifest.rows and not any(column in row.extra for row in manifest):
+        others = sorted({name for row in manifest for name in row.extra})
+        raise ValueError(
+            f"manifest {manifest.source}: no {column!r} column (the site of each pair); its other "
+            f"columns: {', '.join(others) if others else 'none'}"
+        )
+    sites = [row.extra.get(column, "").strip() for row in manifest]
+    empty = [row.line for row, site in zip(manifest, sites, strict=True) if not site]
+    if empty:
+        raise ValueError(f"manifest {manifest.source}: empty {column!r} on line(s) {_lines(empty)}")
+    at: dict[str, dict[str, list[int]]] = {}
+    for row, site in zip(manifest, sites, strict=True):
+        at.setdefault(row.patient_id, {}).setdefault(site, []).append(row.line)
+    shared = [
+        f"patient {patient!r} at "
+        + ", ".join(f"{site!r} (line(s) {_lines(lines)})" for site, lines in sorted(places.items()))
+        for patient, places in at.items()
+        if len(places) > 1
+    ]
+    if shared:
+        raise ValueError(
+            f"manifest {manifest.source}: a patient belongs to one site (else a site split puts "
+            f"the patient on both sides), but {'; '.join(shared)}"
+        )
+    return np.array(sites, dtype=object)
+
+
+def site_splits(manifest: Manifest, column: str = "site") -> list[tuple[Manifest, Manifest]]:
+    """Leave-one-site-out: each site in turn is the test side, the other sites train
+    (scikit-learn's ``LeaveOneGroupOut``).
+
+    The site of a pair (the hospital or scanner it came from) is its value in the manifest's
+    ``column``, an extra CSV column (:attr:`~mmfusion.data.ManifestRow.extra`). The test side of
+    split ``i`` is every pair of the ``i``-th site in sorted (string) order, so its site is the
+    ``column`` value of ``test[0]``. Every pair is tested exactly once, and a patient is at one
+    site, so no patient is on both sides. Stages are not stratified: each site keeps its own
+    stage mix. A stage that only one site has is missing from the training side when that site is
+    held out; that is warned.
+
+    Args:
+        manifest: The validated manifest.
+        column: The column naming each pair's site.
+
+    Returns:
+        One ``(train, test)`` pair of manifests per site, sites in sorted order.
+
+    Raises:
+        ValueError: If the manifest has no ``column``, a pair's site is empty (the message gives
+            the line numbers), a patient is at more than one site (the message names the patient,
+            its sites and lines), or there are fewer than 2 sites.
+    """
+    _check_manifest(manifest)
+    sites = _sites(manifest, column)
+    names = sorted(set(sites))
+    if len(names) < 2:
+        raise ValueError(
+            f"manifest {manifest.source}: expected at least 2 sites in column {column!r} to hold "
+            f"one out, got {len(names)}" + (f" ({names[0]!r})" if names else "")
+        )
+    dummy = np.zeros(len(manifest))
+    folds = LeaveOneGroupOut().split(dummy, groups=sites)
+    splits = [(manifest.subset(tr), manifest.subset(te))
+              for tr, te in sorted(folds, key=lambda fold: sites[fold[1][0]])]  # fmt: skip
+    untrained = {
+        name: [STAGE_NAMES[s] for s in sorted(set(test.labels) - set(train.labels))]
+        for name, (train, test) in zip(names, splits, strict=True)
+        if set(test.labels) - set(train.labels)
+    }
+    if untrained:
+        warnings.warn(
+            "site_splits: stages that only one site has are missing from the training side when "
+            f"that site is held out: {untrained}",
+            UserWarning,
+            stacklevel=2,
+        )
+    return splits
 
 
 def image_split(

@@ -2,8 +2,8 @@
 
 :class:`FusionDataModule` reads a manifest (CSV path or :class:`~mmfusion.data.Manifest`), splits it
 by patient (stratified by stage, paper II.B with NOTES.md's correction; or the warned image-level
-split, or patient K-fold), decodes every pair once into an in-memory crop cache
-(:func:`mmfusion.data.pipeline.cached_crops`), and serves training samples with one of the
+split, or patient K-fold, or leave-one-site-out), decodes every pair once into an in-memory crop
+cache (:func:`mmfusion.data.pipeline.cached_crops`), and serves training samples with one of the
 augmentation modes (``"paper"``: the offline balanced flip/shift plan; ``"online"``; ``"none"``)
 and deterministic evaluation samples. Sampling is :class:`~mmfusion.data.SeededSampler`, sharded
 over the trainer's processes, so each sample's augmentation depends only on ``(seed, epoch,
@@ -32,11 +32,17 @@ from mmfusion.data.pipeline import (
     train_dataset,
 )
 from mmfusion.data.seeded import SeededSampler
-from mmfusion.data.splits import augmented_image_split, image_split, patient_kfold, patient_split
+from mmfusion.data.splits import (
+    augmented_image_split,
+    image_split,
+    patient_kfold,
+    patient_split,
+    site_splits,
+)
 
 __all__ = ["FusionDataModule", "Split", "make_splits"]
 
-SPLITS = ("patient", "image", "paper")
+SPLITS = ("patient", "image", "paper", "site")
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,8 @@ class Split:
     """One train/test partition of a manifest.
 
     Attributes:
-        name: ``""`` for a single split, ``"fold-K"`` for a fold.
+        name: ``""`` for a single split, ``"fold-K"`` for a fold, ``"site-<name>"`` for a
+            held-out site.
         train_idx: Positions of the training pairs in the manifest.
         test_idx: Positions of the held-out pairs in the manifest.
         description: How it was made (for reports), e.g. ``"patient"``.
@@ -63,18 +70,32 @@ def _positions(full: Manifest, part: Manifest) -> tuple[int, ...]:
 
 def make_splits(manifest: Manifest, split: str = "patient", test_size: float = 0.2, seed: int = 0,
                 folds: int = 0) -> list[Split]:
-    """The patient split (or ``folds`` patient folds), or the image-level split that leaks.
+    """The patient split (or ``folds`` patient folds), the image-level split that leaks, or one
+    split per site.
 
+    ``split="site"`` is leave-one-site-out (:func:`~mmfusion.data.site_splits` over the manifest's
+    ``site`` column): one :class:`Split` per site, in sorted order, named ``"site-<name>"``, whose
+    test side is every pair of that site; ``test_size`` and ``seed`` do not apply.
     ``split="paper"`` (augment every pair first, then split the augmented images) cannot be
     expressed as pair indices alone; :class:`FusionDataModule` builds it from the augmentation plan.
 
     Raises:
-        ValueError: Unknown ``split``, K-fold with the image split, or a manifest that cannot be
-            split so (e.g. a stage with fewer patients than folds).
+        ValueError: Unknown ``split``, K-fold with the image or site split, or a manifest that
+            cannot be split so (e.g. a stage with fewer patients than folds; no ``site`` column,
+            a patient at two sites or fewer than 2 sites).
     """
     if split not in SPLITS or split == "paper":
-        raise ValueError(f"split: expected 'patient' or 'image' here, got {split!r}"
+        raise ValueError(f"split: expected 'patient', 'image' or 'site' here, got {split!r}"
                          + (" (the paper's protocol is built by FusionDataModule)" if split == "paper" else ""))
+    if split == "site":
+        if folds:
+            raise ValueError("folds: not with split='site' (one split per site)")
+        parts = []
+        for train, test in site_splits(manifest):
+            site = test[0].extra["site"].strip()
+            parts.append(Split(f"site-{site}", _positions(manifest, train), _positions(manifest, test),
+                               f"leave-one-site-out, test site {site}"))
+        return parts
     if split == "image":
         if folds:
             raise ValueError("folds: K-fold runs split by patient; use split='patient'")
@@ -102,10 +123,13 @@ class FusionDataModule(pl.LightningDataModule):
             (patients leak; warned); ``"paper"``: the paper's protocol as stated, every pair
             augmented by the offline plan first and the augmented images then split at random
             (near-copies of test images in training; warned; ``augment`` does not apply, the
-            training side is the plan's items).
-        test_size: Held-out fraction.
+            training side is the plan's items); ``"site"``: leave-one-site-out, the held-out pairs
+            are one site's (the manifest's ``site`` column; see :func:`make_splits`), ``fold``
+            picks the site.
+        test_size: Held-out fraction (not with ``split="site"``: a site is held out whole).
         folds: ``0`` for one split, ``K >= 2`` for patient K-fold; then ``fold`` picks one.
-        fold: The fold to serve (with ``folds``).
+        fold: The fold to serve (with ``folds``); with ``split="site"``, the held-out site's index
+            in the sorted site names (checked against the number of sites by :meth:`setup`).
         seed: Split, shuffling and augmentation seed.
         workers: DataLoader worker processes.
         prepare: Called once per node by ``prepare_data`` (e.g. to generate a data set).
@@ -156,6 +180,9 @@ class FusionDataModule(pl.LightningDataModule):
             (0.0 < test_size < 1.0, f"test_size: expected a fraction in (0, 1), got {test_size!r}"),
             (folds == 0 or folds >= 2, f"folds: expected 0 (one split) or K >= 2, got {folds!r}"),
             (folds == 0 or 0 <= fold < folds, f"fold: expected 0 <= fold < {folds}, got {fold!r}"),
+            (not (split == "site" and folds), "folds: not with split='site' (one split per site; "
+             "fold picks the held-out site)"),
+            (split != "site" or fold >= 0, f"fold: expected the held-out site's index >= 0, got {fold!r}"),
             (batch_size >= 1, f"batch_size: expected >= 1, got {batch_size!r}"),
             (0.0 <= val_size < 1.0, f"val_size: expected a fraction in [0, 1), got {val_size!r}"),
             (not (val_size and split == "paper"), "val_size: not with split='paper' (it splits images)"),
@@ -220,7 +247,11 @@ class FusionDataModule(pl.LightningDataModule):
             self.test_set = planned_dataset(manifest, mods, size, test_items, crop=crop)
             return
         splits = make_splits(manifest, self.split_kind, self.test_size, self.seed, self.folds)
-        self.split = splits[self.fold if self.folds else 0]
+        if self.split_kind == "site" and self.fold >= len(splits):
+            sites = ", ".join(s.name.removeprefix("site-") for s in splits)
+            raise ValueError(f"fold: expected 0 <= fold < {len(splits)} (the sites {sites}, in "
+                             f"order), got {self.fold}")
+        self.split = splits[self.fold if self.folds or self.split_kind == "site" else 0]
         train_idx = self.split.train_idx
         if self.val_size:
             training = manifest.subset(list(train_idx))

@@ -25,15 +25,19 @@ from mmfusion.liver.cutoffs import HERRMANN_2018, SweCutoffs, stage_from_kpa
 from mmfusion.liver.stages import NUM_STAGES, STAGE_NAMES, parse_stage, stage_name
 
 _PHANTOM_NAMES = (
+    "GENERATOR_VERSION",
+    "STYLES",
     "LiverPhantom",
     "PatientLatent",
     "PhantomConfig",
     "PhantomPair",
     "PhantomTruth",
+    "ScannerStyle",
     "SectorGeometry",
     "bayes_ceiling",
     "colour_lut",
     "generator_fingerprint",
+    "get_style",
     "make_phantom_dataset",
     "phantom_truth",
     "sample_cohort",

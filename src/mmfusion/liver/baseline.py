@@ -89,6 +89,7 @@ def pair_features(
     box: tuple[int, int, int, int] | None = None,
     kpa_range: tuple[float, float] = (0.0, 40.0),
     colormap: str | np.ndarray = "jet",
+    us_box: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """The baseline's features of one image pair.
 
@@ -97,7 +98,11 @@ def pair_features(
         swe: SWE frame, uint8 RGB ``[H, W, 3]``, same ``H, W`` as ``us``.
         box: ``(x0, y0, x1, y1)`` end-exclusive SWE colour box; detected if None.
         kpa_range: The colour scale's range in kPa (see :func:`mmfusion.data.decode_swe_kpa`).
-        colormap: The colour scale (see :func:`mmfusion.data.decode_swe_kpa`).
+        colormap: The colour scale (see :func:`mmfusion.data.decode_swe_kpa`; e.g. the frame's own
+            legend read by :func:`mmfusion.data.colour_bar_lut`).
+        us_box: Where the B-mode statistics are taken in ``us``; None: ``box`` (the same place,
+            right when both frames show the fan at the same position; a dual-view SWE screen
+            shows it elsewhere).
 
     Returns:
         ``[F]`` float64 features in the order of :data:`FEATURE_NAMES`.
@@ -121,7 +126,8 @@ def pair_features(
         raise ValueError(f"swe: the box {tuple(box)} holds no colour-coded pixel")
     q1, median, q3 = np.percentile(valid, [25, 50, 75])
     swe_part = [float(median), float(q3 - q1), valid.size / kpa.size]
-    return np.array(swe_part + _bmode_statistics(grey, tuple(box)), dtype=np.float64)
+    region = tuple(box) if us_box is None else tuple(us_box)
+    return np.array(swe_part + _bmode_statistics(grey, region), dtype=np.float64)
 
 
 def baseline_features(

@@ -27,6 +27,7 @@ class PatientLatent:
         stiffness_kpa: Latent liver stiffness.
         texture: Latent texture score (0 = fine, homogeneous; ~1 = coarse, nodular).
         n_views: Number of image pairs of this patient.
+        site: The site (hospital) the patient was scanned at, ``"A"``, ``"B"``, ...
     """
 
     index: int
@@ -35,6 +36,7 @@ class PatientLatent:
     stiffness_kpa: float
     texture: float
     n_views: int
+    site: str = "A"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,18 @@ def _apportion(total: int, weights: np.ndarray) -> np.ndarray:
     return counts
 
 
+def _assign_sites(stages: np.ndarray, seed: int, n_sites: int) -> np.ndarray:
+    """Site index of each patient: within each stage, an even round-robin in random order."""
+    rng = np.random.default_rng([seed, 3])
+    sites = np.zeros(len(stages), dtype=np.int64)
+    start = 0
+    for stage in range(int(stages.max()) + 1):
+        members = np.flatnonzero(stages == stage)
+        sites[rng.permutation(members)] = (start + np.arange(len(members))) % n_sites
+        start += len(members)  # the remainders of successive stages go to different sites
+    return sites
+
+
 def sample_cohort(n_patients: int, seed: int, config: PhantomConfig) -> list[PatientLatent]:
     """Draw a deterministic cohort of phantom patients.
 
@@ -106,6 +120,7 @@ def sample_cohort(n_patients: int, seed: int, config: PhantomConfig) -> list[Pat
     extra_slots = rng.choice(n_patients * (hi - lo), size=total - n_patients * lo, replace=False)
     n_views = lo + np.bincount(extra_slots // (hi - lo), minlength=n_patients)
 
+    sites = _assign_sites(stages, seed, len(config.sites))
     width = max(3, len(str(n_patients)))
     return [
         PatientLatent(
@@ -115,6 +130,7 @@ def sample_cohort(n_patients: int, seed: int, config: PhantomConfig) -> list[Pat
             stiffness_kpa=float(stiffness[i]),
             texture=float(texture[i]),
             n_views=int(n_views[i]),
+            site=config.sites[sites[i]],
         )
         for i in range(n_patients)
     ]

@@ -9,11 +9,18 @@ deviations (1.0, 1.3, 1.8, 2.5 kPa), F4 gets 0.35 (heavy tail, about 8-30 kPa).
 The texture latent is a unitless fibrosis-texture score: near 0 for F0-F2 (small steps, nearly
 alike in B-mode, as in real life), about 0.55 for F3 (heterogeneous, septa) and 0.85 for F4 (coarse,
 nodular, irregular surface).
+
+Version 2 of the generator keeps this latent model exactly and changes only the rendering: where
+the evidence sits in the frame (variable liver fraction, localized septa and capsule nodularity),
+what hides it (rib shadows, reverberation, vessels, kidney and gallbladder, unreliable SWE regions)
+and how each site's scanner shows it (:mod:`~mmfusion.liver.phantom.styles`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
+
+from mmfusion.liver.phantom.styles import STYLES, ScannerStyle
 
 __all__ = ["PhantomConfig"]
 
@@ -34,12 +41,19 @@ class PhantomConfig:
         texture_sd: Standard deviation of the texture latent within a stage.
         view_stiffness_log_sd: Per-view variation of ``log(stiffness)`` around the patient's latent.
         view_texture_sd: Per-view variation of the texture score around the patient's latent.
-        kpa_max: Top of the SWE colour scale in kPa (the scale is 0..kpa_max, blue to red).
         swe_spatial_log_sd: Spatial variation of ``log(stiffness)`` inside the SWE box.
         swe_void_fraction: Range of the fraction of void (uncoloured) pixels in the SWE box.
-        opening_deg: Range of the fan's opening angle in degrees (convex probe).
         border_touch_prob: Probability that the fan runs past the bottom border of the frame.
-        dynamic_range_db: Log-compression dynamic range of the B-mode image.
+        site_styles: One scanner style per site (names of
+            :data:`~mmfusion.liver.phantom.styles.STYLES` or :class:`ScannerStyle` objects); sites
+            are named ``"A"``, ``"B"``, ... in this order, and every stage's patients are spread
+            evenly over them. The colour scale, fan opening, gain and file format come from the
+            style.
+        rib_shadow_prob: Probability that a view has one or two rib shadows.
+        reverberation_prob: Probability of near-field reverberation bands.
+        organ_prob: Probabilities of a kidney and of a gallbladder in a view.
+        box_near_capsule_prob: Probability that the SWE box is placed too close to the capsule
+            (its top rows then show reverberation-biased, unreliable stiffness).
     """
 
     width: int = 800
@@ -53,12 +67,14 @@ class PhantomConfig:
     texture_sd: float = 0.1
     view_stiffness_log_sd: float = 0.04
     view_texture_sd: float = 0.03
-    kpa_max: float = 40.0
     swe_spatial_log_sd: float = 0.08
     swe_void_fraction: tuple[float, float] = (0.005, 0.03)
-    opening_deg: tuple[float, float] = (55.0, 75.0)
     border_touch_prob: float = 0.3
-    dynamic_range_db: float = 60.0
+    site_styles: tuple[str | ScannerStyle, ...] = ("classic", "wide", "dual")
+    rib_shadow_prob: float = 0.4
+    reverberation_prob: float = 0.6
+    organ_prob: tuple[float, float] = (0.3, 0.2)
+    box_near_capsule_prob: float = 0.25
 
     def __post_init__(self) -> None:
         if self.width < 64 or self.height < 48:
@@ -83,10 +99,36 @@ class PhantomConfig:
                 f"views_range, pairs_per_patient: expected 1 <= min <= mean <= max, got "
                 f"{self.views_range} and {self.pairs_per_patient}"
             )
-        if not 0 < self.opening_deg[0] <= self.opening_deg[1] < 120:
-            raise ValueError(f"opening_deg: expected 0 < min <= max < 120, got {self.opening_deg}")
-        if self.kpa_max <= 0:
-            raise ValueError(f"kpa_max: expected > 0, got {self.kpa_max}")
+        if not 1 <= len(self.site_styles) <= 26:
+            raise ValueError(f"site_styles: expected 1 to 26 styles, got {len(self.site_styles)}")
+        for style in self.site_styles:
+            if not isinstance(style, ScannerStyle) and style not in STYLES:
+                raise ValueError(
+                    f"site_styles: expected names in {sorted(STYLES)} or ScannerStyle objects, "
+                    f"got {style!r}"
+                )
+        for name in ("border_touch_prob", "rib_shadow_prob", "reverberation_prob",
+                     "box_near_capsule_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: expected a probability in [0, 1], got {getattr(self, name)}")
+        if len(self.organ_prob) != 2 or not all(0.0 <= p <= 1.0 for p in self.organ_prob):
+            raise ValueError(f"organ_prob: expected two probabilities, got {self.organ_prob}")
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """Site names, ``"A"``, ``"B"``, ... one per entry of ``site_styles``."""
+        return tuple(chr(ord("A") + i) for i in range(len(self.site_styles)))
+
+    def style(self, site: str) -> ScannerStyle:
+        """The :class:`ScannerStyle` of ``site``.
+
+        Raises:
+            ValueError: Unknown site.
+        """
+        if site not in self.sites:
+            raise ValueError(f"site: expected one of {self.sites}, got {site!r}")
+        style = self.site_styles[self.sites.index(site)]
+        return style if isinstance(style, ScannerStyle) else STYLES[style]
 
     @property
     def scale(self) -> float:
@@ -95,7 +137,11 @@ class PhantomConfig:
 
     def as_dict(self) -> dict[str, object]:
         """Plain-JSON form (tuples become lists)."""
-        return {
-            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-            for f in fields(self)
-        }
+        def plain(value: object) -> object:
+            if isinstance(value, ScannerStyle):
+                return {k: plain(v) for k, v in asdict(value).items()}
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            return value
+
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}

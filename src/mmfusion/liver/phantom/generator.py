@@ -17,7 +17,8 @@ from mmfusion.liver.phantom.cohort import PatientLatent, sample_cohort, sample_l
 from mmfusion.liver.phantom.config import PhantomConfig
 from mmfusion.liver.phantom.geometry import SectorGeometry, sample_geometry
 from mmfusion.liver.phantom.overlays import Overlay, draw_colour_bar
-from mmfusion.liver.phantom.swe import colour_lut, render_swe, sample_swe_box
+from mmfusion.liver.phantom.styles import ScannerStyle
+from mmfusion.liver.phantom.swe import render_swe, sample_swe_box
 from mmfusion.liver.stages import NUM_STAGES
 
 __all__ = ["LiverPhantom", "PhantomPair", "PhantomTruth"]
@@ -37,10 +38,14 @@ class PhantomTruth:
         latent_stiffness_kpa: The patient's latent stiffness.
         texture: Texture score rendered in this view.
         latent_texture: The patient's latent texture score.
-        swe_box: ``(x0, y0, x1, y1)`` SWE colour box in frame pixels, end-exclusive.
-        geometry: The fan geometry (gives the sector mask).
+        swe_box: ``(x0, y0, x1, y1)`` SWE colour box in SWE-frame pixels, end-exclusive.
+        geometry: The fan geometry of the B-mode frame (gives its sector mask).
         width: Frame width.
         height: Frame height.
+        site: The patient's site (``"A"``, ...).
+        style: Name of the site's scanner style.
+        swe_shift: Horizontal offset in pixels of the SWE frame's fan from the B-mode frame's
+            (0 for a single layout; a dual-view screen shows its elastogram to the right).
     """
 
     patient_id: str
@@ -54,14 +59,23 @@ class PhantomTruth:
     geometry: SectorGeometry
     width: int
     height: int
+    site: str = "A"
+    style: str = "classic"
+    swe_shift: int = 0
 
-    def sector_mask(self) -> np.ndarray:
-        """``[H, W]`` bool mask of the true scan sector."""
-        return self.geometry.mask(self.width, self.height)
+    def sector_geometry(self, modality: str = "us") -> SectorGeometry:
+        """The fan geometry of the ``"us"`` or the ``"swe"`` frame."""
+        if modality not in ("us", "swe"):
+            raise ValueError(f"modality: expected 'us' or 'swe', got {modality!r}")
+        return self.geometry.shifted(self.swe_shift) if modality == "swe" else self.geometry
 
-    def sector_bbox(self) -> Box:
+    def sector_mask(self, modality: str = "us") -> np.ndarray:
+        """``[H, W]`` bool mask of the true scan sector of the ``"us"`` or ``"swe"`` frame."""
+        return self.sector_geometry(modality).mask(self.width, self.height)
+
+    def sector_bbox(self, modality: str = "us") -> Box:
         """``(x0, y0, x1, y1)`` bounding box of the true sector, end-exclusive."""
-        ys, xs = np.nonzero(self.sector_mask())
+        ys, xs = np.nonzero(self.sector_mask(modality))
         return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
     def swe_box_in_crop(
@@ -71,13 +85,13 @@ class PhantomTruth:
 
         Args:
             out_size: ``(H, W)`` the crop is resized to (e.g. the model input); None: crop pixels.
-            bbox: ``(x0, y0, x1, y1)`` crop box actually used (e.g. ``detect_sector(...).bbox``);
-                None uses the true sector's bounding box.
+            bbox: ``(x0, y0, x1, y1)`` crop box of the SWE frame actually used (e.g.
+                ``detect_sector(...).bbox``); None uses the true SWE sector's bounding box.
 
         Returns:
             ``(x0, y0, x1, y1)`` as floats.
         """
-        bx0, by0, bx1, by1 = bbox if bbox is not None else self.sector_bbox()
+        bx0, by0, bx1, by1 = bbox if bbox is not None else self.sector_bbox("swe")
         sy = 1.0 if out_size is None else out_size[0] / (by1 - by0)
         sx = 1.0 if out_size is None else out_size[1] / (bx1 - bx0)
         x0, y0, x1, y1 = self.swe_box
@@ -92,11 +106,14 @@ class PhantomPair:
         us: ``[H, W]`` uint8 grey-scale B-mode frame with overlays.
         swe: ``[H, W, 3]`` uint8 RGB SWE frame with overlays and colour bar.
         truth: Its :class:`PhantomTruth`.
+        swe_kpa: ``[h, w]`` float32 true stiffness in kPa that each pixel of the SWE box encodes
+            (``truth.swe_box``; NaN where void), before the colour scale quantizes it.
     """
 
     us: np.ndarray
     swe: np.ndarray
     truth: PhantomTruth
+    swe_kpa: np.ndarray | None = None
 
 
 class LiverPhantom:
@@ -132,13 +149,16 @@ class LiverPhantom:
         rng = np.random.default_rng([self.seed, 1, patient.index, view])
         return self._render(rng, patient, view)
 
-    def sample(self, stage: int | None = None, index: int = 0) -> PhantomPair:
+    def sample(self, stage: int | None = None, index: int = 0, site: str | None = None) -> PhantomPair:
         """Render a single pair of a fresh patient (not part of any cohort).
 
         Args:
             stage: Stage 0..4; None draws one by prevalence.
             index: Which sample of this seed (different indices give different patients).
+            site: The site whose scanner style renders it; None: the first (``"A"``).
         """
+        site = self.config.sites[0] if site is None else site
+        self.config.style(site)  # validates
         rng = np.random.default_rng([self.seed, 2, index])
         if stage is None:
             p = np.asarray(self.config.stage_prevalence, dtype=np.float64)
@@ -153,28 +173,38 @@ class LiverPhantom:
             stiffness_kpa=float(stiffness[0]),
             texture=float(texture[0]),
             n_views=1,
+            site=site,
         )
         return self._render(rng, patient, 0)
 
     def _render(self, rng: np.random.Generator, patient: PatientLatent, view: int) -> PhantomPair:
         cfg = self.config
+        style = cfg.style(patient.site)
         latent = sample_view(patient, rng, cfg)
-        geom = sample_geometry(rng, cfg)
-        scene = render_bmode(rng, geom, latent.texture, cfg)
-        box = sample_swe_box(rng, geom, scene.capsule_r, cfg)
-        swe = render_swe(rng, scene, box, latent.stiffness_kpa, cfg)
+        dual = style.layout == "dual"
+        panel_w = cfg.width // 2 if dual else cfg.width
+        geom = sample_geometry(rng, cfg, style, panel_w)
+        scene = render_bmode(rng, geom, latent.texture, cfg, style, panel_w)
+        box = sample_swe_box(rng, geom, scene.capsule_r, cfg, scene.shadow)
+        swe_panel, swe_kpa = render_swe(rng, scene, box, latent.stiffness_kpa, cfg, style)
 
-        overlay = Overlay.around(scene.mask, cfg)
-        overlay.standard(rng, geom, depth_cm=float(rng.uniform(14, 18)))
-        label_x, label_y = cfg.width - int(150 * cfg.scale), int(4 * overlay.line)
-        us_extra, swe_extra = overlay.fork(), overlay.fork()
-        us = overlay.draw(scene.image.copy())
-        us_extra.text("B  Gen", label_x, label_y)
-        us = us_extra.draw(us)
-        swe = overlay.draw(swe)
-        swe_extra.text("SWE  Q-Box", label_x, label_y)
-        swe = swe_extra.draw(draw_colour_bar(swe, swe_extra, colour_lut(), cfg.kpa_max))
+        us_dx, swe_dx = ((cfg.width - panel_w) // 2, panel_w) if dual else (0, 0)
+        us = _place(scene.image, cfg, us_dx)
+        us_fan = _place(scene.mask, cfg, us_dx)
+        if dual:  # the B-mode view on the left, the elastogram on the right
+            swe = np.repeat(_place(scene.image, cfg, 0)[:, :, None], 3, axis=2)
+            swe[:, swe_dx : swe_dx + panel_w] = swe_panel
+            swe_fans = _place(scene.mask, cfg, 0) | _place(scene.mask, cfg, swe_dx)
+        else:
+            swe, swe_fans = swe_panel, scene.mask
+        depth_cm = float(rng.uniform(14, 18))
+        text_seed = int(rng.integers(2**32))  # both frames of a view carry the same settings text
+        us = _annotate(text_seed, us, Overlay.around(us_fan, cfg), geom.shifted(us_dx), depth_cm, style,
+                       "B  Gen", None)
+        swe = _annotate(text_seed, swe, Overlay.around(swe_fans, cfg), geom.shifted(swe_dx), depth_cm,
+                        style, "SWE  Q-Box", style)
 
+        x0, y0, x1, y1 = box
         truth = PhantomTruth(
             patient_id=patient.patient_id,
             view=view,
@@ -183,9 +213,44 @@ class LiverPhantom:
             latent_stiffness_kpa=patient.stiffness_kpa,
             texture=latent.texture,
             latent_texture=patient.texture,
-            swe_box=box,
-            geometry=geom,
+            swe_box=(x0 + swe_dx, y0, x1 + swe_dx, y1),
+            geometry=geom.shifted(us_dx),
             width=cfg.width,
             height=cfg.height,
+            site=patient.site,
+            style=style.name,
+            swe_shift=swe_dx - us_dx,
         )
-        return PhantomPair(us=us, swe=swe, truth=truth)
+        return PhantomPair(us=us, swe=swe, truth=truth, swe_kpa=swe_kpa)
+
+
+def _place(panel: np.ndarray, config: PhantomConfig, dx: int) -> np.ndarray:
+    """The ``[H, Wp(, C)]`` panel pasted into an empty ``[H, W(, C)]`` frame at column ``dx``."""
+    if panel.shape[1] == config.width and dx == 0:
+        return panel
+    frame = np.zeros((config.height, config.width, *panel.shape[2:]), dtype=panel.dtype)
+    frame[:, dx : dx + panel.shape[1]] = panel
+    return frame
+
+
+def _annotate(
+    seed: int,
+    image: np.ndarray,
+    overlay: Overlay,
+    geom: SectorGeometry,
+    depth_cm: float,
+    style: ScannerStyle,
+    label: str,
+    colour_bar: ScannerStyle | None,
+) -> np.ndarray:
+    """Draw the style's standard annotations, the mode label and (SWE) the colour bar."""
+    cfg = overlay.config
+    overlay.standard(np.random.default_rng(seed), geom, depth_cm, style)
+    image = overlay.draw(image.copy())
+    extra = overlay.fork()
+    label_x = 2 if style.ruler_side == "right" else cfg.width - int(150 * cfg.scale)
+    extra.text(label, max(2, label_x + int(6 * cfg.scale)), int(4 * overlay.line))
+    if colour_bar is not None:
+        side = "left" if style.ruler_side == "right" else "right"
+        image = draw_colour_bar(image, extra, colour_bar.colour_lut(), colour_bar.kpa_max, side)
+    return extra.draw(image)

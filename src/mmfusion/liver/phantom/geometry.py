@@ -7,11 +7,12 @@ imaging depth) around a virtual apex above the frame, within ``+-half_angle`` of
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from mmfusion.liver.phantom.config import PhantomConfig
+from mmfusion.liver.phantom.styles import ScannerStyle
 
 __all__ = ["SectorGeometry", "sample_geometry"]
 
@@ -39,6 +40,10 @@ class SectorGeometry:
         """Half the opening angle in radians."""
         return math.radians(self.half_angle_deg)
 
+    def shifted(self, dx: float) -> SectorGeometry:
+        """The same fan moved ``dx`` pixels to the right (e.g. into a dual-view panel)."""
+        return replace(self, apex_x=self.apex_x + dx)
+
     def polar(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """Radius and angle of every pixel.
 
@@ -61,16 +66,24 @@ class SectorGeometry:
         return (r >= self.r_inner) & (r <= self.r_outer) & (np.abs(theta) <= self.half_angle)
 
 
-def sample_geometry(rng: np.random.Generator, config: PhantomConfig) -> SectorGeometry:
-    """Draw a plausible convex-probe fan for a ``config.width x config.height`` frame.
+def sample_geometry(
+    rng: np.random.Generator, config: PhantomConfig, style: ScannerStyle, width: int | None = None
+) -> SectorGeometry:
+    """Draw a plausible convex-probe fan for a ``width x config.height`` panel.
 
-    The opening is drawn from ``config.opening_deg`` (55-75 deg by default), the apex lies 5-15% of
-    the frame height above the frame, the probe face about 8% below the top; with probability
-    ``config.border_touch_prob`` the fan runs past the bottom border. The fan's half width is at most
-    42% of the frame width, leaving room for the ruler and colour bar.
+    The opening is drawn from ``style.opening_deg``, the apex lies 5-15% of the frame height above
+    the frame, the probe face about 8% below the top; with probability
+    ``config.border_touch_prob`` the fan runs past the bottom border. The fan's half width is at
+    most ``style.max_half_width`` of the panel width, leaving room for the ruler and colour bar.
+
+    Args:
+        rng: Random generator (consumed).
+        config: Phantom configuration (frame height, border-touch probability).
+        style: Scanner style (opening angle, half width).
+        width: Panel width; None: the frame width (a dual-view style passes half of it).
     """
-    w, h = config.width, config.height
-    half = math.radians(rng.uniform(*config.opening_deg) / 2)
+    w, h = width or config.width, config.height
+    half = math.radians(rng.uniform(*style.opening_deg) / 2)
     apex_x = w / 2 + rng.uniform(-0.02, 0.02) * w
     apex_y = -rng.uniform(0.05, 0.15) * h
     face_y = rng.uniform(0.07, 0.09) * h
@@ -79,7 +92,7 @@ def sample_geometry(rng: np.random.Generator, config: PhantomConfig) -> SectorGe
         bottom = rng.uniform(1.03, 1.15) * h
     else:
         bottom = rng.uniform(0.86, 0.96) * h
-    r_outer = min(bottom - apex_y, 0.42 * w / math.sin(half))
+    r_outer = min(bottom - apex_y, style.max_half_width * w / math.sin(half))
     return SectorGeometry(
         apex_x=float(apex_x),
         apex_y=float(apex_y),

@@ -12,6 +12,7 @@ import numpy as np
 
 from mmfusion.liver.phantom.config import PhantomConfig
 from mmfusion.liver.phantom.geometry import SectorGeometry
+from mmfusion.liver.phantom.styles import ScannerStyle
 
 __all__ = ["Overlay", "draw_colour_bar"]
 
@@ -68,42 +69,52 @@ class Overlay:
         if self._claim(x0, y0, x1 + 1, y1 + 1):
             self.ops.append(("rect", ((x0, y0), (x1, y1), value, -1 if filled else 1)))
 
-    def standard(self, rng: np.random.Generator, geom: SectorGeometry, depth_cm: float) -> None:
-        """Queue the annotations every frame carries: header, preset, logo, ruler, settings."""
+    def standard(
+        self, rng: np.random.Generator, geom: SectorGeometry, depth_cm: float, style: ScannerStyle
+    ) -> None:
+        """Queue the annotations every frame carries: header, preset, logo, ruler, settings.
+
+        The header and the depth ruler sit on ``style.ruler_side``, the logo on the other side.
+        """
         cfg, s, line = self.config, self.config.scale, self.line
         w, h = cfg.width, cfg.height
-        x = max(2, int(8 * s))
+        right = style.ruler_side == "right"
+        x = w - int(160 * s) if right else max(2, int(8 * s))
         day, month = int(rng.integers(1, 29)), int(rng.integers(1, 13))
         hour, minute = int(rng.integers(8, 18)), int(rng.integers(0, 60))
-        self.text("MMFUSION PHANTOM", x, line)
+        self.text(style.header, x, line)
         self.text(f"2024-{month:02d}-{day:02d} {hour:02d}:{minute:02d}", x, 2 * line, 190)
         self.text("C5-1  Abd Liver", x, 3 * line + int(6 * s), 235)
-        # Logo block, top right.
-        lx0, ly0 = w - int(100 * s), max(2, int(6 * s))
-        lx1, ly1 = w - int(14 * s), ly0 + int(22 * s)
+        # Logo block, opposite the header.
+        lx0 = int(14 * s) if right else w - int(100 * s)
+        ly0 = max(2, int(6 * s))
+        lx1, ly1 = lx0 + int(86 * s), ly0 + int(22 * s)
         if self._claim(lx0, ly0, lx1 + 1, ly1 + 1):
             self.ops.append(("rect", ((lx0, ly0), (lx1, ly1), 185, -1)))
             self.ops.append(("text", ("MMF", (lx0 + int(22 * s), ly1 - int(6 * s)), 20)))
         self.text(
             f"MI {rng.uniform(0.8, 1.3):.1f}  TIb {rng.uniform(0.2, 0.6):.1f}",
-            w - int(150 * s),
+            lx0 if right else w - int(150 * s),
             ly1 + line,
         )
-        # Depth ruler, left edge: a tick per cm, long ticks and labels every 5 cm.
+        # Depth ruler: a tick per cm, long ticks and labels every 5 cm.
         px_per_cm = (geom.r_outer - geom.r_inner) / depth_cm
         top = geom.apex_y + geom.r_inner
         for cm in range(int(depth_cm) + 1):
             y = int(round(top + cm * px_per_cm))
             long = cm % 5 == 0
+            x0, x1 = int((21 if long else 26) * s), int(31 * s)
+            if right:
+                x0, x1 = w - 1 - x1, w - 1 - x0
             if long:
-                self.text(str(cm), max(1, int(2 * s)), y + int(4 * s), 200)
-            x0 = int((21 if long else 26) * s)
-            self.rect(x0, y, int(31 * s), y + max(0, int(round(s)) - 1), 200)
+                self.text(str(cm), x1 + int(3 * s) if right else max(1, int(2 * s)),
+                          y + int(4 * s), 200)
+            self.rect(x0, y, x1, y + max(0, int(round(s)) - 1), 200)
         self.text(f"{depth_cm:.0f}cm", x, h - 3 * line, 200)
         self.text(
             f"FR {int(rng.integers(12, 30))}Hz  G{int(rng.integers(40, 70))}", x, h - 2 * line, 200
         )
-        self.text(f"DR {cfg.dynamic_range_db:.0f}", x, h - line, 200)
+        self.text(f"DR {style.dynamic_range_db:.0f}", x, h - line, 200)
 
     def draw(self, image: np.ndarray) -> np.ndarray:
         """Draw the queued annotations onto ``image`` (grey ``[H, W]`` or RGB ``[H, W, 3]``)."""
@@ -118,25 +129,34 @@ class Overlay:
 
 
 def draw_colour_bar(
-    rgb: np.ndarray, overlay: Overlay, lut: np.ndarray, kpa_max: float
+    rgb: np.ndarray, overlay: Overlay, lut: np.ndarray, kpa_max: float, side: str = "right"
 ) -> np.ndarray:
-    """Draw the SWE colour bar (top = ``kpa_max``, bottom = 0 kPa) at the right edge.
+    """Draw the SWE colour bar (top = ``kpa_max``, bottom = 0 kPa) at the ``side`` edge.
 
-    The bar is drawn at once; its labels are queued on ``overlay`` (call ``overlay.draw``).
+    The bar is drawn at once; its labels are queued on ``overlay`` (call ``overlay.draw``). It
+    runs from 14 % of the frame height down to 46 %, or, where a wide fan reaches the frame's edge
+    there, down to 34 % or 26 %; it is left out only where none of these clears the fan.
 
     Args:
         rgb: ``[H, W, 3]`` uint8 RGB frame, drawn on in place.
         overlay: Supplies the keep-out zone and receives the labels.
         lut: ``[256, 3]`` uint8 RGB colour scale.
         kpa_max: Value at the top of the bar.
+        side: ``"right"`` or ``"left"``.
 
     Returns:
         ``rgb``.
     """
     s, (h, w) = overlay.config.scale, rgb.shape[:2]
     x0, x1 = w - int(36 * s), w - int(24 * s)
-    y0, y1 = int(0.14 * h), int(0.46 * h)
-    if not overlay._claim(x0 - 1, y0 - 1, x1 + 2, y1 + 2):
+    if side == "left":
+        x0, x1 = int(40 * s), int(52 * s)
+    y0 = int(0.14 * h)
+    for bottom in (0.46, 0.34, 0.26):
+        y1 = int(bottom * h)
+        if overlay._claim(x0 - 1, y0 - 1, x1 + 2, y1 + 2):
+            break
+    else:
         return rgb
     ramp = lut[np.linspace(255, 0, y1 - y0).astype(np.int64)]
     rgb[y0:y1, x0:x1] = ramp[:, None, :]

@@ -1,19 +1,23 @@
-"""Write the phantom to disk as PNG (or DICOM) pairs plus a ``manifest.csv`` (the default data set).
+"""Write the phantom to disk as PNG and DICOM pairs plus a ``manifest.csv`` (the default data set).
 
 Layout (same format as real data, see :mod:`mmfusion.data.manifest`)::
 
-    root/manifest.csv             patient_id,us_path,swe_path,stage,<ground-truth columns>
-    root/phantom.json             generation parameters (seed, n_patients, config) and the
-                                  fingerprint of the generator's source code
+    root/manifest.csv             patient_id,us_path,swe_path,stage,site,<ground-truth columns>
+    root/phantom.json             generation parameters (seed, n_patients, config), the
+                                  generator version and the fingerprint of its source code
     root/P001/view1_us.png        grey B-mode
     root/P001/view1_swe.png       RGB SWE
+    root/P003/view1_us.dcm        a patient of a site whose scanner style stores DICOM
 
-With ``image_format="dicom"`` the images are ``view1_us.dcm`` / ``view1_swe.dcm`` instead: US Image
-Storage objects (SOP class 1.2.840.10008.5.1.4.1.1.6.1) holding the very same pixels, compressed
-losslessly (the first available of JPEG-LS Lossless, JPEG 2000 Lossless and RLE Lossless; with the
-``mmfusion[dicom]`` plugins that is JPEG 2000 Lossless), B-mode as MONOCHROME2, SWE as RGB (YBR_RCT,
-JPEG 2000's reversible colour transform, under JPEG 2000), with a Sequence of Ultrasound Regions
-holding the visible fan's bounding box as a tissue region. UIDs derive from the seed, the
+By default (``image_format="native"``) each site's frames are stored as its scanner style says
+(:attr:`ScannerStyle.image_format <mmfusion.liver.phantom.ScannerStyle.image_format>`; the
+default ``"dual"`` style of site C stores DICOM); ``"png"`` or ``"dicom"`` store every frame so.
+DICOM images are ``view1_us.dcm`` / ``view1_swe.dcm``: US Image Storage objects
+(SOP class 1.2.840.10008.5.1.4.1.1.6.1) holding the very same pixels in RLE Lossless (the
+compression many ultrasound scanners use; with ``mmfusion[dicom]``'s pylibjpeg-rle it writes and
+reads as fast as PNG), B-mode as MONOCHROME2, SWE as RGB, with a Sequence of Ultrasound Regions
+holding the visible fan's bounding box as a tissue region (a dual-view SWE screen: two tissue
+regions of equal size, the B-mode view first, then the elastogram). UIDs derive from the seed, the
 configuration, the patient and the view, so the files are byte-identical for any ``workers``.
 
 The extra manifest columns hold each pair's ground truth (view stiffness, latents, SWE box, fan
@@ -28,6 +32,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 from pathlib import Path
@@ -40,25 +45,32 @@ from mmfusion.data.manifest import ManifestRow, write_manifest
 from mmfusion.data.roi import detect_sector
 from mmfusion.liver.phantom.cohort import PatientLatent
 from mmfusion.liver.phantom.config import PhantomConfig
-from mmfusion.liver.phantom.generator import LiverPhantom, PhantomTruth
+from mmfusion.liver.phantom.generator import LiverPhantom, PhantomPair, PhantomTruth
 from mmfusion.liver.phantom.geometry import SectorGeometry
 from mmfusion.liver.stages import STAGE_NAMES
 
 __all__ = ["generator_fingerprint", "make_phantom_dataset", "phantom_truth"]
 
+#: Version of the phantom's rendering, recorded in ``phantom.json`` (2: artifacts, localized signs,
+#: scanner styles and sites).
+GENERATOR_VERSION = 2
+IMAGE_FORMATS = ("native", "png", "dicom")
 MANIFEST_NAME = "manifest.csv"
 PARAMS_NAME = "phantom.json"
 _BOX = ("swe_x0", "swe_y0", "swe_x1", "swe_y1")
 _GEOM = tuple(f.name for f in fields(SectorGeometry))
 COLUMNS = (
-    "patient_id", "us_path", "swe_path", "stage", "view", "stiffness_kpa",
+    "patient_id", "us_path", "swe_path", "stage", "site", "style", "view", "stiffness_kpa",
     "latent_stiffness_kpa", "texture", "latent_texture", *_BOX, *_GEOM, "width", "height",
+    "swe_shift", "swe_scale_kpa",
 )  # fmt: skip
 
 
-def _truth_columns(truth: PhantomTruth) -> dict[str, object]:
+def _truth_columns(truth: PhantomTruth, config: PhantomConfig) -> dict[str, object]:
     geom = truth.geometry
     return {
+        "site": truth.site,
+        "style": truth.style,
         "view": truth.view,
         "stiffness_kpa": f"{truth.stiffness_kpa:.4f}",
         "latent_stiffness_kpa": f"{truth.latent_stiffness_kpa:.4f}",
@@ -68,6 +80,8 @@ def _truth_columns(truth: PhantomTruth) -> dict[str, object]:
         **{name: repr(float(getattr(geom, name))) for name in _GEOM},
         "width": truth.width,
         "height": truth.height,
+        "swe_shift": truth.swe_shift,
+        "swe_scale_kpa": f"{config.style(truth.site).kpa_max:g}",
     }
 
 
@@ -102,6 +116,9 @@ def phantom_truth(row: ManifestRow) -> PhantomTruth:
         geometry=SectorGeometry(**{name: float(x[name]) for name in _GEOM}),
         width=int(x["width"]),
         height=int(x["height"]),
+        site=x["site"],
+        style=x["style"],
+        swe_shift=int(x["swe_shift"]),
     )
 
 
@@ -110,32 +127,37 @@ def _write_png(path: Path, image: np.ndarray, params: list[int]) -> None:
         raise OSError(f"could not write {path}")
 
 
-def _dicom_transfer_syntax() -> str:
-    """The lossless transfer syntax UID of a DICOM phantom: the first one pydicom can encode.
+def _dicom_encoder() -> str:
+    """The pydicom plugin that writes the phantom's RLE Lossless files (pylibjpeg-rle, else pydicom's
+    own, ten times slower).
 
-    JPEG-LS Lossless (needs pyjpegls), JPEG 2000 Lossless (needs pylibjpeg-openjpeg), RLE Lossless
-    (pydicom itself).
+    Raises:
+        ImportError: Without pydicom >= 3.
     """
     try:
         from pydicom.pixels import get_encoder
-        from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+        from pydicom.uid import RLELossless
     except ImportError as error:
         raise ImportError(
             'image_format: writing a DICOM phantom needs pydicom >= 3: pip install "mmfusion[dicom]"'
         ) from error
-
-    for uid in (JPEGLSLossless, JPEG2000Lossless):
-        if get_encoder(uid).is_available:
-            return str(uid)
-    return str(RLELossless)
+    plugins = get_encoder(RLELossless)._available  # name -> function, in pydicom's own order
+    return "pylibjpeg" if "pylibjpeg" in plugins else ""
 
 
 def _write_dicom(
-    path: Path, image: np.ndarray, truth: PhantomTruth, modality: str, syntax: str, entropy: str
+    path: Path,
+    image: np.ndarray,
+    truth: PhantomTruth,
+    modality: str,
+    plugin: str,
+    entropy: str,
+    regions: list[tuple[int, int, int, int]],
 ) -> None:
-    """Write one frame as a lossless US Image Storage file with its sector as a tissue region."""
+    """Write one frame as a lossless US Image Storage file with ``regions`` (end-exclusive boxes)
+    as tissue regions."""
     from pydicom.dataset import Dataset
-    from pydicom.uid import JPEG2000Lossless, UltrasoundImageStorage, generate_uid
+    from pydicom.uid import RLELossless, UltrasoundImageStorage, generate_uid
 
     def uid(*parts: object) -> str:  # deterministic: same inputs, same UID
         return generate_uid(entropy_srcs=[entropy, truth.patient_id, *map(str, parts)])
@@ -148,32 +170,47 @@ def _write_dicom(
     ds.PatientID = ds.PatientName = truth.patient_id
     ds.Modality = "US"
     ds.Manufacturer = "mmfusion"
-    ds.ManufacturerModelName = "liver phantom"
+    ds.ManufacturerModelName = f"liver phantom, {truth.style} style"
+    ds.InstitutionName = f"site {truth.site}"
     ds.SeriesDescription = "B-mode" if modality == "us" else "SWE"
     ds.SeriesNumber = 1 if modality == "us" else 2
     ds.InstanceNumber = truth.view + 1
     ds.ImageType = ["DERIVED", "PRIMARY"]
     ds.BurnedInAnnotation = "YES"
     ds.LossyImageCompression = "00"
-    # The "scanner" tags the fan's visible extent: the box that contour detection finds on these
-    # pixels (the true sector's box is 1-2 px larger at its anti-aliased edges), so that the
-    # DICOM phantom crops exactly like the PNG phantom.
-    x0, y0, x1, y1 = detect_sector(image, fallback=True).bbox
-    region = Dataset()
-    region.RegionSpatialFormat = 1  # 2D
-    region.RegionDataType = 1  # tissue
-    region.RegionFlags = 0
-    region.RegionLocationMinX0, region.RegionLocationMinY0 = x0, y0
-    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = x1 - 1, y1 - 1  # inclusive
-    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 0  # no depth calibration
-    region.PhysicalDeltaX = region.PhysicalDeltaY = 0.0
-    ds.SequenceOfUltrasoundRegions = [region]
+    items = []
+    for x0, y0, x1, y1 in regions:
+        region = Dataset()
+        region.RegionSpatialFormat = 1  # 2D
+        region.RegionDataType = 1  # tissue
+        region.RegionFlags = 0
+        region.RegionLocationMinX0, region.RegionLocationMinY0 = x0, y0
+        region.RegionLocationMaxX1, region.RegionLocationMaxY1 = x1 - 1, y1 - 1  # inclusive
+        region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 0  # no depth calibration
+        region.PhysicalDeltaX = region.PhysicalDeltaY = 0.0
+        items.append(region)
+    ds.SequenceOfUltrasoundRegions = items
     colour = image.ndim == 3
     ds.set_pixel_data(image, "RGB" if colour else "MONOCHROME2", 8, generate_instance_uid=False)
-    if colour and syntax == JPEG2000Lossless:
-        ds.PhotometricInterpretation = "YBR_RCT"  # the encoder applies the reversible transform
-    ds.compress(syntax, image, generate_instance_uid=False)
+    ds.compress(RLELossless, image, encoding_plugin=plugin, generate_instance_uid=False)
     ds.save_as(path, enforce_file_format=True)
+
+
+def _dicom_regions(pair: PhantomPair) -> tuple[list, list]:
+    """The tissue regions of a pair's B-mode and SWE DICOM files (end-exclusive boxes).
+
+    The "scanner" tags the fan's visible extent: the box that contour detection finds on the
+    B-mode pixels (the true sector's box is 1-2 px larger at its anti-aliased edges), so that a
+    DICOM phantom crops exactly like the PNG phantom. A dual-view SWE screen gets the same box at
+    both of its views, the B-mode view's first.
+    """
+    x0, y0, x1, y1 = detect_sector(pair.us, fallback=True).bbox
+    truth = pair.truth
+    right = [(x0 + truth.swe_shift, y0, x1 + truth.swe_shift, y1)]
+    if truth.swe_shift == 0:
+        return [(x0, y0, x1, y1)], right
+    left = truth.swe_shift - truth.width // 2  # the B-mode view sits one panel to the left
+    return [(x0, y0, x1, y1)], [(x0 + left, y0, x1 + left, y1), *right]
 
 
 def _write_patient(
@@ -188,16 +225,21 @@ def _write_patient(
     if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11: skipping adaptive filters halves time
         params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
     rows = []
+    if image_format == "native":
+        image_format = config.style(patient.site).image_format
     suffix = "dcm" if image_format == "dicom" else "png"
-    syntax = _dicom_transfer_syntax() if image_format == "dicom" else ""
+    plugin = _dicom_encoder() if image_format == "dicom" else ""
     entropy = f"mmfusion liver phantom {seed} {json.dumps(config.as_dict(), sort_keys=True)}"
     for view in range(patient.n_views):
         pair = phantom.render(patient, view)
         us_rel = f"{patient.patient_id}/view{view + 1}_us.{suffix}"
         swe_rel = f"{patient.patient_id}/view{view + 1}_swe.{suffix}"
         if image_format == "dicom":
-            _write_dicom(Path(root) / us_rel, pair.us, pair.truth, "us", syntax, entropy)
-            _write_dicom(Path(root) / swe_rel, pair.swe, pair.truth, "swe", syntax, entropy)
+            us_regions, swe_regions = _dicom_regions(pair)
+            _write_dicom(Path(root) / us_rel, pair.us, pair.truth, "us", plugin, entropy, us_regions)
+            _write_dicom(
+                Path(root) / swe_rel, pair.swe, pair.truth, "swe", plugin, entropy, swe_regions
+            )
         else:
             _write_png(Path(root) / us_rel, pair.us, params)
             _write_png(Path(root) / swe_rel, cv2.cvtColor(pair.swe, cv2.COLOR_RGB2BGR), params)
@@ -207,7 +249,7 @@ def _write_patient(
                 "us_path": us_rel,
                 "swe_path": swe_rel,
                 "stage": STAGE_NAMES[patient.stage],
-                **_truth_columns(pair.truth),
+                **_truth_columns(pair.truth, config),
             }
         )
     return rows
@@ -249,6 +291,9 @@ def _remove_previous(out: Path, manifest_path: Path) -> None:
 def _difference(stored: dict, wanted: dict) -> str:
     """``"other parameters (...)"`` or ``"another version of the generator (...)"``, for errors."""
     changed = [k for k in {**stored, **wanted} if stored.get(k) != wanted.get(k)]
+    if stored.get("version") != wanted.get("version"):  # e.g. a version-1 folder (no "version")
+        return (f"another version of the generator (version {stored.get('version', 1)} vs "
+                f"{wanted['version']})")
     if changed == ["generator"]:
         return (f"another version of the generator (fingerprint {stored.get('generator')} vs "
                 f"{wanted['generator']})")
@@ -268,7 +313,7 @@ def make_phantom_dataset(
     config: PhantomConfig | None = None,
     workers: int = 2,
     png_compression: int = 1,
-    image_format: Literal["png", "dicom"] = "png",
+    image_format: Literal["native", "png", "dicom"] = "native",
     overwrite: bool = False,
 ) -> Path:
     """Generate the phantom data set: PNG (or DICOM) pairs and ``manifest.csv`` under ``root``.
@@ -288,10 +333,10 @@ def make_phantom_dataset(
         config: Phantom configuration (frame size, distributions); default if None.
         workers: Processes; 0 or 1 generates in this process.
         png_compression: PNG compression level 0-9 (1 is fast and still compact).
-        image_format: ``"png"`` (default), or ``"dicom"`` for lossless DICOM files with the same
-            pixels and the visible fan's box as a tagged tissue region (needs ``mmfusion[dicom]``).
-            Compression: the first that pydicom can encode of JPEG-LS Lossless (needs pyjpegls),
-            JPEG 2000 Lossless (pylibjpeg-openjpeg, part of ``mmfusion[dicom]``) and RLE Lossless.
+        image_format: ``"native"`` (default): each site's frames as its scanner style stores them
+            (the default sites: PNG at A and B, DICOM at C); ``"png"`` or ``"dicom"``: every
+            frame so. DICOM files hold the same pixels, losslessly compressed, with each view's
+            fan tagged as a tissue region, in RLE Lossless (needs ``mmfusion[dicom]``).
         overwrite: Regenerate even if ``root`` holds a phantom made with other parameters or
             another version of the generator.
 
@@ -301,7 +346,8 @@ def make_phantom_dataset(
     Raises:
         FileExistsError: If ``root`` holds a phantom made with other parameters or another
             generator version (or a manifest that is not a phantom's), and not ``overwrite``.
-        ImportError: For ``image_format="dicom"`` without pydicom (``pip install
+        ImportError: For DICOM files (``"dicom"``, or ``"native"`` with a DICOM style) without
+            pydicom (``pip install
             "mmfusion[dicom]"``).
     """
     cfg = config or PhantomConfig()
@@ -309,18 +355,32 @@ def make_phantom_dataset(
         raise TypeError(f"config: expected PhantomConfig or None, got {type(config).__name__}")
     if not 0 <= png_compression <= 9:
         raise ValueError(f"png_compression: expected 0..9, got {png_compression}")
-    if image_format not in ("png", "dicom"):
-        raise ValueError(f"image_format: expected 'png' or 'dicom', got {image_format!r}")
-    if image_format == "dicom":
-        _dicom_transfer_syntax()  # fails early, with the install hint, without pydicom
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format: expected one of {IMAGE_FORMATS}, got {image_format!r}")
+    dicom_styles = [s for s in cfg.sites if cfg.style(s).image_format == "dicom"]
+    dual = [s for s in cfg.sites if cfg.style(s).layout == "dual"]
+    if image_format == "png" and dual:
+        warnings.warn(
+            f"image_format='png': sites {dual} show a dual-view SWE screen; without DICOM region "
+            "tags, contour detection may crop its B-mode view instead of the elastogram (pass "
+            "region= to image_roi, or keep image_format='native')",
+            UserWarning,
+            stacklevel=2,
+        )
+    if image_format == "dicom" or (image_format == "native" and dicom_styles):
+        try:
+            _dicom_encoder()  # fails early, with the install hint, without pydicom
+        except ImportError as error:
+            raise ImportError(
+                f"{error} (or pass image_format='png': sites {dicom_styles} store DICOM natively)"
+            ) from error
     out = Path(root)
     manifest_path, params_path = out / MANIFEST_NAME, out / PARAMS_NAME
     params = {
         "n_patients": n_patients, "seed": seed, "config": cfg.as_dict(),
-        "generator": generator_fingerprint(),
+        "generator": generator_fingerprint(), "version": GENERATOR_VERSION,
+        "image_format": image_format,
     }
-    if image_format != "png":  # PNG phantoms keep the parameters they always had
-        params["image_format"] = image_format
     ours = params_path.is_file()
     if manifest_path.exists() and ours:
         stored = json.loads(params_path.read_text())
