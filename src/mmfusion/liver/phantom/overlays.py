@@ -135,7 +135,8 @@ def draw_colour_bar(
 
     The bar is drawn at once; its labels are queued on ``overlay`` (call ``overlay.draw``). It
     runs from 14 % of the frame height down to 46 %, or, where a wide fan reaches the frame's edge
-    there, down to 34 % or 26 %; it is left out only where none of these clears the fan.
+    there, down to 34 % or 26 %; it is left out only where none of these clears the fan and the
+    text already placed (in frames much smaller than 400 x 300 px, text often crowds it out).
 
     Args:
         rgb: ``[H, W, 3]`` uint8 RGB frame, drawn on in place.
