@@ -373,7 +373,8 @@ def to_markdown(report: dict) -> str:
         f"{sum(s['us']['n'] for s in roi['sites'].values())}.",
         f"- `image_roi` sources on the DICOM files: {', '.join(sources) or 'none'}.",
         f"- ROI speed, one core (cv2/torch 1 thread), {roi['speed_frames']} frames of every site: "
-        f"**{roi['fps_one_core']:.0f} frames/s** ({roi['ms_per_frame']:.2f} ms/frame).",
+        f"**{roi['fps_one_core']:.0f} frames/s** ({roi['ms_per_frame']:.2f} ms/frame) on the "
+        f"{machine['cpu_model']}.",
         "",
         "## SWE colour box per site",
         "",
@@ -396,9 +397,9 @@ def to_markdown(report: dict) -> str:
         "| Measure | Value |",
         "|---|---|",
         f"| Default phantom, {gen['patients']} patients, {gen['workers']} workers | "
-        f"{gen['seconds_wall']:.1f} s wall |",
+        f"{gen['seconds_wall']:.1f} s wall ({machine['cpu_model']}) |",
         f"| ... CPU time in the workers | {gen['cpu_seconds_workers']:.1f} s "
-        f"({gen['cpu_ms_per_pair']:.0f} ms/pair) |",
+        f"({gen['cpu_ms_per_pair']:.0f} ms/pair, {machine['cpu_model']}) |",
         f"| Pairs | {gen['pairs']} "
         f"({', '.join(f'{k} {v}' for k, v in gen['pairs_per_stage'].items())}) |",
         f"| Patients per stage | "

@@ -23,6 +23,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,11 @@ def run_rows(name: str, seed: int, metrics: dict[str, Any]) -> list[dict[str, An
     return rows
 
 
+def _column(rows: list[dict[str, Any]], key: str) -> list[float]:
+    """The values of ``key`` in ``rows`` that were measured (empty fields left out)."""
+    return [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+
+
 def _mean_sd(values: list[float], scale: float, digits: int) -> str:
     if not values:
         return "n/a"
@@ -172,10 +178,7 @@ def table_markdown(rows: list[dict[str, Any]], header: str) -> str:
         mine = [r for r in rows if r["config"] == name]
         if not mine:
             continue
-
-        def col(key: str, mine: list[dict[str, Any]] = mine) -> list[float]:
-            return [float(r[key]) for r in mine if r.get(key) not in (None, "")]
-
+        col = partial(_column, mine)
         star = "*" if name == "US+SWE+att+multi" else ""
         lines.append(
             f"| {star}{name} | {_mean_sd(col('accuracy'), 100, 2)} | "
@@ -191,10 +194,7 @@ def table_markdown(rows: list[dict[str, Any]], header: str) -> str:
         mine = [r for r in rows if r["config"] == name]
         if not mine:
             continue
-
-        def extra(key: str, mine: list[dict[str, Any]] = mine) -> list[float]:
-            return [float(r[key]) for r in mine if r.get(key) not in (None, "")]
-
+        extra = partial(_column, mine)
         lines.append(f"| {name} | {_mean_sd(extra('patient_accuracy'), 100, 1)} | "
                      f"{_mean_sd(extra('patient_auc_macro'), 100, 1)} | "
                      + " | ".join(_mean_sd(extra(f"branch_{b}"), 100, 1) for b in ("us", "swe", "joint"))
