@@ -35,7 +35,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from benchmarks.results_io import cpu_model
 from mmfusion.data import detect_sector, detect_swe_box, image_roi, read_manifest
@@ -320,7 +319,7 @@ def to_markdown(report: dict) -> str:
         "# Phantom and ROI benchmark (CPU)",
         "",
         f"Machine: {machine['cpu_model']}, {machine['cpu_count']} cores, "
-        f"Python {machine['python']}, torch {machine['torch']}, OpenCV {machine['opencv']}. "
+        f"Python {machine['python']}, OpenCV {machine['opencv']}. "
         f"Phantom generator version {report['generator_version']}. "
         f"Load average before generation: {gen['load_average_before']:.1f}"
         + (" (other processes were sharing the cores)." if gen["load_average_before"] > 1 else "."),
@@ -372,7 +371,7 @@ def to_markdown(report: dict) -> str:
         f"- Pairs whose fan runs past the bottom border: {touching} of "
         f"{sum(s['us']['n'] for s in roi['sites'].values())}.",
         f"- `image_roi` sources on the DICOM files: {', '.join(sources) or 'none'}.",
-        f"- ROI speed, one core (cv2/torch 1 thread), {roi['speed_frames']} frames of every site: "
+        f"- ROI speed, one core (OpenCV 1 thread), {roi['speed_frames']} frames of every site: "
         f"**{roi['fps_one_core']:.0f} frames/s** ({roi['ms_per_frame']:.2f} ms/frame) on the "
         f"{machine['cpu_model']}.",
         "",
@@ -458,14 +457,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     cv2.setNumThreads(1)
-    torch.set_num_threads(1)
     config = PhantomConfig()
     report: dict = {
         "machine": {
             "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
-            "torch": torch.__version__,
             "opencv": cv2.__version__,
             "numpy": np.__version__,
         },

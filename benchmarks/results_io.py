@@ -9,11 +9,12 @@ import platform
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from mmfusion.files import atomic_write_text
+
+if TYPE_CHECKING:  # imported where used, so the CPU-only phantom report runs without torch
+    import torch
 
 NOT_GPU_WARNING = (
     "**CPU run, not GPU results.** These numbers come from {what} on a CPU ({cpu}); they only "
@@ -25,9 +26,12 @@ def device_slug(device: torch.device, quick: bool) -> str:
     """File-name slug of the device: ``nvidia-h100-80gb-hbm3``, ``cpu-quick``, ...
 
     Example:
+        >>> import torch
         >>> device_slug(torch.device("cpu"), quick=True)
         'cpu-quick'
     """
+    import torch
+
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or device.type
     return f"{slug}-quick" if quick else slug
@@ -91,6 +95,7 @@ def _resolve_head(git: Path) -> str | None:
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions and device facts for the results header."""
     import timm
+    import torch
 
     cuda = device.type == "cuda"
     return {

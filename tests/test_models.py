@@ -50,12 +50,19 @@ def test_paper_network_has_the_counted_parameters() -> None:
 
 def test_registry_lists_every_table_i_variant() -> None:
     names = list_models("liver_fibrosis_*")
-    for base in ("liver_fibrosis_paper", "liver_fibrosis_quick"):
+    for base in ("liver_fibrosis_paper", "liver_fibrosis_quick", "liver_fibrosis_texture"):
         assert base in names
         assert {f"{base}_{suffix}" for suffix in TABLE_I} <= set(names)
     assert get_preset("liver_fibrosis_paper_us").model.modalities == ("us",)
     late = get_preset("liver_fibrosis_quick_late_single").model
     assert (late.fusion, late.loss, late.backbone) == ("late", "single", "resnet10t")
+
+
+def test_texture_preset_is_the_quick_network_at_a_higher_resolution() -> None:
+    quick, texture = get_preset("liver_fibrosis_quick"), get_preset("liver_fibrosis_texture")
+    assert texture.model == quick.model.replace(image_size=128)
+    assert texture.training == quick.training
+    assert get_preset("liver_fibrosis_texture_swe").model.image_size == 128
 
 
 @pytest.mark.parametrize("suffix", ["", "_us", "_late_single", "_att_single", "_late_multi"])

@@ -2,7 +2,7 @@
 
 The table lists every field of :class:`mmfusion.models.ModelConfig` and
 :class:`mmfusion.models.TrainingConfig` with its command-line option and the value in each preset
-(``liver_fibrosis_paper``, ``liver_fibrosis_quick``), so the page can never disagree with the code.
+(``liver_fibrosis_paper``, ``liver_fibrosis_quick``, ``liver_fibrosis_texture``), so the page can never disagree with the code.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ExamplePresets(Directive):
 
     def run(self) -> list[nodes.Node]:
         models = importlib.import_module("mmfusion.models")
-        names = ["paper", "quick"]
+        names = ["paper", "quick", "texture"]
         presets = {}
         for name in names:
             preset = models.get_preset(f"liver_fibrosis_{name}")

@@ -24,7 +24,8 @@ from typing import Any, Literal
 from examples.liver_fibrosis.cli import CliError
 from mmfusion.models import ModelConfig, TrainingConfig, config_from_dict, get_preset, list_models
 
-PRESET_ALIASES = {"paper": "liver_fibrosis_paper", "quick": "liver_fibrosis_quick"}
+PRESET_ALIASES = {"paper": "liver_fibrosis_paper", "quick": "liver_fibrosis_quick",
+                  "texture": "liver_fibrosis_texture"}
 """Short ``--preset`` names -> registry names (any registered name works too)."""
 
 #: Settings that may differ between a run and its ``--resume`` without changing its results.
@@ -172,7 +173,7 @@ def resolve_preset(name: str | None) -> str:
     """Registry name of ``--preset`` (short aliases accepted)."""
     full = PRESET_ALIASES.get(name or "", name or "")
     if full not in list_models():
-        raise CliError(f"--preset: unknown preset {name!r}; choose paper, quick or one of "
+        raise CliError(f"--preset: unknown preset {name!r}; choose paper, quick, texture or one of "
                        f"{', '.join(list_models('liver_fibrosis_*'))}")
     return full
 
@@ -232,7 +233,7 @@ def _add_field(parser: argparse.ArgumentParser, name: str, hint: Any, helps: dic
 def add_settings_arguments(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
     """One option per field of ModelConfig, TrainingConfig and RunSettings (all default to
     ``None``: take the preset's value), plus ``--preset`` and the per-modality weights."""
-    parser.add_argument("--preset", help="base configuration: paper or quick (default: paper where "
+    parser.add_argument("--preset", help="base configuration: paper, quick or texture (default: paper where "
                         "CUDA is available and weights are given, else quick), or a registry name")
     for cls in _SECTIONS.values():
         helps = _docs(cls)

@@ -12,8 +12,10 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["atomic_save_tensors", "atomic_write_text", "occupied"]
 

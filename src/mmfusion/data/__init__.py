@@ -15,59 +15,120 @@
 
 This package never imports :mod:`mmfusion.nn`. The liver phantom and the METAVIR stage vocabulary
 live in :mod:`mmfusion.liver`.
+
+The names below load on first use (PEP 562): ``import mmfusion.data.manifest`` does not import
+torch, and ``from mmfusion.data import PairedImageDataset`` imports what that class needs.
 """
 
-from mmfusion.data.augmentation import (
-    AugmentationItem,
-    PlannedAugmentationDataset,
-    balanced_augmentation_plan,
-)
-from mmfusion.data.dataset import CROP_MODES, PairedImageDataset, SWEBoxNotFoundWarning
-from mmfusion.data.dicom import (
-    MissingDecoderError,
-    UltrasoundRegion,
-    dicom_frame_count,
-    dicom_regions,
-    is_dicom,
-)
-from mmfusion.data.elastography import (
-    colour_bar_lut,
-    colourmap_lut,
-    decode_swe_kpa,
-    detect_colour_bar,
-    detect_swe_box,
-)
-from mmfusion.data.file_roi import ImageROI, image_roi
-from mmfusion.data.io import load_image
-from mmfusion.data.manifest import (
-    Manifest,
-    ManifestError,
-    ManifestRow,
-    read_manifest,
-    write_manifest,
-)
-from mmfusion.data.roi import SectorNotFoundWarning, SectorROI, detect_sector
-from mmfusion.data.seeded import SeededDataset, SeededSampler, sample_seed
-from mmfusion.data.splits import (
-    LeakageWarning,
-    augmented_image_split,
-    image_split,
-    patient_kfold,
-    patient_split,
-    site_splits,
-)
-from mmfusion.data.transforms import (
-    AVAILABLE_KEY,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    AsImages,
-    PerModality,
-    SectorCrop,
-    default_intensity_transforms,
-    eval_transforms,
-    train_transforms,
-    zero_unavailable,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Public name -> the module that defines it (imported on first access).
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "AugmentationItem",
+            "PlannedAugmentationDataset",
+            "balanced_augmentation_plan",
+        ),
+        "mmfusion.data.augmentation",
+    ),
+    **dict.fromkeys(
+        (
+            "CROP_MODES",
+            "PairedImageDataset",
+            "SWEBoxNotFoundWarning",
+        ),
+        "mmfusion.data.dataset",
+    ),
+    **dict.fromkeys(
+        (
+            "MissingDecoderError",
+            "UltrasoundRegion",
+            "dicom_frame_count",
+            "dicom_regions",
+            "is_dicom",
+        ),
+        "mmfusion.data.dicom",
+    ),
+    **dict.fromkeys(
+        (
+            "colour_bar_lut",
+            "colourmap_lut",
+            "decode_swe_kpa",
+            "detect_colour_bar",
+            "detect_swe_box",
+        ),
+        "mmfusion.data.elastography",
+    ),
+    **dict.fromkeys(
+        (
+            "ImageROI",
+            "image_roi",
+        ),
+        "mmfusion.data.file_roi",
+    ),
+    **dict.fromkeys(
+        (
+            "load_image",
+        ),
+        "mmfusion.data.io",
+    ),
+    **dict.fromkeys(
+        (
+            "Manifest",
+            "ManifestError",
+            "ManifestRow",
+            "read_manifest",
+            "write_manifest",
+        ),
+        "mmfusion.data.manifest",
+    ),
+    **dict.fromkeys(
+        (
+            "SectorNotFoundWarning",
+            "SectorROI",
+            "detect_sector",
+        ),
+        "mmfusion.data.roi",
+    ),
+    **dict.fromkeys(
+        (
+            "SeededDataset",
+            "SeededSampler",
+            "sample_seed",
+        ),
+        "mmfusion.data.seeded",
+    ),
+    **dict.fromkeys(
+        (
+            "LeakageWarning",
+            "augmented_image_split",
+            "image_split",
+            "patient_kfold",
+            "patient_split",
+            "site_splits",
+        ),
+        "mmfusion.data.splits",
+    ),
+    **dict.fromkeys(
+        (
+            "AVAILABLE_KEY",
+            "AsImages",
+            "IMAGENET_MEAN",
+            "IMAGENET_STD",
+            "PerModality",
+            "SectorCrop",
+            "default_intensity_transforms",
+            "eval_transforms",
+            "train_transforms",
+            "zero_unavailable",
+        ),
+        "mmfusion.data.transforms",
+    ),
+}
 
 __all__ = [
     "AVAILABLE_KEY",
@@ -117,3 +178,68 @@ __all__ = [
     "write_manifest",
     "zero_unavailable",
 ]
+
+if TYPE_CHECKING:  # what static analysers and IDEs see
+    from mmfusion.data.augmentation import (
+        AugmentationItem,
+        PlannedAugmentationDataset,
+        balanced_augmentation_plan,
+    )
+    from mmfusion.data.dataset import CROP_MODES, PairedImageDataset, SWEBoxNotFoundWarning
+    from mmfusion.data.dicom import (
+        MissingDecoderError,
+        UltrasoundRegion,
+        dicom_frame_count,
+        dicom_regions,
+        is_dicom,
+    )
+    from mmfusion.data.elastography import (
+        colour_bar_lut,
+        colourmap_lut,
+        decode_swe_kpa,
+        detect_colour_bar,
+        detect_swe_box,
+    )
+    from mmfusion.data.file_roi import ImageROI, image_roi
+    from mmfusion.data.io import load_image
+    from mmfusion.data.manifest import (
+        Manifest,
+        ManifestError,
+        ManifestRow,
+        read_manifest,
+        write_manifest,
+    )
+    from mmfusion.data.roi import SectorNotFoundWarning, SectorROI, detect_sector
+    from mmfusion.data.seeded import SeededDataset, SeededSampler, sample_seed
+    from mmfusion.data.splits import (
+        LeakageWarning,
+        augmented_image_split,
+        image_split,
+        patient_kfold,
+        patient_split,
+        site_splits,
+    )
+    from mmfusion.data.transforms import (
+        AVAILABLE_KEY,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        AsImages,
+        PerModality,
+        SectorCrop,
+        default_intensity_transforms,
+        eval_transforms,
+        train_transforms,
+        zero_unavailable,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'mmfusion.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

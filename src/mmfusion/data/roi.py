@@ -11,15 +11,25 @@ contour then runs along the border.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["SectorNotFoundWarning", "SectorROI", "detect_sector"]
+
+
+def _is_tensor(value: object) -> bool:
+    """Whether ``value`` is a torch tensor, without importing torch (the phantom's workers and
+    the manifest reader use this module and never load torch; a tensor implies torch is loaded)."""
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(value, torch_module.Tensor)
 
 
 class SectorNotFoundWarning(UserWarning):
@@ -88,7 +98,9 @@ class SectorROI:
             if apply_mask and not self.is_fallback:
                 out[~self.mask[y0:y1, x0:x1]] = 0
             return out
-        if isinstance(image, torch.Tensor):
+        if _is_tensor(image):
+            import torch
+
             if image.ndim not in (2, 3) or tuple(image.shape[-2:]) != self.shape:
                 raise ValueError(
                     f"image: expected [H, W] or [C, H, W] with (H, W) = {self.shape}, "
@@ -129,7 +141,7 @@ class SectorROI:
 
 def _as_grey(image: np.ndarray | torch.Tensor) -> np.ndarray:
     """Return a uint8 ``[H, W]`` brightness image (max over channels)."""
-    if isinstance(image, torch.Tensor):
+    if _is_tensor(image):
         if image.ndim == 3:
             image = image.permute(1, 2, 0)
         image = image.detach().cpu().numpy()
