@@ -74,8 +74,14 @@ def test_report_only_rebuilds_csv_and_markdown_from_run_folders(tmp_path: Path) 
             folder = tmp_path / name / f"seed-{seed}"
             folder.mkdir(parents=True)
             (folder / "metrics.json").write_text(json.dumps(metrics(acc)))
+    # The header kept from the last invocation (seed 1 only) is corrected to every seed found.
+    (tmp_path / "ablation.md").write_text("# Table I ablation (quick preset, phantom, patient 80/20 "
+                                          "split, seeds 1; 4.2 min)\n\nIntro.\n\n| old |\n")
     assert main(["--out", str(tmp_path), "--report-only"]) == 0
     text = (tmp_path / "ablation.md").read_text()
+    assert text.startswith("# Table I ablation (quick preset, phantom, patient 80/20 split, "
+                           "seeds 0, 1; rebuilt by --report-only)\n\nIntro.\n\n")
+    assert "| old |" not in text
     assert "| fusion beats each modality | US+SWE+att+multi | US | +10.0, +15.0 |" in text
     csv_text = (tmp_path / "ablation.csv").read_text()
     assert "patient_accuracy" in csv_text.splitlines()[0] and len(csv_text.splitlines()) == 5

@@ -20,6 +20,7 @@ import argparse
 import csv
 import io
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -269,6 +270,11 @@ def report_only(out: Path) -> int:
     old = out / "ablation.md"
     header = old.read_text().split("\n\n", 2) if old.is_file() else []
     text = "\n\n".join(header[:2]) if len(header) >= 2 else "# Table I ablation"
+    # The kept header names the seeds and minutes of the invocation that wrote it last; runs made
+    # by several invocations (or processes) are reported together, so name every seed found.
+    seeds = sorted({int(r["seed"]) for r in rows})
+    text = re.sub(r"seeds [\d, ]+; [\d.]+ min\)",
+                  f"seeds {', '.join(map(str, seeds))}; rebuilt by --report-only)", text, count=1)
     atomic_write_text(old, table_markdown(rows, text))
     print(old.read_text(), end="")
     return 0
