@@ -16,6 +16,7 @@ import torch
 
 import mmfusion
 import mmfusion.data
+import mmfusion.liver
 from mmfusion.data.roi import SectorROI
 
 HEAVY = ("torch", "torchvision", "timm", "sklearn", "scipy", "lightning", "pydicom")
@@ -52,7 +53,7 @@ def test_a_layer_name_loads_torch_on_first_use() -> None:
 
 
 def test_every_public_name_resolves() -> None:
-    for package in (mmfusion, mmfusion.data):
+    for package in (mmfusion, mmfusion.data, mmfusion.liver):
         missing = [n for n in package.__all__ if not hasattr(package, n)]
         assert missing == [], f"{package.__name__}: {missing}"
         assert set(package.__all__) <= set(dir(package))

@@ -13,59 +13,37 @@ as usual.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mmfusion._lazy import attach
 
 __version__ = "0.1.0"
 
-#: Public name -> the module that defines it (imported on first access).
-_LAZY = {
-    **dict.fromkeys(("ConsistencyLoss", "EnsembleLoss", "LossOutput"), "mmfusion.losses"),
-    **dict.fromkeys(
-        (
-            "JOINT",
-            "AttentionEmbedding",
-            "AttentionFusion",
-            "ChannelAttentionBlock",
-            "ChannelGroupPool",
-            "ClassifierHead",
-            "ClassifierOutput",
-            "ConcatFusion",
-            "EnsembleHead",
-            "EnsembleOutput",
-            "FeatureFusion",
-            "FusionOutput",
-            "ModalityEncoder",
-            "MultiModalClassifier",
-            "PooledEmbedding",
-            "SpatialAttention",
-        ),
-        "mmfusion.nn",
-    ),
+#: Submodule -> the public names loaded from it on first use.
+_SUBMODULES = {
+    "mmfusion.losses": ["ConsistencyLoss", "EnsembleLoss", "LossOutput"],
+    "mmfusion.nn": [
+        "JOINT",
+        "AttentionEmbedding",
+        "AttentionFusion",
+        "ChannelAttentionBlock",
+        "ChannelGroupPool",
+        "ClassifierHead",
+        "ClassifierOutput",
+        "ConcatFusion",
+        "EnsembleHead",
+        "EnsembleOutput",
+        "FeatureFusion",
+        "FusionOutput",
+        "ModalityEncoder",
+        "MultiModalClassifier",
+        "PooledEmbedding",
+        "SpatialAttention",
+    ],
 }
+__getattr__, __dir__ = attach(__name__, _SUBMODULES)
 
-__all__ = [
-    "JOINT",
-    "AttentionEmbedding",
-    "AttentionFusion",
-    "ChannelAttentionBlock",
-    "ChannelGroupPool",
-    "ClassifierHead",
-    "ClassifierOutput",
-    "ConcatFusion",
-    "ConsistencyLoss",
-    "EnsembleHead",
-    "EnsembleLoss",
-    "EnsembleOutput",
-    "FeatureFusion",
-    "FusionOutput",
-    "LossOutput",
-    "ModalityEncoder",
-    "MultiModalClassifier",
-    "PooledEmbedding",
-    "SpatialAttention",
-    "__version__",
-]
+__all__ = [*(name for names in _SUBMODULES.values() for name in names), "__version__"]
 
 if TYPE_CHECKING:  # what static analysers and IDEs see
     from mmfusion.losses import ConsistencyLoss, EnsembleLoss, LossOutput
@@ -88,14 +66,3 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
         SpatialAttention,
     )
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'mmfusion' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})

@@ -22,162 +22,84 @@ torch, and ``from mmfusion.data import PairedImageDataset`` imports what that cl
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-#: Public name -> the module that defines it (imported on first access).
-_LAZY = {
-    **dict.fromkeys(
-        (
-            "AugmentationItem",
-            "PlannedAugmentationDataset",
-            "balanced_augmentation_plan",
-        ),
-        "mmfusion.data.augmentation",
-    ),
-    **dict.fromkeys(
-        (
-            "CROP_MODES",
-            "PairedImageDataset",
-            "SWEBoxNotFoundWarning",
-        ),
-        "mmfusion.data.dataset",
-    ),
-    **dict.fromkeys(
-        (
-            "MissingDecoderError",
-            "UltrasoundRegion",
-            "dicom_frame_count",
-            "dicom_regions",
-            "is_dicom",
-        ),
-        "mmfusion.data.dicom",
-    ),
-    **dict.fromkeys(
-        (
-            "colour_bar_lut",
-            "colourmap_lut",
-            "decode_swe_kpa",
-            "detect_colour_bar",
-            "detect_swe_box",
-        ),
-        "mmfusion.data.elastography",
-    ),
-    **dict.fromkeys(
-        (
-            "ImageROI",
-            "image_roi",
-        ),
-        "mmfusion.data.file_roi",
-    ),
-    **dict.fromkeys(
-        (
-            "load_image",
-        ),
-        "mmfusion.data.io",
-    ),
-    **dict.fromkeys(
-        (
-            "Manifest",
-            "ManifestError",
-            "ManifestRow",
-            "read_manifest",
-            "write_manifest",
-        ),
-        "mmfusion.data.manifest",
-    ),
-    **dict.fromkeys(
-        (
-            "SectorNotFoundWarning",
-            "SectorROI",
-            "detect_sector",
-        ),
-        "mmfusion.data.roi",
-    ),
-    **dict.fromkeys(
-        (
-            "SeededDataset",
-            "SeededSampler",
-            "sample_seed",
-        ),
-        "mmfusion.data.seeded",
-    ),
-    **dict.fromkeys(
-        (
-            "LeakageWarning",
-            "augmented_image_split",
-            "image_split",
-            "patient_kfold",
-            "patient_split",
-            "site_splits",
-        ),
-        "mmfusion.data.splits",
-    ),
-    **dict.fromkeys(
-        (
-            "AVAILABLE_KEY",
-            "AsImages",
-            "IMAGENET_MEAN",
-            "IMAGENET_STD",
-            "PerModality",
-            "SectorCrop",
-            "default_intensity_transforms",
-            "eval_transforms",
-            "train_transforms",
-            "zero_unavailable",
-        ),
-        "mmfusion.data.transforms",
-    ),
+from mmfusion._lazy import attach
+
+#: Submodule -> the public names loaded from it on first use.
+_SUBMODULES = {
+    "mmfusion.data.augmentation": [
+        "AugmentationItem",
+        "PlannedAugmentationDataset",
+        "balanced_augmentation_plan",
+    ],
+    "mmfusion.data.dataset": [
+        "CROP_MODES",
+        "PairedImageDataset",
+        "SWEBoxNotFoundWarning",
+    ],
+    "mmfusion.data.dicom": [
+        "MissingDecoderError",
+        "UltrasoundRegion",
+        "dicom_frame_count",
+        "dicom_regions",
+        "is_dicom",
+    ],
+    "mmfusion.data.elastography": [
+        "colour_bar_lut",
+        "colourmap_lut",
+        "decode_swe_kpa",
+        "detect_colour_bar",
+        "detect_swe_box",
+    ],
+    "mmfusion.data.file_roi": [
+        "ImageROI",
+        "image_roi",
+    ],
+    "mmfusion.data.io": [
+        "load_image",
+    ],
+    "mmfusion.data.manifest": [
+        "Manifest",
+        "ManifestError",
+        "ManifestRow",
+        "read_manifest",
+        "write_manifest",
+    ],
+    "mmfusion.data.roi": [
+        "SectorNotFoundWarning",
+        "SectorROI",
+        "detect_sector",
+    ],
+    "mmfusion.data.seeded": [
+        "SeededDataset",
+        "SeededSampler",
+        "sample_seed",
+    ],
+    "mmfusion.data.splits": [
+        "LeakageWarning",
+        "augmented_image_split",
+        "image_split",
+        "patient_kfold",
+        "patient_split",
+        "site_splits",
+    ],
+    "mmfusion.data.transforms": [
+        "AVAILABLE_KEY",
+        "AsImages",
+        "IMAGENET_MEAN",
+        "IMAGENET_STD",
+        "PerModality",
+        "SectorCrop",
+        "default_intensity_transforms",
+        "eval_transforms",
+        "train_transforms",
+        "zero_unavailable",
+    ],
 }
+__getattr__, __dir__ = attach(__name__, _SUBMODULES)
 
-__all__ = [
-    "AVAILABLE_KEY",
-    "CROP_MODES",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "AsImages",
-    "ImageROI",
-    "AugmentationItem",
-    "LeakageWarning",
-    "Manifest",
-    "ManifestError",
-    "ManifestRow",
-    "MissingDecoderError",
-    "PairedImageDataset",
-    "PerModality",
-    "PlannedAugmentationDataset",
-    "SectorCrop",
-    "SectorNotFoundWarning",
-    "SectorROI",
-    "SWEBoxNotFoundWarning",
-    "SeededDataset",
-    "SeededSampler",
-    "UltrasoundRegion",
-    "augmented_image_split",
-    "balanced_augmentation_plan",
-    "colour_bar_lut",
-    "colourmap_lut",
-    "decode_swe_kpa",
-    "default_intensity_transforms",
-    "detect_colour_bar",
-    "detect_sector",
-    "detect_swe_box",
-    "dicom_frame_count",
-    "dicom_regions",
-    "eval_transforms",
-    "image_roi",
-    "image_split",
-    "is_dicom",
-    "load_image",
-    "patient_kfold",
-    "patient_split",
-    "read_manifest",
-    "sample_seed",
-    "site_splits",
-    "train_transforms",
-    "write_manifest",
-    "zero_unavailable",
-]
+__all__ = [*(name for names in _SUBMODULES.values() for name in names)]
 
 if TYPE_CHECKING:  # what static analysers and IDEs see
     from mmfusion.data.augmentation import (
@@ -232,14 +154,3 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
         zero_unavailable,
     )
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'mmfusion.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})

@@ -18,9 +18,7 @@ phantom.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from mmfusion._lazy import attach
 from mmfusion.liver.cutoffs import HERRMANN_2018, SweCutoffs, stage_from_kpa
 from mmfusion.liver.stages import NUM_STAGES, STAGE_NAMES, parse_stage, stage_name
 
@@ -57,10 +55,6 @@ __all__ = [
     *_BASELINE_NAMES,
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _PHANTOM_NAMES:
-        return getattr(importlib.import_module("mmfusion.liver.phantom"), name)
-    if name in _BASELINE_NAMES:
-        return getattr(importlib.import_module("mmfusion.liver.baseline"), name)
-    raise AttributeError(f"module 'mmfusion.liver' has no attribute {name!r}")
+__getattr__, __dir__ = attach(
+    __name__, {"mmfusion.liver.phantom": _PHANTOM_NAMES, "mmfusion.liver.baseline": _BASELINE_NAMES}
+)
