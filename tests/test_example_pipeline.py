@@ -382,3 +382,38 @@ def test_cuda_training_paths(manifest: Path, tmp_path: Path, extra: list[str]) -
     assert run(evaluate.main, ["--checkpoint", str(out), "--device", "cuda"]) == 0
     metrics = json.loads((out / "eval-test" / "metrics.json").read_text())
     assert metrics["n_test_pairs"] == 10
+
+
+def test_predict_applies_the_runs_swe_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model trained on the colour box on the reference scale (``--swe-input box_kpa``) gets
+    the same crop in ``predict`` as in training: its probabilities are the model's on that crop;
+    without the colour scale's top in kPa, ``predict`` stops with one line naming the option."""
+    from examples.liver_fibrosis import predict
+    from examples.liver_fibrosis.runs import load_run
+    from mmfusion.data import read_manifest
+    from mmfusion.data.pipeline import eval_dataset
+
+    config = PhantomConfig(width=400, height=300, stage_prevalence=(1, 1, 1, 1, 1),
+                           views_range=(1, 1), pairs_per_patient=1.0)  # legends need >= 400 x 300
+    csv = make_phantom_dataset(tmp_path / "phantom", n_patients=10, seed=0, config=config, workers=1)
+    out = tmp_path / "box_kpa"
+    argv = ["--data", str(csv), "--out", str(out), *TINY, "--epochs", "1", "--swe-input", "box_kpa"]
+    assert run(train_mod.main, argv) == 0
+    row = read_manifest(csv).rows[0]
+    pair = ["--checkpoint", str(out), "--us", str(row.paths["us"]), "--swe", str(row.paths["swe"])]
+    assert run(predict.main, [*pair, "--out", str(tmp_path / "p0")]) == 2
+    assert "--swe-scale-kpa: this model reads the SWE colour box on the reference scale" in capsys.readouterr().err
+    scale = row.extra["swe_scale_kpa"]
+    assert run(predict.main, [*pair, "--swe-scale-kpa", scale, "--out", str(tmp_path / "p1")]) == 0
+    got = json.loads(capsys.readouterr().out)["probabilities"]
+    cfg, model = load_run(out, torch.device("cpu"))
+    sample = eval_dataset(read_manifest(csv), ("us", "swe"), cfg.model.image_size, [0],
+                          crop={"swe": "swe_box_kpa"})[0]  # fmt: skip
+    with torch.no_grad():
+        expected = model({m: sample[m][None] for m in ("us", "swe")}).probs[0]
+    np.testing.assert_allclose(list(got.values()), expected.numpy(), atol=2e-6)
+    # a manifest row brings its own scale
+    argv = ["--checkpoint", str(out), "--manifest", str(csv), "--patient", row.patient_id,
+            "--out", str(tmp_path / "p2")]
+    assert run(predict.main, argv) == 0
+    assert json.loads(capsys.readouterr().out)["probabilities"] == got

@@ -169,13 +169,15 @@ def test_bad_crop_arguments(phantom_csv: Path) -> None:
 
 
 def test_swe_input_names() -> None:
-    assert SWE_INPUTS == ("frame", "box", "box_mask")
+    assert SWE_INPUTS == ("frame", "box", "box_mask", "box_kpa")
     assert swe_input_crop("frame", "swe") == {"swe": "sector"}
     assert swe_input_crop("box", "swe") == {"swe": "swe_box"}
     assert swe_input_crop("box_mask", "elasto") == {"elasto": "swe_box_mask"}
     with pytest.raises(
         ValueError,
-        match=re.escape("swe_input: expected one of ('frame', 'box', 'box_mask'), got 'roi'"),
+        match=re.escape(
+            "swe_input: expected one of ('frame', 'box', 'box_mask', 'box_kpa'), got 'roi'"
+        ),
     ):
         swe_input_crop("roi", "swe")
 

@@ -48,8 +48,10 @@ class RunSettings:
             manifest's site column, trained on the other sites and tested on it, each in
             <out>/site-<name>).
         swe_input: What the SWE encoder sees: frame (the sector crop, as the paper), box (only the
-            elastography colour box: no B-mode texture around it) or box_mask (the sector crop,
-            zero outside the box).
+            elastography colour box: no B-mode texture around it), box_mask (the sector crop,
+            zero outside the box) or box_kpa (the colour box re-drawn on one reference colour
+            scale through the frame's legend and the manifest's swe_scale_kpa column, so that
+            scanners with other colour scales give the same input).
         test_size: Held-out fraction of patients (or images).
         folds: 0 for one split, K >= 2 for patient K-fold cross-validation.
         fold: With folds, run only this fold (0-based); with --split site, only this site (its
@@ -78,7 +80,7 @@ class RunSettings:
     out: str = "runs/liver_fibrosis"
     weights: dict[str, str] = field(default_factory=dict)
     split: Literal["patient", "image", "paper", "site"] = "patient"
-    swe_input: Literal["frame", "box", "box_mask"] = "frame"
+    swe_input: Literal["frame", "box", "box_mask", "box_kpa"] = "frame"
     test_size: float = 0.2
     folds: int = 0
     fold: int | None = None

@@ -14,7 +14,10 @@
 Prints the stage probabilities as JSON on stdout and writes ``prediction.json`` and
 ``overlay.png`` (both inputs and their spatial attention maps; Grad-CAM rows with ``--explain``)
 into ``--out``. The images (PNG, JPEG or DICOM) go through the training pipeline: sector ROI crop
-(from the DICOM tissue region where tagged), resize, normalise.
+(from the DICOM tissue region where tagged), or for the SWE image the crop of the run's
+``--swe-input`` (its colour box; with ``box_kpa`` the box re-drawn on the reference colour scale,
+which needs the top of the image's colour scale in kPa: ``--swe-scale-kpa``, or the manifest's
+``swe_scale_kpa`` column), resize, normalise.
 
 Several views of one patient (``--views DIR`` with files ``<view>_us.<ext>`` and
 ``<view>_swe.<ext>``, a view may lack one of them; or ``--manifest CSV`` with ``--patient ID``)
@@ -38,9 +41,9 @@ import torch
 from examples.liver_fibrosis.cli import CliError, run, say
 from examples.liver_fibrosis.options import RunConfig
 from examples.liver_fibrosis.report import MEAN_STD, explain_batch, pair_figure, to_display
-from examples.liver_fibrosis.runner import resolve_device
+from examples.liver_fibrosis.runner import resolve_device, swe_crop
 from examples.liver_fibrosis.runs import check_free, load_run, require, write_json
-from mmfusion.data import Manifest, ManifestRow
+from mmfusion.data import SWE_SCALE_COLUMN, Manifest, ManifestRow
 from mmfusion.data.pipeline import eval_dataset
 from mmfusion.liver.stages import STAGE_NAMES
 from mmfusion.metrics import AGGREGATION_METHODS, aggregate_patients
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="several views of one patient: <view>_us.<ext> and <view>_swe.<ext> files")
     p.add_argument("--manifest", metavar="CSV", help="several views from a manifest (with --patient)")
     p.add_argument("--patient", metavar="ID", help="with --manifest: the patient to predict")
+    p.add_argument("--swe-scale-kpa", metavar="KPA",
+                   help="top of the SWE images' colour scale in kPa, for a model trained with "
+                        "--swe-input box_kpa (a --manifest row's swe_scale_kpa column comes first)")
     p.add_argument("--aggregate", choices=list(AGGREGATION_METHODS), default="mean",
                    help="how a patient's views are combined (default mean of probabilities)")
     p.add_argument("--out", metavar="DIR", default="prediction",
@@ -73,18 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_pair(cfg: RunConfig, paths: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Preprocess the given images like the evaluation data: modality -> ``[1, 3, H, W]``."""
+def load_pair(cfg: RunConfig, paths: dict[str, str], swe_scale_kpa: str = "") -> dict[str, torch.Tensor]:
+    """Preprocess the given images like the evaluation data: modality -> ``[1, 3, H, W]``.
+
+    The SWE image gets the run's ``--swe-input`` crop; ``swe_scale_kpa`` is the top of its colour
+    scale in kPa, needed by ``box_kpa`` only.
+    """
     for m, path in paths.items():
         if not Path(path).is_file():
             raise CliError(f"--{m}: no such image file {path}")
+    crop = {m: mode for m, mode in (swe_crop(cfg) or {}).items() if m in paths} or None
+    if crop and "swe_box_kpa" in crop.values() and not swe_scale_kpa:
+        raise CliError("--swe-scale-kpa: this model reads the SWE colour box on the reference "
+                       "scale (trained with --swe-input box_kpa); give the top of the SWE "
+                       "image's colour scale in kPa")
     row = ManifestRow(line=0, patient_id="input", stage=0,
-                      paths={m: Path(p) for m, p in paths.items()})
+                      paths={m: Path(p) for m, p in paths.items()},
+                      extra={SWE_SCALE_COLUMN: swe_scale_kpa} if swe_scale_kpa else {})
     try:
         manifest = Manifest((row,), tuple(paths), "command line")
-        sample = eval_dataset(manifest, tuple(paths), cfg.model.image_size)[0]
+        sample = eval_dataset(manifest, tuple(paths), cfg.model.image_size, crop=crop)[0]
     except ValueError as err:
-        flag = next((f"--{m}" for m, p in paths.items() if str(p) in str(err)), "--us/--swe")
+        flag = next((f"--{m}" for m, p in paths.items() if str(p) in str(err)),
+                    "--swe-scale-kpa" if str(err).startswith(SWE_SCALE_COLUMN) else "--us/--swe")
         raise CliError(f"{flag}: {' '.join(str(err).split())}") from err
     return {m: sample[m][None] for m in paths}
 
@@ -134,8 +151,10 @@ def views_from_folder(folder: str, modalities: tuple[str, ...]) -> dict[str, dic
     return views
 
 
-def views_from_manifest(csv: str, patient: str | None, modalities: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """``--manifest CSV --patient ID``: view name (``line N``) -> modality -> file."""
+def views_from_manifest(csv: str, patient: str | None, modalities: tuple[str, ...]
+                        ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """``--manifest CSV --patient ID``: view name (``line N``) -> modality -> file, and view name
+    -> its ``swe_scale_kpa`` value (empty where the manifest has none)."""
     from mmfusion.data import read_manifest
 
     manifest = read_manifest(csv, verify="exists")
@@ -148,14 +167,16 @@ def views_from_manifest(csv: str, patient: str | None, modalities: tuple[str, ..
     rows = [r for r in manifest.rows if r.patient_id == patient]
     if not rows:
         raise CliError(f"--patient: no rows for {patient!r} in {csv}")
-    return {f"line {r.line}": {m: str(p) for m, p in r.paths.items() if p is not None and m in modalities}
-            for r in rows}
+    views = {f"line {r.line}": {m: str(p) for m, p in r.paths.items() if p is not None and m in modalities}
+             for r in rows}
+    return views, {f"line {r.line}": r.extra.get(SWE_SCALE_COLUMN, "").strip() for r in rows}
 
 
 def predict_view(model: Any, cfg: RunConfig, paths: dict[str, str], args: argparse.Namespace,
-                 device: torch.device) -> tuple[dict[str, torch.Tensor], np.ndarray, dict[str, list[float]]]:
+                 device: torch.device, swe_scale_kpa: str = ""
+                 ) -> tuple[dict[str, torch.Tensor], np.ndarray, dict[str, list[float]]]:
     """One view: the preprocessed inputs, the ensemble's ``[K]`` probabilities, per-branch ones."""
-    inputs = load_pair(cfg, paths)
+    inputs = load_pair(cfg, paths, swe_scale_kpa)
     if args.onnx:
         return inputs, onnx_probs(args.onnx, inputs), {}
     with torch.no_grad():
@@ -181,10 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise CliError("--us/--swe, --views, --manifest: give exactly one kind of input")
     if args.patient and not args.manifest:
         raise CliError("--patient: only with --manifest")
+    scales: dict[str, str] = {}
     if args.views:
         views = views_from_folder(args.views, mods)
     elif args.manifest:
-        views = views_from_manifest(args.manifest, args.patient, mods)
+        views, scales = views_from_manifest(args.manifest, args.patient, mods)
     else:
         paths = {m: getattr(args, m) for m in mods if getattr(args, m, None)}
         extra = [m for m in ("us", "swe") if getattr(args, m) and m not in mods]
@@ -200,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_view: dict[str, dict[str, Any]] = {}
     all_probs, all_maps = [], set()
     for name, paths in views.items():
-        inputs, probs, branches = predict_view(model, cfg, paths, args, device)
+        scale = scales.get(name) or (args.swe_scale_kpa or "").strip()
+        inputs, probs, branches = predict_view(model, cfg, paths, args, device, scale)
         stage = STAGE_NAMES[int(probs.argmax())]
         maps = explain_batch(model, {m: x.to(device) for m, x in inputs.items()}, grad_cam=args.explain)
         images = {m: to_display(inputs[m][0], *MEAN_STD) for m in paths}

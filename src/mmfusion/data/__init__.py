@@ -12,6 +12,7 @@
   image-level and paper (augment, then split) splits.
 - :mod:`~mmfusion.data.seeded`: per-sample seeds, so augmentation does not depend on the workers.
 - :mod:`~mmfusion.data.elastography`: the SWE colour box and its stiffness in kPa.
+- :mod:`~mmfusion.data.swe_scale`: SWE boxes of any scanner re-drawn on one colour scale.
 
 This package never imports :mod:`mmfusion.nn`. The liver phantom and the METAVIR stage vocabulary
 live in :mod:`mmfusion.liver`.
@@ -35,6 +36,7 @@ _SUBMODULES = {
     ],
     "mmfusion.data.dataset": [
         "CROP_MODES",
+        "SWE_SCALE_COLUMN",
         "PairedImageDataset",
         "SWEBoxNotFoundWarning",
     ],
@@ -84,6 +86,9 @@ _SUBMODULES = {
         "patient_split",
         "site_splits",
     ],
+    "mmfusion.data.swe_scale": [
+        "standardise_swe_box",
+    ],
     "mmfusion.data.transforms": [
         "AVAILABLE_KEY",
         "AsImages",
@@ -107,7 +112,12 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
         PlannedAugmentationDataset,
         balanced_augmentation_plan,
     )
-    from mmfusion.data.dataset import CROP_MODES, PairedImageDataset, SWEBoxNotFoundWarning
+    from mmfusion.data.dataset import (
+        CROP_MODES,
+        SWE_SCALE_COLUMN,
+        PairedImageDataset,
+        SWEBoxNotFoundWarning,
+    )
     from mmfusion.data.dicom import (
         MissingDecoderError,
         UltrasoundRegion,
@@ -141,6 +151,7 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
         patient_split,
         site_splits,
     )
+    from mmfusion.data.swe_scale import standardise_swe_box
     from mmfusion.data.transforms import (
         AVAILABLE_KEY,
         IMAGENET_MEAN,

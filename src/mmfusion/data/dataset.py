@@ -13,7 +13,10 @@ Each modality has a crop mode (``crop={"swe": "swe_box"}``; :data:`CROP_MODES`):
 default, paper II.B) crops to the scan sector; ``"swe_box"`` crops an SWE frame to its elastography
 colour box (:func:`~mmfusion.data.detect_swe_box`), so that an "SWE" input holds the stiffness
 colours only and not the B-mode texture around the box; ``"swe_box_mask"`` keeps the sector crop
-and zeroes every pixel outside the colour box.
+and zeroes every pixel outside the colour box; ``"swe_box_kpa"`` crops to the box and re-draws it
+on one reference colour scale through the frame's own legend
+(:func:`~mmfusion.data.standardise_swe_box`), so that scanners with other colour scales give the
+same input for the same stiffness.
 
 The data set is picklable and works with ``DataLoader`` workers and the default collate, which
 gives a batch ``{m: [B, 3, H, W] for each modality m, "available": {m: bool [B]}, "label": int64
@@ -28,6 +31,7 @@ all modalities of a pair (see :mod:`mmfusion.data.transforms`).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -45,14 +49,25 @@ from mmfusion.data.elastography import detect_swe_box
 from mmfusion.data.file_roi import image_roi
 from mmfusion.data.io import load_image
 from mmfusion.data.manifest import Manifest, ManifestRow, read_manifest
+from mmfusion.data.swe_scale import standardise_swe_box
 from mmfusion.data.transforms import AVAILABLE_KEY, zero_unavailable
 
-__all__ = ["CROP_MODES", "PairedImageDataset", "SWEBoxNotFoundWarning", "load_image"]
+__all__ = [
+    "CROP_MODES",
+    "SWE_SCALE_COLUMN",
+    "PairedImageDataset",
+    "SWEBoxNotFoundWarning",
+    "load_image",
+]
 
 Sample = dict[str, Any]
 
 #: Crop modes of :class:`PairedImageDataset` (its ``crop=`` argument, per modality).
-CROP_MODES = ("sector", "swe_box", "swe_box_mask")
+CROP_MODES = ("sector", "swe_box", "swe_box_mask", "swe_box_kpa")
+
+#: The manifest column that holds the top of each SWE frame's colour scale in kPa (crop mode
+#: ``"swe_box_kpa"``).
+SWE_SCALE_COLUMN = "swe_scale_kpa"
 
 
 class SWEBoxNotFoundWarning(UserWarning):
@@ -89,11 +104,19 @@ class PairedImageDataset(Dataset[Sample]):
             resizing; the box's aspect ratio is kept until ``size=`` resizes it), so that the
             model sees the stiffness colours and none of the B-mode texture around the box; the
             pair is then no longer pixel-registered. ``"swe_box_mask"``: the sector crop with
-            every pixel outside the colour box set to 0 (registration kept).
-            :attr:`applied_crops` records the mode each image got.
-        crop_fallback: A frame without a colour box (mode ``"swe_box"`` or ``"swe_box_mask"``)
-            gets its plain sector crop with a :class:`SWEBoxNotFoundWarning` instead of a
-            ``ValueError`` naming the file.
+            every pixel outside the colour box set to 0 (registration kept). ``"swe_box_kpa"``:
+            the colour box re-drawn on the reference colour scale (JET, 0-40 kPa) through the
+            frame's legend and the top of its scale in kPa, read from the manifest's
+            ``swe_scale_kpa`` column (else ``swe_scale_kpa=``); see
+            :func:`~mmfusion.data.standardise_swe_box`. :attr:`applied_crops` records the mode
+            each image got.
+        crop_fallback: A frame without a colour box (mode ``"swe_box"``, ``"swe_box_mask"`` or
+            ``"swe_box_kpa"``) gets its plain sector crop with a :class:`SWEBoxNotFoundWarning`
+            instead of a ``ValueError`` naming the file. A frame with a box but no legend is
+            always an error.
+        swe_scale_kpa: Top of the SWE colour scale in kPa for rows whose ``swe_scale_kpa``
+            column is empty or absent (crop mode ``"swe_box_kpa"`` only); None: such a row is an
+            error.
 
     Example:
         >>> import tempfile
@@ -120,6 +143,7 @@ class PairedImageDataset(Dataset[Sample]):
         use_dicom_regions: bool = True,
         crop: Mapping[str, str] | None = None,
         crop_fallback: bool = False,
+        swe_scale_kpa: float | None = None,
     ) -> None:
         if isinstance(manifest, (str, Path)):
             manifest = read_manifest(manifest)
@@ -133,6 +157,9 @@ class PairedImageDataset(Dataset[Sample]):
             )
         self.crop = _check_crop(crop, manifest.modalities)
         self.crop_fallback = bool(crop_fallback)
+        self.swe_scale_kpa = None if swe_scale_kpa is None else _positive_kpa(
+            swe_scale_kpa, "swe_scale_kpa"
+        )
         self._applied: dict[tuple[str, Path], str] = {}
         self.manifest = manifest
         self.transform = transform
@@ -208,8 +235,21 @@ class PairedImageDataset(Dataset[Sample]):
         self._roi_source[path] = found.source
         return found.roi.crop(image), found.roi.bbox[:2]
 
-    def _load(self, path: Path, key: str, frame: int | None = None) -> torch.Tensor:
-        image = load_image(path, frame=frame)
+    def _scale_kpa(self, row: ManifestRow) -> float:
+        """The top of ``row``'s SWE colour scale in kPa (its column, else ``swe_scale_kpa=``)."""
+        value = row.extra.get(SWE_SCALE_COLUMN, "").strip()
+        if value:
+            return _positive_kpa(value, f"{SWE_SCALE_COLUMN} (manifest line {row.line})")
+        if self.swe_scale_kpa is None:
+            raise ValueError(
+                f"{SWE_SCALE_COLUMN}: crop mode 'swe_box_kpa' needs the top of each SWE frame's "
+                f"colour scale in kPa; manifest line {row.line} has no {SWE_SCALE_COLUMN} value; "
+                f"add the column or pass PairedImageDataset(swe_scale_kpa=...)"
+            )
+        return self.swe_scale_kpa
+
+    def _load(self, path: Path, key: str, row: ManifestRow) -> torch.Tensor:
+        image = load_image(path, frame=row.frame(key))
         mode = self.crop[key]
         box = detect_swe_box(image) if mode != "sector" else None
         if mode != "sector" and box is None:
@@ -224,6 +264,13 @@ class PairedImageDataset(Dataset[Sample]):
         if mode == "swe_box":
             x0, y0, x1, y1 = box  # type: ignore[misc]
             image = np.ascontiguousarray(image[y0:y1, x0:x1])
+        elif mode == "swe_box_kpa":
+            try:
+                image = standardise_swe_box(image, self._scale_kpa(row), box=box)
+            except ValueError as err:
+                if str(err).startswith("image:"):
+                    raise ValueError(f"crop: {str(path)!r} ({key}): {err}") from None
+                raise
         else:
             image, (ox, oy) = self._sector(path, image)
             if mode == "swe_box_mask":
@@ -251,7 +298,7 @@ class PairedImageDataset(Dataset[Sample]):
         if cached is not None:
             return cached
         row: ManifestRow = self.manifest[index]
-        loaded = {key: self._load(path, key, row.frame(key))
+        loaded = {key: self._load(path, key, row)
                   for key, path in row.paths.items() if path is not None}
         shape = next(iter(loaded.values())).shape  # the manifest guarantees one present image
         images = {key: loaded.get(key, torch.zeros(shape, dtype=torch.uint8)) for key in row.paths}
@@ -306,3 +353,14 @@ def _check_crop(crop: Mapping[str, str] | None, modalities: tuple[str, ...]) -> 
         if mode not in CROP_MODES:
             raise ValueError(f"crop: expected a mode in {CROP_MODES} for {key!r}, got {mode!r}")
     return {m: str(crop.get(m, "sector")) for m in modalities}
+
+
+def _positive_kpa(value: object, name: str) -> float:
+    """``value`` as a positive finite number of kPa, or a ValueError naming ``name``."""
+    try:
+        kpa = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        kpa = math.nan
+    if isinstance(value, bool) or not (math.isfinite(kpa) and kpa > 0):
+        raise ValueError(f"{name}: expected a positive number of kPa, got {value!r}")
+    return kpa

@@ -57,10 +57,13 @@ __all__ = [
 AUGMENT_MODES = ("paper", "online", "none")
 
 #: What an SWE input shows (:func:`swe_input_crop`): the sector of the whole SWE frame, B-mode
-#: texture around the colour box included (the paper's input), the colour box only, or the
-#: sector with everything outside the box zeroed.
-SWE_INPUTS = ("frame", "box", "box_mask")
-_SWE_INPUT_MODES = {"frame": "sector", "box": "swe_box", "box_mask": "swe_box_mask"}
+#: texture around the colour box included (the paper's input), the colour box only, the sector
+#: with everything outside the box zeroed, or the colour box re-drawn on one reference colour
+#: scale through the frame's legend.
+SWE_INPUTS = ("frame", "box", "box_mask", "box_kpa")
+_SWE_INPUT_MODES = {
+    "frame": "sector", "box": "swe_box", "box_mask": "swe_box_mask", "box_kpa": "swe_box_kpa",
+}  # fmt: skip
 
 _CROPS: dict[tuple[Any, ...], PairedImageDataset] = {}
 
@@ -70,8 +73,10 @@ def swe_input_crop(swe_input: str, modality: str) -> dict[str, str]:
 
     Args:
         swe_input: ``"frame"`` (the sector crop, paper II.B), ``"box"`` (the elastography colour
-            box only: no B-mode texture reaches an "SWE" encoder) or ``"box_mask"`` (the sector
-            crop, zero outside the box).
+            box only: no B-mode texture reaches an "SWE" encoder), ``"box_mask"`` (the sector
+            crop, zero outside the box) or ``"box_kpa"`` (the colour box on the reference colour
+            scale, :func:`~mmfusion.data.standardise_swe_box`: the same stiffness gives the same
+            colours whatever the scanner's scale).
         modality: The SWE modality's key in the manifest (e.g. ``"swe"``).
 
     Returns:
