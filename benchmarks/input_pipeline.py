@@ -30,7 +30,7 @@ import cv2
 import torch
 
 from benchmarks import ladder
-from benchmarks.results_io import available_cores
+from benchmarks.results_io import available_cores, cpu_model, machine_name
 
 
 @contextmanager
@@ -162,10 +162,10 @@ def measure(
         ):
             ds.transform = transform
             step = _per_item(ds.__getitem__, n)
-            stages.append(_stage(name, "cpu, 1 core", step, cpu, plan, 1, True))
+            stages.append(_stage(name, f"{cpu_model()}, 1 core", step, cpu, plan, 1, True))
         cached.transform = None
         crops = [cached.images(i) for i in range(n)]
-        where = f"{device.type}, batch {batch}"
+        where = f"{machine_name(device)}, batch {batch}"
         stages.append(_stage("cache -> device flip/shift", where + " (1 CPU thread collates)",
                              _device_step(crops, batch, device, True), device, plan, batch, True))
         stages.append(_stage("device flip/shift only", where,
@@ -178,15 +178,15 @@ def measure(
         "cpu_cores_available": available_cores(),
         "stages": stages,
         "model_train_pairs_per_s": train_pairs_per_s,
-        "verdict": verdict(stages, train_pairs_per_s, available_cores(), device),
+        "verdict": verdict(stages, train_pairs_per_s, available_cores(), machine_name(device)),
     }
 
 
 def verdict(
-    stages: list[dict[str, Any]], train_pairs_per_s: float | None, cores: int,
-    device: torch.device,
+    stages: list[dict[str, Any]], train_pairs_per_s: float | None, cores: int, machine: str
 ) -> str:
-    """One paragraph: cores needed per CPU path to feed the model, and which side bounds."""
+    """One paragraph: cores needed per CPU path to feed the model (trained on ``machine``, named
+    in the text), and which side bounds."""
     if not train_pairs_per_s:
         return "No model training throughput to compare with (no ladder row succeeded)."
     rate = {s["name"]: s["pairs_per_s"] for s in stages}
@@ -194,7 +194,7 @@ def verdict(
             ("png -> roi -> augment", "cache -> augment", "cache -> device flip/shift")}
     parts = [
         f"The best training rung of this run reaches {train_pairs_per_s:,.0f} pairs/s on "
-        f"{device.type}. Feeding it needs about {need['png -> roi -> augment']:,.1f} cores "
+        f"{machine}. Feeding it needs about {need['png -> roi -> augment']:,.1f} cores "
         "decoding PNGs (without a cache; with it, only the first epoch decodes), "
         f"{need['cache -> augment']:,.1f} cores augmenting from the cache on the CPU, or "
         f"{need['cache -> device flip/shift']:,.2f} cores collating for on-device flip/shift; "

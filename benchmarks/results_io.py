@@ -54,6 +54,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def machine_name(device: torch.device) -> str:
+    """What measured a number on ``device``: the GPU's name, or the CPU's model name."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
 def available_cores() -> int:
     """CPU cores this process may run on."""
     try:
@@ -100,7 +107,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     cuda = device.type == "cuda"
     return {
         "device_type": device.type,
-        "device_name": torch.cuda.get_device_name(device) if cuda else f"CPU: {cpu_model()}",
+        "device_name": machine_name(device) if cuda else f"CPU: {cpu_model()}",
         "cpu_model": cpu_model(),
         "cpu_cores_available": available_cores(),
         "torch_threads": torch.get_num_threads(),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import flops, input_pipeline, ladder, throughput
+from benchmarks import flops, input_pipeline, ladder, results_io, throughput
 from benchmarks import summary as summary_mod
 from mmfusion.models import build_loss, create_model
 
@@ -78,6 +78,9 @@ def test_quick_cpu_run_end_to_end(tmp_path: Path) -> None:
     assert all(v > 0 for v in rates.values())
     assert rates["cache -> augment"] > rates["png -> roi -> augment"]
     assert "bounds training" in data["verdict"]
+    cpu = results_io.cpu_model()  # every rate names the machine that measured it
+    assert all(s["where"].startswith(cpu) for s in data["stages"])
+    assert f"pairs/s on {cpu}." in data["verdict"]
     assert doc["model"]["params_total"] > doc["model"]["params_trainable"] > 0
     md = (tmp_path / "throughput_cpu-quick.md").read_text()
     assert md.startswith("# mmfusion throughput: CPU") and "NOT GPU results" in md
@@ -96,8 +99,9 @@ def test_data_verdict(train: float, expected: str) -> None:
     names = ["png -> roi -> augment", "cache -> augment", "cache -> device flip/shift"]
     stages = [{"name": n, "pairs_per_s": r} for n, r in zip(names, [30.0, 1000.0, 20_000.0],
                                                              strict=True)]
-    text = input_pipeline.verdict(stages, train, cores=4, device=torch.device("cuda"))
+    text = input_pipeline.verdict(stages, train, cores=4, machine="NVIDIA H100 80GB HBM3")
     assert expected in text
+    assert f"reaches {train:,.0f} pairs/s on NVIDIA H100 80GB HBM3." in text
 
 
 @pytest.mark.slow

@@ -192,6 +192,24 @@ def test_box_kpa_needs_the_scale_column_or_a_default(three_sites: Path, tmp_path
         PairedImageDataset(bare, crop={"swe": "swe_box_kpa"}, swe_scale_kpa=-1)
 
 
+def test_the_manifest_validates_and_reads_the_scale_column(tmp_path: Path) -> None:
+    """``swe_scale_kpa`` is checked up front like the frame columns, every bad line listed."""
+    from mmfusion.data import ManifestError
+
+    columns = ["patient_id", "us_path", "stage", SWE_SCALE_COLUMN]
+    good = [{"patient_id": "P1", "us_path": "a.png", "stage": 0, SWE_SCALE_COLUMN: "70"},
+            {"patient_id": "P2", "us_path": "b.png", "stage": 1, SWE_SCALE_COLUMN: ""}]  # fmt: skip
+    rows = read_manifest(write_manifest(tmp_path / "ok.csv", good, columns), verify="none").rows
+    assert [r.swe_scale_kpa for r in rows] == [70.0, None]
+    bad = [{**good[0], SWE_SCALE_COLUMN: v} for v in ("-3", "0", "forty", "nan")]
+    with pytest.raises(ManifestError) as err:
+        read_manifest(write_manifest(tmp_path / "bad.csv", bad, columns), verify="none")
+    assert err.value.problems == [
+        f"line {i + 2}: swe_scale_kpa {v!r} is not a positive number of kPa"
+        for i, v in enumerate(("-3", "0", "forty", "nan"))
+    ]
+
+
 def test_swe_input_box_kpa() -> None:
     assert "box_kpa" in SWE_INPUTS
     assert swe_input_crop("box_kpa", "swe") == {"swe": "swe_box_kpa"}

@@ -89,7 +89,7 @@ def pair_inputs(row: ManifestRow, kpa_max: float) -> dict[str, Any]:
     ux0, uy0, _, _ = image_roi(row.paths["us"], image=us).roi.bbox
     dx, dy = ux0 - sx0, uy0 - sy0
     x0, y0, x1, y1 = box
-    scale = float(row.extra.get("swe_scale_kpa") or kpa_max)
+    scale = row.swe_scale_kpa or kpa_max
     return {"us": us, "swe": swe, "box": box, "colormap": colour_bar_lut(swe, bar),
             "kpa_range": (0.0, scale), "us_box": (x0 + dx, y0 + dy, x1 + dx, y1 + dy)}
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="several views of one patient: <view>_us.<ext> and <view>_swe.<ext> files")
     p.add_argument("--manifest", metavar="CSV", help="several views from a manifest (with --patient)")
     p.add_argument("--patient", metavar="ID", help="with --manifest: the patient to predict")
-    p.add_argument("--swe-scale-kpa", metavar="KPA",
+    p.add_argument("--swe-scale-kpa", metavar="KPA", type=_positive_kpa,
                    help="top of the SWE images' colour scale in kPa, for a model trained with "
                         "--swe-input box_kpa (a --manifest row's swe_scale_kpa column comes first)")
     p.add_argument("--aggregate", choices=list(AGGREGATION_METHODS), default="mean",
@@ -79,7 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_pair(cfg: RunConfig, paths: dict[str, str], swe_scale_kpa: str = "") -> dict[str, torch.Tensor]:
+def _positive_kpa(text: str) -> float:
+    """``--swe-scale-kpa``'s value: a positive number of kPa."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of kPa, got {text!r}")
+    return value
+
+
+def load_pair(cfg: RunConfig, paths: dict[str, str], swe_scale_kpa: float | None = None
+              ) -> dict[str, torch.Tensor]:
     """Preprocess the given images like the evaluation data: modality -> ``[1, 3, H, W]``.
 
     The SWE image gets the run's ``--swe-input`` crop; ``swe_scale_kpa`` is the top of its colour
@@ -89,19 +102,18 @@ def load_pair(cfg: RunConfig, paths: dict[str, str], swe_scale_kpa: str = "") ->
         if not Path(path).is_file():
             raise CliError(f"--{m}: no such image file {path}")
     crop = {m: mode for m, mode in (swe_crop(cfg) or {}).items() if m in paths} or None
-    if crop and "swe_box_kpa" in crop.values() and not swe_scale_kpa:
+    if crop and "swe_box_kpa" in crop.values() and swe_scale_kpa is None:
         raise CliError("--swe-scale-kpa: this model reads the SWE colour box on the reference "
                        "scale (trained with --swe-input box_kpa); give the top of the SWE "
                        "image's colour scale in kPa")
     row = ManifestRow(line=0, patient_id="input", stage=0,
                       paths={m: Path(p) for m, p in paths.items()},
-                      extra={SWE_SCALE_COLUMN: swe_scale_kpa} if swe_scale_kpa else {})
+                      extra={} if swe_scale_kpa is None else {SWE_SCALE_COLUMN: repr(swe_scale_kpa)})
     try:
         manifest = Manifest((row,), tuple(paths), "command line")
         sample = eval_dataset(manifest, tuple(paths), cfg.model.image_size, crop=crop)[0]
     except ValueError as err:
-        flag = next((f"--{m}" for m, p in paths.items() if str(p) in str(err)),
-                    "--swe-scale-kpa" if str(err).startswith(SWE_SCALE_COLUMN) else "--us/--swe")
+        flag = next((f"--{m}" for m, p in paths.items() if str(p) in str(err)), "--us/--swe")
         raise CliError(f"{flag}: {' '.join(str(err).split())}") from err
     return {m: sample[m][None] for m in paths}
 
@@ -152,9 +164,9 @@ def views_from_folder(folder: str, modalities: tuple[str, ...]) -> dict[str, dic
 
 
 def views_from_manifest(csv: str, patient: str | None, modalities: tuple[str, ...]
-                        ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+                        ) -> tuple[dict[str, dict[str, str]], dict[str, float | None]]:
     """``--manifest CSV --patient ID``: view name (``line N``) -> modality -> file, and view name
-    -> its ``swe_scale_kpa`` value (empty where the manifest has none)."""
+    -> the top of its SWE colour scale in kPa (``None`` where the manifest has none)."""
     from mmfusion.data import read_manifest
 
     manifest = read_manifest(csv, verify="exists")
@@ -169,11 +181,11 @@ def views_from_manifest(csv: str, patient: str | None, modalities: tuple[str, ..
         raise CliError(f"--patient: no rows for {patient!r} in {csv}")
     views = {f"line {r.line}": {m: str(p) for m, p in r.paths.items() if p is not None and m in modalities}
              for r in rows}
-    return views, {f"line {r.line}": r.extra.get(SWE_SCALE_COLUMN, "").strip() for r in rows}
+    return views, {f"line {r.line}": r.swe_scale_kpa for r in rows}
 
 
 def predict_view(model: Any, cfg: RunConfig, paths: dict[str, str], args: argparse.Namespace,
-                 device: torch.device, swe_scale_kpa: str = ""
+                 device: torch.device, swe_scale_kpa: float | None = None
                  ) -> tuple[dict[str, torch.Tensor], np.ndarray, dict[str, list[float]]]:
     """One view: the preprocessed inputs, the ensemble's ``[K]`` probabilities, per-branch ones."""
     inputs = load_pair(cfg, paths, swe_scale_kpa)
@@ -202,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise CliError("--us/--swe, --views, --manifest: give exactly one kind of input")
     if args.patient and not args.manifest:
         raise CliError("--patient: only with --manifest")
-    scales: dict[str, str] = {}
+    scales: dict[str, float | None] = {}
     if args.views:
         views = views_from_folder(args.views, mods)
     elif args.manifest:
@@ -222,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_view: dict[str, dict[str, Any]] = {}
     all_probs, all_maps = [], set()
     for name, paths in views.items():
-        scale = scales.get(name) or (args.swe_scale_kpa or "").strip()
+        scale = scales.get(name) or args.swe_scale_kpa
         inputs, probs, branches = predict_view(model, cfg, paths, args, device, scale)
         stage = STAGE_NAMES[int(probs.argmax())]
         maps = explain_batch(model, {m: x.to(device) for m, x in inputs.items()}, grad_cam=args.explain)

@@ -39,6 +39,18 @@ def check_size(size: object, name: str) -> tuple[int, int]:
     return hw
 
 
+def check_positive(value: object, name: str, unit: str = "number") -> float:
+    """``value`` as a positive finite float (an int or float, not a bool or a string).
+
+    Raises:
+        ValueError: ``value`` is anything else; the message names ``name`` and ``unit``.
+    """
+    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    if not (ok and np.isfinite(value) and value > 0):  # type: ignore[operator]
+        raise ValueError(f"{name}: expected a positive {unit}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
 def check_tensor(x: object, name: str, *, ndim: int | tuple[int, ...] | None = None) -> Tensor:
     """Check that ``x`` is a floating-point tensor with the expected number of dimensions.
 

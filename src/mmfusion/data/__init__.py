@@ -36,7 +36,6 @@ _SUBMODULES = {
     ],
     "mmfusion.data.dataset": [
         "CROP_MODES",
-        "SWE_SCALE_COLUMN",
         "PairedImageDataset",
         "SWEBoxNotFoundWarning",
     ],
@@ -62,6 +61,7 @@ _SUBMODULES = {
         "load_image",
     ],
     "mmfusion.data.manifest": [
+        "SWE_SCALE_COLUMN",
         "Manifest",
         "ManifestError",
         "ManifestRow",
@@ -112,12 +112,7 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
         PlannedAugmentationDataset,
         balanced_augmentation_plan,
     )
-    from mmfusion.data.dataset import (
-        CROP_MODES,
-        SWE_SCALE_COLUMN,
-        PairedImageDataset,
-        SWEBoxNotFoundWarning,
-    )
+    from mmfusion.data.dataset import CROP_MODES, PairedImageDataset, SWEBoxNotFoundWarning
     from mmfusion.data.dicom import (
         MissingDecoderError,
         UltrasoundRegion,
@@ -135,6 +130,7 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
     from mmfusion.data.file_roi import ImageROI, image_roi
     from mmfusion.data.io import load_image
     from mmfusion.data.manifest import (
+        SWE_SCALE_COLUMN,
         Manifest,
         ManifestError,
         ManifestRow,

@@ -31,7 +31,6 @@ all modalities of a pair (see :mod:`mmfusion.data.transforms`).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -44,30 +43,20 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from mmfusion._checks import check_size
+from mmfusion._checks import check_positive, check_size
 from mmfusion.data.elastography import detect_swe_box
 from mmfusion.data.file_roi import image_roi
 from mmfusion.data.io import load_image
-from mmfusion.data.manifest import Manifest, ManifestRow, read_manifest
+from mmfusion.data.manifest import SWE_SCALE_COLUMN, Manifest, ManifestRow, read_manifest
 from mmfusion.data.swe_scale import standardise_swe_box
 from mmfusion.data.transforms import AVAILABLE_KEY, zero_unavailable
 
-__all__ = [
-    "CROP_MODES",
-    "SWE_SCALE_COLUMN",
-    "PairedImageDataset",
-    "SWEBoxNotFoundWarning",
-    "load_image",
-]
+__all__ = ["CROP_MODES", "PairedImageDataset", "SWEBoxNotFoundWarning", "load_image"]
 
 Sample = dict[str, Any]
 
 #: Crop modes of :class:`PairedImageDataset` (its ``crop=`` argument, per modality).
 CROP_MODES = ("sector", "swe_box", "swe_box_mask", "swe_box_kpa")
-
-#: The manifest column that holds the top of each SWE frame's colour scale in kPa (crop mode
-#: ``"swe_box_kpa"``).
-SWE_SCALE_COLUMN = "swe_scale_kpa"
 
 
 class SWEBoxNotFoundWarning(UserWarning):
@@ -157,8 +146,8 @@ class PairedImageDataset(Dataset[Sample]):
             )
         self.crop = _check_crop(crop, manifest.modalities)
         self.crop_fallback = bool(crop_fallback)
-        self.swe_scale_kpa = None if swe_scale_kpa is None else _positive_kpa(
-            swe_scale_kpa, "swe_scale_kpa"
+        self.swe_scale_kpa = None if swe_scale_kpa is None else check_positive(
+            swe_scale_kpa, "swe_scale_kpa", "number of kPa"
         )
         self._applied: dict[tuple[str, Path], str] = {}
         self.manifest = manifest
@@ -237,9 +226,8 @@ class PairedImageDataset(Dataset[Sample]):
 
     def _scale_kpa(self, row: ManifestRow) -> float:
         """The top of ``row``'s SWE colour scale in kPa (its column, else ``swe_scale_kpa=``)."""
-        value = row.extra.get(SWE_SCALE_COLUMN, "").strip()
-        if value:
-            return _positive_kpa(value, f"{SWE_SCALE_COLUMN} (manifest line {row.line})")
+        if row.swe_scale_kpa is not None:
+            return row.swe_scale_kpa
         if self.swe_scale_kpa is None:
             raise ValueError(
                 f"{SWE_SCALE_COLUMN}: crop mode 'swe_box_kpa' needs the top of each SWE frame's "
@@ -265,12 +253,11 @@ class PairedImageDataset(Dataset[Sample]):
             x0, y0, x1, y1 = box  # type: ignore[misc]
             image = np.ascontiguousarray(image[y0:y1, x0:x1])
         elif mode == "swe_box_kpa":
+            scale = self._scale_kpa(row)
             try:
-                image = standardise_swe_box(image, self._scale_kpa(row), box=box)
-            except ValueError as err:
-                if str(err).startswith("image:"):
-                    raise ValueError(f"crop: {str(path)!r} ({key}): {err}") from None
-                raise
+                image = standardise_swe_box(image, scale, box=box)
+            except ValueError as err:  # the frame's fault: no legend
+                raise ValueError(f"crop: {str(path)!r} ({key}): {err}") from None
         else:
             image, (ox, oy) = self._sector(path, image)
             if mode == "swe_box_mask":
@@ -354,13 +341,3 @@ def _check_crop(crop: Mapping[str, str] | None, modalities: tuple[str, ...]) -> 
             raise ValueError(f"crop: expected a mode in {CROP_MODES} for {key!r}, got {mode!r}")
     return {m: str(crop.get(m, "sector")) for m in modalities}
 
-
-def _positive_kpa(value: object, name: str) -> float:
-    """``value`` as a positive finite number of kPa, or a ValueError naming ``name``."""
-    try:
-        kpa = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        kpa = math.nan
-    if isinstance(value, bool) or not (math.isfinite(kpa) and kpa > 0):
-        raise ValueError(f"{name}: expected a positive number of kPa, got {value!r}")
-    return kpa

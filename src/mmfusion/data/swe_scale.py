@@ -11,16 +11,15 @@ network sees the box: it reads the frame's own legend (:func:`~mmfusion.data.det
 colour-coded (void, vessels, text) become black, as in the masked inputs.
 
 The legend gives the colours but not its numbers: the top of the scale in kPa comes from the
-caller (the manifest's ``swe_scale_kpa`` column for :class:`~mmfusion.data.PairedImageDataset`'s
-crop mode ``"swe_box_kpa"``).
+caller (the manifest's ``swe_scale_kpa`` column, :attr:`~mmfusion.data.ManifestRow.swe_scale_kpa`,
+for :class:`~mmfusion.data.PairedImageDataset`'s crop mode ``"swe_box_kpa"``).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from mmfusion._checks import check_positive
 from mmfusion.data.elastography import (
     colour_bar_lut,
     colourmap_lut,
@@ -75,11 +74,8 @@ def standardise_swe_box(
         ValueError: ``kpa_max`` or ``reference_kpa_max`` is not a positive finite number, or the
             frame has no colour box or no legend.
     """
-    for name, value in (("kpa_max", kpa_max), ("reference_kpa_max", reference_kpa_max)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0
-        ):
-            raise ValueError(f"{name}: expected a positive number of kPa, got {value!r}")
+    kpa_max = check_positive(kpa_max, "kpa_max", "number of kPa")
+    reference_kpa_max = check_positive(reference_kpa_max, "reference_kpa_max", "number of kPa")
     if box is None:
         box = detect_swe_box(image)
         if box is None:
@@ -92,13 +88,13 @@ def standardise_swe_box(
                 "found none"
             )
     kpa = decode_swe_kpa(
-        image, (0.0, float(kpa_max)), colour_bar_lut(image, bar), box=box,
+        image, (0.0, kpa_max), colour_bar_lut(image, bar), box=box,
         max_distance=max_distance,
     )  # fmt: skip
     lut = colourmap_lut(reference_colormap)
     coded = np.isfinite(kpa)
     index = np.zeros(kpa.shape, dtype=np.int64)
-    scaled = np.clip(kpa[coded] / float(reference_kpa_max), 0.0, 1.0) * (len(lut) - 1)
+    scaled = np.clip(kpa[coded] / reference_kpa_max, 0.0, 1.0) * (len(lut) - 1)
     index[coded] = np.rint(scaled).astype(np.int64)
     out = lut[index]
     out[~coded] = 0
