@@ -236,25 +236,48 @@ _GAP = 4
 _STRIP = 24
 
 
+_FONT, _SCALE, _PAD = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 6
+
+
+def caption_lines(caption: str, width: int) -> list[str]:
+    """``caption`` broken at its newlines, and at spaces into lines that each fit ``width``
+    pixels with the padding (a single word too long for a line is kept whole: nothing is
+    dropped)."""
+    lines: list[str] = []
+    for paragraph in caption.splitlines():
+        start = len(lines)
+        for word in paragraph.split():
+            candidate = f"{lines[-1]} {word}" if len(lines) > start else word
+            fits = cv2.getTextSize(candidate, _FONT, _SCALE, 1)[0][0] <= width - 2 * _PAD
+            if len(lines) > start and fits:
+                lines[-1] = candidate
+            else:
+                lines.append(word)
+    return lines
+
+
 def _panel(image: np.ndarray, caption: str, width: int) -> np.ndarray:
-    """The frame downscaled to ``width``, with a caption strip below it."""
+    """The frame downscaled to ``width``, with a caption strip below it (wrapped to fit)."""
     rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
     height = round(rgb.shape[0] * width / rgb.shape[1])
     small = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-    strip = np.zeros((_STRIP, width, 3), dtype=np.uint8)
-    cv2.putText(
-        strip, caption, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA
-    )
+    lines = caption_lines(caption, width)
+    strip = np.zeros((_STRIP * len(lines), width, 3), dtype=np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(strip, line, (_PAD, 17 + i * _STRIP), _FONT, _SCALE, (255, 255, 255), 1,
+                    cv2.LINE_AA)
     return np.vstack([small, strip])
 
 
 def _sheet(rows: list[list[np.ndarray]]) -> np.ndarray:
-    """Panels in a grid with thin black gaps."""
+    """Panels in a grid with thin black gaps (panels of a row padded to the tallest)."""
     lines = []
     for row in rows:
+        tallest = max(panel.shape[0] for panel in row)
         parts = []
         for panel in row:
-            parts += [panel, np.zeros((panel.shape[0], _GAP, 3), np.uint8)]
+            pad = np.zeros((tallest - panel.shape[0], panel.shape[1], 3), np.uint8)
+            parts += [np.vstack([panel, pad]), np.zeros((tallest, _GAP, 3), np.uint8)]
         lines += [
             np.hstack(parts[:-1]),
             np.zeros((_GAP, sum(p.shape[1] for p in parts[:-1]), 3), np.uint8),
@@ -292,11 +315,11 @@ def write_figures(
     rows = []
     for site in config.sites:
         pair = phantom.sample(stage=3, index=10, site=site)  # the same latents at every site
-        label = f"site {site} ({_style_text(config, site)})"
+        label = f"site {site}\n({_style_text(config, site)})"
         screen = "SWE screen" if pair.truth.swe_shift else "SWE"
         rows.append(
             [
-                _panel(pair.us, f"{label}  B-mode", width),
+                _panel(pair.us, f"B-mode, {label}", width),
                 _panel(pair.swe, f"{screen}  {pair.truth.stiffness_kpa:.1f} kPa", width),
             ]
         )

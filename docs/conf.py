@@ -78,7 +78,7 @@ nitpicky = True
 nitpick_ignore_regex = [
     (
         r"py:.*",
-        r"(torch|torchvision|numpy|np|os|pathlib|collections|typing|timm|cv2|matplotlib|sklearn"
+        r"(torch|torchvision|numpy|np|os|time|pathlib|collections|typing|timm|cv2|matplotlib|sklearn"
         r"|lightning)(\..*)?",
     ),
     (r"py:.*", r"(Tensor|Path|Module|Figure|Axes|ndarray|PathLike|Generator|Any)"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,19 +14,39 @@ shapes = st.tuples(
 )
 
 
+def test_spatial_attention_hand_computed():
+    """Weights chosen by hand, the map worked out on paper (not with the module's conv).
+
+    Kernel 3: weight 1 on the centre of the mean channel, 0.5 on the left neighbour of the max
+    channel, bias -1. Input [1, 2, 1, 3]: channel 0 = (1, 2, 6), channel 1 = (3, 0, -2), so
+    mean = (2, 1, 2) and max = (3, 2, 6). Logit at column j = mean[j] + 0.5 * max[j - 1] - 1,
+    zero-padded on the left: (2 + 0 - 1, 1 + 1.5 - 1, 2 + 1 - 1) = (1, 1.5, 2).
+    """
+    att = SpatialAttention(3)
+    with torch.no_grad():
+        att.conv.weight.zero_()
+        att.conv.weight[0, 0, 1, 1] = 1.0
+        att.conv.weight[0, 1, 1, 0] = 0.5
+        att.conv.bias.fill_(-1.0)
+    x = torch.tensor([[[[1.0, 2.0, 6.0]], [[3.0, 0.0, -2.0]]]])
+    expected = torch.sigmoid(torch.tensor([1.0, 1.5, 2.0])).view(1, 1, 1, 3)
+    torch.testing.assert_close(att.attention_map(x), expected)
+    torch.testing.assert_close(att(x), x * expected)
+
+
 @settings(max_examples=25, deadline=None)
 @given(shape=shapes, kernel=st.sampled_from([1, 3, 7]), seed=st.integers(0, 2**16))
-def test_spatial_attention_equals_formula(shape, kernel, seed):
+def test_spatial_attention_map_properties(shape, kernel, seed):
+    """Any weights: a map in (0, 1) of shape [B, 1, H, W], applied by multiplication, and blind
+    to the channel order (mean and max do not depend on it)."""
     torch.manual_seed(seed)
     att = SpatialAttention(kernel)
     x = torch.randn(*shape)
-    mean, mx = x.mean(1, keepdim=True), x.max(1, keepdim=True).values
-    expected_map = torch.sigmoid(
-        F.conv2d(torch.cat([mean, mx], 1), att.conv.weight, att.conv.bias, padding=kernel // 2)
-    )
-    torch.testing.assert_close(att.attention_map(x), expected_map)
-    torch.testing.assert_close(att(x), x * expected_map)
-    assert att.attention_map(x).shape == (shape[0], 1, shape[2], shape[3])
+    m = att.attention_map(x)
+    assert m.shape == (shape[0], 1, shape[2], shape[3])
+    assert torch.all((m > 0) & (m < 1))
+    torch.testing.assert_close(att(x), x * m)
+    torch.testing.assert_close(att.attention_map(x.flip(1)), m)
 
 
 def test_spatial_attention_has_one_conv_and_no_norm():
@@ -54,6 +73,25 @@ def test_spatial_attention_rejects_bad_kernel(kernel):
         SpatialAttention(kernel)
 
 
+def test_channel_attention_hand_computed():
+    """Weights chosen by hand: fc1 = [e0; e1; -e0; -e1] (no bias), so relu gives
+    (z0+, z1+, (-z0)+, (-z1)+); fc2 picks z0+, (-z0)+ and z1+ + (-z1)+ - 1 = |z1| - 1.
+    x: channel means z = (2, -0.5) -> weights sigmoid(2, 0, -0.5)."""
+    block = ChannelAttentionBlock(2, 3, hidden_channels=4)
+    with torch.no_grad():
+        block.fc1.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]))
+        block.fc1.bias.zero_()
+        block.fc2.weight.copy_(
+            torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]])
+        )
+        block.fc2.bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
+    x = torch.tensor([[[[1.0, 3.0]], [[-1.0, 0.0]]]])  # [1, 2, 1, 2]: means 2 and -0.5
+    expected = torch.sigmoid(torch.tensor([[2.0, 0.0, -0.5]]))
+    torch.testing.assert_close(block.channel_weights(x), expected)
+    target = torch.arange(6.0).view(1, 3, 1, 2)
+    torch.testing.assert_close(block(x, target), target * expected[:, :, None, None])
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     b=st.integers(1, 3),
@@ -62,14 +100,15 @@ def test_spatial_attention_rejects_bad_kernel(kernel):
     hw=st.integers(1, 5),
     seed=st.integers(0, 2**16),
 )
-def test_channel_attention_equals_formula(b, cin, cout, hw, seed):
+def test_channel_attention_properties(b, cin, cout, hw, seed):
+    """Any weights: one weight in (0, 1) per target channel, from the global average only (so
+    a spatial permutation of x changes nothing), multiplied into a target of any size."""
     torch.manual_seed(seed)
     block = ChannelAttentionBlock(cin, cout)
     x, target = torch.randn(b, cin, hw, hw), torch.randn(b, cout, hw + 1, hw)
-    z = x.mean(dim=(2, 3))
-    w = torch.sigmoid(block.fc2.weight @ torch.relu(block.fc1.weight @ z.T + block.fc1.bias[:, None])
-                      + block.fc2.bias[:, None]).T
-    torch.testing.assert_close(block.channel_weights(x), w)
+    w = block.channel_weights(x)
+    assert w.shape == (b, cout) and torch.all((w > 0) & (w < 1))
+    torch.testing.assert_close(block.channel_weights(x.flip(2, 3).transpose(2, 3)), w)
     torch.testing.assert_close(block(x, target), target * w[:, :, None, None])
 
 

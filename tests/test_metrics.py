@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -319,7 +318,9 @@ def test_single_class_everything_undefined_but_serialisable():
     labels = np.zeros(6, dtype=int)
     r = classification_report(smoothed_one_hot(labels, 3), labels, n_bootstrap=10)
     assert r["accuracy"] == 1.0 and r["auc_macro"] is None and r["qwk"] is None
-    assert r["ci"]["auc_macro"] == {"lower": None, "upper": None, "n_valid": 0}
+    auc = r["ci"]["auc_macro"]
+    assert (auc["lower"], auc["upper"], auc["n_valid"], auc["n_resamples"]) == (None, None, 0, 10)
+    assert auc["reason"] is not None
     assert "n/a" in format_report(json.loads(json.dumps(r, allow_nan=False)))
 
 
@@ -335,13 +336,40 @@ def test_torch_input_equals_numpy_input():
     assert a["auc_macro"] == pytest.approx(b["auc_macro"], abs=1e-6)
 
 
-def test_bootstrap_1000_on_300_samples_is_fast():
+def test_bootstrap_is_vectorised_and_equals_a_loop_over_explicit_resamples(monkeypatch):
+    """No metric call per resample: AUROC is computed once per class per chunk of resamples
+    (the point of the weight-matrix bootstrap), and the accuracy interval equals the one from
+    a plain loop that materialises each resample (patients drawn with replacement)."""
+    import mmfusion.metrics.report as report_mod
+
     probs, labels = random_probs(np.random.default_rng(7), 300, 5)
-    groups = [f"p{i // 5}" for i in range(300)]
-    start = time.perf_counter()
-    classification_report(probs, labels, groups=groups, n_bootstrap=1000)
-    classification_report(probs, labels, n_bootstrap=1000)
-    assert (time.perf_counter() - start) / 2 < 3.0
+    groups = np.array([f"p{i // 5:02d}" for i in range(300)])  # sorted: group index = i // 5
+    calls = {"weighted_auroc": 0, "roc_auc_score": 0}
+
+    def counting(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(report_mod, "weighted_auroc", counting("weighted_auroc", weighted_auroc))
+    monkeypatch.setattr(report_mod, "roc_auc_score", counting("roc_auc_score", roc_auc_score))
+    r = classification_report(probs, labels, groups=groups, n_bootstrap=1000, seed=11)
+    # 1000 resamples x 300 samples fit one chunk: 5 classes -> 5 vectorised calls, not 5000;
+    # scikit-learn only for the point estimates (5 one-vs-rest + 4 cut-offs).
+    assert calls == {"weighted_auroc": 5, "roc_auc_score": 9}
+
+    rng = np.random.default_rng(11)
+    draws = rng.multinomial(60, np.full(60, 1 / 60), size=1000)  # [B, patients]
+    correct = probs.argmax(axis=1) == labels
+    accs = []
+    for counts in draws:
+        rows = np.concatenate([np.arange(g * 5, g * 5 + 5).repeat(c) for g, c in enumerate(counts)])
+        accs.append(correct[rows].mean())
+    lower, upper = np.quantile(accs, [0.025, 0.975])
+    assert r["ci"]["accuracy"]["lower"] == pytest.approx(lower)
+    assert r["ci"]["accuracy"]["upper"] == pytest.approx(upper)
 
 
 # ------------------------------------------------------------------------------- bad input

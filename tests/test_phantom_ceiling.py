@@ -14,16 +14,21 @@ N = 100_000
 TOLERANCE = 0.012
 
 
-def independent_ceiling(latents: tuple[str, ...], per_view: bool, n: int, seed: int) -> float:
+def independent_ceiling(
+    latents: tuple[str, ...], per_view: bool, n: int, seed: int, weights: tuple[float, ...] = ()
+) -> float:
     """The ceiling by a second code path: scipy densities in kPa space, products of likelihoods.
 
     Samples its own patients from PhantomConfig's distributions (log-normal stiffness, normal
     texture, multiplicative / additive per-view noise), then classifies each by
     ``argmax_c prior_c * prod_l p_l(x_l | c)`` with the exact densities of the observed values.
+    ``weights`` (relative class frequencies of the evaluated set) replace the cohort's
+    prevalence both in the sampling and in the classifier.
     """
     cfg = PhantomConfig()
     rng = np.random.default_rng(seed)
-    prior = np.asarray(cfg.stage_prevalence, dtype=float) / sum(cfg.stage_prevalence)
+    weights = weights or cfg.stage_prevalence
+    prior = np.asarray(weights, dtype=float) / sum(weights)
     stage = rng.choice(5, size=n, p=prior)
     median = np.asarray(cfg.stiffness_median_kpa)
     sigma = np.asarray(cfg.stiffness_log_sigma)
@@ -55,6 +60,51 @@ def test_ceiling_matches_an_independent_monte_carlo(
     ours = bayes_ceiling(N, seed=3, per_view=per_view, latents=latents)
     theirs = independent_ceiling(latents, per_view, N, seed=12345)
     assert abs(ours - theirs) <= TOLERANCE, (latents, per_view, ours, theirs)
+
+
+@pytest.mark.parametrize("per_view", [False, True], ids=["patient", "view"])
+@pytest.mark.parametrize(
+    "latents", [("stiffness",), ("texture",), ("stiffness", "texture")], ids=["swe", "us", "both"]
+)
+@pytest.mark.parametrize(
+    "weights", [(1, 1, 1, 1, 1), (5, 1, 1, 1, 8)], ids=["balanced", "skewed"]
+)
+def test_ceiling_under_another_class_mix_matches_an_independent_monte_carlo(
+    latents: tuple[str, ...], per_view: bool, weights: tuple[float, ...]
+) -> None:
+    ours = bayes_ceiling(N, seed=3, per_view=per_view, latents=latents, prior=weights)
+    theirs = independent_ceiling(latents, per_view, N, seed=54321, weights=weights)
+    assert abs(ours - theirs) <= TOLERANCE, (latents, per_view, weights, ours, theirs)
+
+
+def test_balanced_per_view_ceiling_is_higher_than_the_cohort_one() -> None:
+    """The paper split's balanced test set: about 0.765 per view (issue 24), not 0.729."""
+    balanced = bayes_ceiling(200_000, per_view=True, prior=[1556] * 5)
+    assert balanced == pytest.approx(0.765, abs=0.005)
+    # counts and probabilities give the same prior, hence the same simulation
+    assert bayes_ceiling(20_000, per_view=True, prior=[0.2] * 5) == bayes_ceiling(
+        20_000, per_view=True, prior=[3] * 5
+    )
+    # the cohort's own prevalence, passed explicitly, is the default
+    cohort = PhantomConfig().stage_prevalence
+    assert bayes_ceiling(20_000, seed=2, prior=cohort) == bayes_ceiling(20_000, seed=2)
+
+
+def test_a_class_absent_from_the_prior_is_never_predicted() -> None:
+    """Only F0 and F4 in the evaluated set: those two are far apart, the ceiling nears 1."""
+    assert bayes_ceiling(20_000, prior=[1, 0, 0, 0, 1]) > 0.99
+    assert bayes_ceiling(20_000, prior=[0, 0, 0, 0, 1]) == 1.0
+
+
+def test_prior_is_checked() -> None:
+    with pytest.raises(ValueError, match=r"prior: expected 5 non-negative finite class weights"):
+        bayes_ceiling(10, prior=[1, 1, 1])
+    with pytest.raises(ValueError, match=r"prior: expected 5 non-negative finite class weights"):
+        bayes_ceiling(10, prior=[1, -1, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"prior: expected 5 non-negative finite class weights"):
+        bayes_ceiling(10, prior=[1, float("nan"), 1, 1, 1])
+    with pytest.raises(ValueError, match=r"prior: .* sum to more than 0"):
+        bayes_ceiling(10, prior=[0, 0, 0, 0, 0])
 
 
 def test_the_default_is_both_latents_and_unchanged() -> None:

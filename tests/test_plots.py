@@ -29,6 +29,15 @@ def read_png(path) -> np.ndarray:
     return pixels
 
 
+def _capture_figures(monkeypatch) -> list:
+    import mmfusion.plots as plots_mod
+
+    figures = []
+    save = plots_mod._save
+    monkeypatch.setattr(plots_mod, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
+    return figures
+
+
 def example_probs(n: int = 60, k: int = 5, seed: int = 0):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, k, n)
@@ -39,11 +48,7 @@ def example_probs(n: int = 60, k: int = 5, seed: int = 0):
 
 
 def test_confusion_matrix_png(tmp_path, monkeypatch):
-    import mmfusion.plots as plots_mod
-
-    figures = []
-    save = plots_mod._save
-    monkeypatch.setattr(plots_mod, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
+    figures = _capture_figures(monkeypatch)
     matrix = [[10, 2, 0, 0, 0], [1, 8, 3, 0, 0], [0, 2, 9, 1, 0], [0, 0, 4, 5, 2], [0, 0, 0, 0, 0]]
     out = plot_confusion_matrix(matrix, NAMES, tmp_path / "sub" / "cm.png")
     assert out == tmp_path / "sub" / "cm.png"
@@ -58,12 +63,40 @@ def test_confusion_matrix_png(tmp_path, monkeypatch):
     assert count_image.norm.vmax == 10.0
 
 
-def test_roc_png_with_absent_class(tmp_path):
+def test_roc_png_with_absent_class(tmp_path, monkeypatch):
+    """Each class has a curve and its AUROC (checked against scikit-learn) in the legend; an
+    absent class is listed as undefined and draws nothing; the macro average is over the rest."""
+    from sklearn.metrics import roc_auc_score
+
+    figures = _capture_figures(monkeypatch)
     probs, labels = example_probs()
-    out = plot_roc(probs, labels, NAMES, tmp_path / "roc.png")
-    read_png(out)
+    read_png(plot_roc(probs, labels, NAMES, tmp_path / "roc.png"))
     labels[labels == 3] = 2  # F3 absent: drawn without a curve, listed as undefined
     read_png(plot_roc(probs, labels, None, tmp_path / "roc_absent.png"))
+    full, absent = (fig.axes[0] for fig in figures)
+
+    def legend(ax) -> dict:
+        return {line.get_label(): line for line in ax.get_legend().get_lines()}
+
+    for ax, names, y in ((full, NAMES, example_probs()[1]), (absent, list("01234"), labels)):
+        drawn = {line.get_label(): line for line in ax.get_lines()}
+        aucs = []
+        for c, name in enumerate(names):
+            if not (y == c).any():
+                label = f"{name} (AUC undefined: class absent)"
+                assert label in legend(ax) and len(drawn[label].get_xdata()) == 0
+                continue
+            auc = roc_auc_score(y == c, probs[:, c])
+            aucs.append(auc)
+            label = f"{name} (AUC = {auc:.3f})"
+            assert label in legend(ax), (label, list(legend(ax)))
+            xs, ys = drawn[label].get_xdata(), drawn[label].get_ydata()
+            assert (xs[0], ys[0], xs[-1], ys[-1]) == (0, 0, 1, 1)  # a whole ROC staircase
+            area = np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2)  # trapezoids under the drawn curve
+            assert area == pytest.approx(auc)
+        assert f"macro average (AUC = {np.mean(aucs):.3f})" in legend(ax)
+    assert "3 (AUC undefined: class absent)" in legend(absent)
+    assert not any(k.startswith("F3 (AUC undefined") for k in legend(full))
 
 
 def test_overlay_png_and_pixels(tmp_path):

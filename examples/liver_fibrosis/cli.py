@@ -4,12 +4,15 @@ Every entry point of the example runs its ``main`` through :func:`run`. Problems
 (a missing or malformed manifest, a checkpoint of another configuration, a weights file with other
 keys, an unknown preset or backbone, CUDA asked for where there is none, an occupied run folder)
 are raised as :class:`CliError` or as the library's ``ValueError``/``FileNotFoundError`` and are
-printed as ``error: <what> <fix>``, without a traceback. Anything else is a bug and keeps its
+printed as ``error: <what> <fix>``, without a traceback; so are a training that diverged
+(``FloatingPointError``: a non-finite loss) and a folder that cannot be written (read-only
+filesystem, full disk). Anything else is a bug and keeps its
 traceback. Set ``MMFUSION_DEBUG=1`` to get tracebacks for everything.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +21,8 @@ from collections.abc import Callable, Sequence
 EXIT_USAGE = 2
 #: Exit code after Ctrl-C.
 EXIT_INTERRUPTED = 130
+#: ``OSError`` numbers a user fixes by choosing another folder or freeing space: one line.
+USER_OS_ERRORS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM})
 
 
 class CliError(Exception):
@@ -26,9 +31,19 @@ class CliError(Exception):
 
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
-    if isinstance(err, FileNotFoundError) and err.filename and str(err.filename) not in text:
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
         text = f"{text}: {err.filename}"
+    if isinstance(err, FloatingPointError) and "lr" not in text:
+        text += "; training diverged: lower --lr or check the data (no model was saved)"
     return text
+
+
+def _known(err: BaseException) -> bool:
+    """Whether ``err`` is a problem the user can fix (printed as one line)."""
+    if isinstance(err, (CliError, ValueError, FileNotFoundError, NotADirectoryError,
+                        PermissionError, FloatingPointError)):
+        return True
+    return isinstance(err, OSError) and err.errno in USER_OS_ERRORS
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
@@ -47,8 +62,8 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     except KeyboardInterrupt:
         print("interrupted; the last completed epoch is kept: rerun with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
-        if debug:
+    except Exception as err:
+        if debug or not _known(err):
             raise
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE

@@ -5,7 +5,8 @@
 
 Without ``--data`` the run's own held-out split is evaluated again (same manifest, same seed).
 Writes ``metrics.json``, ``confusion_matrix.png``, ``roc.png`` into ``--out`` (default:
-``<checkpoint>/eval-<manifest name>``). ``--missing-modality-report`` also evaluates the model with
+``<checkpoint>/eval-<manifest name>``), holding the run folder's lock (the ``--out`` folder's
+when it lies outside the run), so that a training run into that folder cannot start meanwhile. ``--missing-modality-report`` also evaluates the model with
 only US and only SWE given (the other modality absent, as in a clinic without SWE; issue 7) and
 writes ``missing_modality.md`` and ``missing_modality.json``.
 """
@@ -24,24 +25,20 @@ from torch.utils.data import DataLoader
 
 from examples.liver_fibrosis.cli import CliError, run, say
 from examples.liver_fibrosis.options import RunConfig
-from examples.liver_fibrosis.report import metrics_document, summary_line, write_figures
-from examples.liver_fibrosis.runner import (
-    make_datamodule,
-    make_module,
-    make_trainer,
-    resolve_device,
-    swe_crop,
-)
 from examples.liver_fibrosis.runs import (
     check_free,
+    holding_lock,
     load_manifest,
     load_run,
     remove,
     require,
+    resolve_device,
+    swe_crop,
     write_json,
 )
 from mmfusion.data import SeededSampler
 from mmfusion.data.pipeline import eval_dataset
+from mmfusion.files import atomic_write_text
 
 OUTPUTS = ("metrics.json", "confusion_matrix.png", "roc.png", "reliability", "missing_modality.md",
            "missing_modality.json")
@@ -127,8 +124,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest, name, split = None, "test", f"{cfg.run.split} split (test part)"
     sets = _present_sets(cfg, args)
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval-{name}"
-    remove(out, check_free(out, OUTPUTS, args.overwrite, "an evaluation"))
-    out.mkdir(parents=True, exist_ok=True)
+    check_free(out, OUTPUTS, args.overwrite, "an evaluation")
+    run_folder = Path(args.checkpoint)
+    inside = out.resolve().is_relative_to(run_folder.resolve())
+    with holding_lock(run_folder if inside else out):
+        remove(out, check_free(out, OUTPUTS, args.overwrite, "an evaluation"))
+        out.mkdir(parents=True, exist_ok=True)
+        evaluate_sets(args, cfg, model, device, manifest, sets, name, split, out)
+    say(f"wrote {out}")
+    return 0
+
+
+def evaluate_sets(args: argparse.Namespace, cfg: RunConfig, model: Any, device: Any, manifest: Any,
+                  sets: list[tuple[str, ...]], name: str, split: str, out: Path) -> None:
+    """Evaluate ``model`` with each set of given modalities; write the reports into ``out``."""
+    from examples.liver_fibrosis.report import (
+        metrics_document,
+        modalities_label,
+        summary_line,
+        write_figures,
+    )
+    from examples.liver_fibrosis.runner import make_datamodule, make_module, make_trainer
+
     # The run's own precision and device type, so that its metrics.json is reproduced.
     run_cfg = dataclasses.replace(cfg, run=cfg.run.replace(device=str(device), devices=1, num_nodes=1,
                                                            compile=False, progress=None))
@@ -153,28 +170,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Pairs with none of the given modalities (e.g. SWE asked for, SWE path empty) have no
         # image to predict from: they are counted and left out of the metrics, never scored.
         given = np.any([preds.available[m] for m in present], axis=0)
-        report = module.metrics if given.all() else module.report(preds.subset(given))
-        metrics = {**metrics_document(report, split), "modalities_present": list(present),
+        kept = preds if given.all() else preds.subset(given)
+        report = module.metrics if given.all() else module.report(kept)
+        metrics = {**metrics_document(report, split, kept.available),
+                   "modalities_present": list(present),
                    "n_pairs_without_given_modalities": int((~given).sum())}
         if not given.all():
             say(f"{label}: {int((~given).sum())} pair(s) have none of these modalities; left out")
         results[label] = metrics
-        say(f"{label}: {summary_line(metrics)}")
+        say(f"{modalities_label(present, metrics)}: {summary_line(metrics)}")
         if len(results) == 1:
             write_json(out / "metrics.json", metrics)
             write_figures(module.predictions, metrics, out)
     if args.missing_modality_report:
         write_json(out / "missing_modality.json", results)
         table = missing_modality_table(results)
-        (out / "missing_modality.md").write_text(
+        atomic_write_text(
+            out / "missing_modality.md",
             f"# Missing modality: {args.checkpoint} on {split}\n\n"
             f"Model trained with modality dropout {cfg.model.modality_dropout}. A modality left out is "
             "replaced by the fusion's learned placeholder and its branch leaves the ensemble.\n\n"
             + table
         )
         print(table, end="")
-    say(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

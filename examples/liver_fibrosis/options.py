@@ -66,7 +66,9 @@ class RunSettings:
         channels_last: Channels-last memory format (default on CUDA).
         compile: torch.compile the model.
         workers: DataLoader worker processes (default 0 on CPU, 4 on CUDA).
-        eval_every: Log test accuracy every N epochs (log only; never used for model selection).
+        eval_every: Log the validation split's metrics every N epochs (needs --val-size; log
+            only; never used for model selection; the test patients are evaluated once, at the
+            end); 0: never.
         n_bootstrap: Bootstrap resamples (over patients) of the metric intervals.
         phantom_patients: Patients of the generated phantom.
         phantom_seed: Seed of the generated phantom.
@@ -278,7 +280,17 @@ def validate(cfg: RunConfig) -> None:
         (r.amp != "fp16" or r.device.startswith("cuda"),
          "--amp fp16: float16 autocast needs CUDA; use --amp bf16 or --amp off on CPU"),
         (r.n_bootstrap >= 0, "--n-bootstrap: expected >= 0"),
-        (0.0 <= r.val_size < 1.0, "--val-size: expected a fraction in [0, 1), e.g. 0.1"),
+        (0.0 <= r.val_size <= 0.5,
+         f"--val-size: expected a fraction in [0, 0.5] of the training patients (those that "
+         f"--test-size {r.test_size} leaves), e.g. 0.1; got {r.val_size}"),
+        (0 <= r.seed < 2**32, f"--seed: expected an int in [0, 2**32), got {r.seed}"),
+        (r.devices is None or r.devices >= 1, f"--devices: expected an int >= 1, got {r.devices}"),
+        (r.num_nodes is None or r.num_nodes >= 1,
+         f"--num-nodes: expected an int >= 1, got {r.num_nodes}"),
+        (r.eval_every >= 0, f"--eval-every: expected an int >= 0 (0: never), got {r.eval_every}"),
+        (not (r.eval_every and not r.val_size),
+         "--eval-every: logs the validation split's metrics, and there is none; pass --val-size "
+         "(e.g. 0.1) or drop --eval-every (the test patients are evaluated once, at the end)"),
         (not (r.val_size and r.split == "paper"), "--val-size: not with --split paper (it splits images)"),
         (r.phantom_patients >= 5, "--phantom-patients: expected >= 5 (one per stage)"),
         (set(m.modalities) <= {"us", "swe"}, "--modalities: expected us, swe or us,swe"),
@@ -289,6 +301,7 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise CliError(message)
+    _check_devices(r)
     import timm
 
     if not timm.is_model(m.backbone.split(".")[0]):
@@ -296,3 +309,26 @@ def validate(cfg: RunConfig) -> None:
         raise CliError(f"--backbone: unknown timm model {m.backbone!r}"
                        + (f"; similar names: {', '.join(close)}" if close else "")
                        + " (e.g. resnet50, resnet18, resnet10t)")
+
+
+def available_devices(device: str) -> tuple[str, int]:
+    """``(kind, count)`` the machine offers for ``--device``: CUDA GPUs, or usable CPU cores."""
+    import os
+
+    import torch
+
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        return "CUDA GPU(s)", torch.cuda.device_count()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return "CPU core(s)", int(cores or 1)
+
+
+def _check_devices(r: RunSettings) -> None:
+    """``--devices`` (processes per node) must not exceed what this machine has."""
+    if r.devices is None or r.devices <= 1:
+        return
+    kind, count = available_devices(r.device)
+    if r.devices > count:
+        raise CliError(f"--devices: this machine has {count} {kind}, got --devices {r.devices} "
+                       f"(one process each); use --devices {max(1, count)} or fewer")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,25 +17,59 @@ from torch import Tensor, nn
 
 from mmfusion import AttentionFusion
 from mmfusion.data import IMAGENET_MEAN, IMAGENET_STD
-from mmfusion.lightning import Predictions
 from mmfusion.liver.stages import STAGE_NAMES
 from mmfusion.plots import plot_confusion_matrix, plot_overlay, plot_reliability, plot_roc
+
+if TYPE_CHECKING:  # Lightning is only needed to train and evaluate, not to predict
+    from mmfusion.lightning import Predictions
 
 #: Normalisation of the model inputs (undone for display).
 MEAN_STD = (IMAGENET_MEAN, IMAGENET_STD)
 
 
-def metrics_document(metrics: Mapping[str, Any], split: str) -> dict[str, Any]:
+def metrics_document(
+    metrics: Mapping[str, Any], split: str, available: Mapping[str, np.ndarray] | None = None
+) -> dict[str, Any]:
     """The ``metrics.json`` content from :attr:`mmfusion.lightning.FusionModule.metrics`.
 
+    Args:
+        metrics: The module's report.
+        split: What was evaluated (one line).
+        available: Modality -> ``[N]`` bool, whether each evaluated pair had that image
+            (:attr:`mmfusion.lightning.Predictions.available`). A modality no pair had is not
+            measured: its branch's metrics and calibration become ``{"not_measured": reason}``
+            (so every metric of it reads as missing), and ``"not_measured"`` lists it.
+
     Returns:
-        ``{"ensemble": report, "branches": {name: report}, "patients": report, "calibration",
-        ["by_availability",] "n_test_pairs", "n_test_patients", "split"}`` (see
-        :meth:`mmfusion.lightning.FusionModule.report`).
+        ``{"ensemble": report, "branches": {name: report}, "patients": report,
+        "calibration", ["by_availability",] ["n_test_pairs_with", "not_measured",]
+        "n_test_pairs", "n_test_patients", "split"}`` (see
+        :meth:`mmfusion.lightning.FusionModule.report`); ``"n_test_pairs_with"`` counts, per
+        modality, the pairs that had its image.
     """
-    document = {k: v for k, v in metrics.items() if k not in ("n_pairs", "n_patients")}
+    document: dict[str, Any] = {k: v for k, v in metrics.items() if k not in ("n_pairs", "n_patients")}
+    if available is not None:
+        counts = {m: int(np.asarray(v, dtype=bool).sum()) for m, v in available.items()}
+        document["n_test_pairs_with"] = counts
+        absent = {m: f"no evaluated pair has a {m.upper()} image: the {m} branch saw only the "
+                     "placeholder" for m, n in counts.items() if n == 0}
+        if absent:  # e.g. {"swe": {"not_measured": "no evaluated pair has a SWE image..."}}
+            for section in ("branches", "calibration"):
+                document[section] = {b: {"not_measured": absent[b]} if b in absent else r
+                                     for b, r in document.get(section, {}).items()}
+            document["not_measured"] = absent
     return {**document, "n_test_pairs": metrics["n_pairs"], "n_test_patients": metrics["n_patients"],
             "split": split}
+
+
+def modalities_label(present: Sequence[str], metrics: Mapping[str, Any]) -> str:
+    """``"US + SWE"``, naming only the given modalities that some evaluated pair had (``"US
+    (SWE absent from every pair)"`` when the SWE column was empty)."""
+    absent = set(metrics.get("not_measured") or ())
+    had = [m.upper() for m in present if m not in absent]
+    missing = [m.upper() for m in present if m in absent]
+    label = " + ".join(had) or "none"
+    return label + (f" ({', '.join(missing)} absent from every pair)" if missing else "")
 
 
 def write_figures(preds: Predictions, metrics: Mapping[str, Any], out: Path) -> list[Path]:
@@ -48,7 +82,10 @@ def write_figures(preds: Predictions, metrics: Mapping[str, Any], out: Path) -> 
         plot_roc(preds.probs["ensemble"], preds.labels, names, out / "roc.png",
                  title="ROC curves, one-vs-rest (test)"),
     ]
+    not_measured = metrics.get("not_measured") or {}
     for branch, probs in preds.probs.items():
+        if branch in not_measured:
+            continue
         paths.append(plot_reliability(probs, preds.labels, out / "reliability" / f"{branch}.png",
                                       title=f"Reliability, {branch} (test)"))
     return paths
@@ -68,10 +105,13 @@ def summary_line(metrics: Mapping[str, Any]) -> str:
     def num(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
+    absent = metrics.get("not_measured") or {}
+    note = (f"; {'/'.join(m.upper() for m in absent)} absent from every pair (branch not measured)"
+            if absent else "")
     return (
         f"accuracy {num(e['accuracy'])}{interval('accuracy')}, macro AUC "
         f"{num(e['auc_macro'])}{interval('auc_macro')}, QWK {num(e['qwk'])} on "
-        f"{metrics['n_test_pairs']} pairs / {metrics['n_test_patients']} patients"
+        f"{metrics['n_test_pairs']} pairs / {metrics['n_test_patients']} patients{note}"
     )
 
 

@@ -9,8 +9,12 @@ maps a :class:`~examples.liver_fibrosis.options.RunConfig` onto a
   ``off`` -> ``"32-true"`` (and TF32 off on CUDA, so "off" means fp32).
 * Processes: under ``torchrun`` (or SLURM) Lightning's DDP strategy takes the launch's world;
   ``--devices``/``--num-nodes`` default to it. DDP runs without ``find_unused_parameters``.
-* Resume: ``checkpoints/last.ckpt`` is written after every epoch (atomically); ``--resume``
-  continues from it, loaded with ``weights_only=True`` (no arbitrary unpickling).
+* Resume: ``checkpoints/last.ckpt`` is written after every epoch, atomically
+  (:class:`~examples.liver_fibrosis.checkpoint_io.AtomicCheckpointIO`: a kill mid-write leaves the
+  previous epoch's file); ``--resume`` checks that it is complete, then continues from it, loaded
+  with ``weights_only=True`` (no arbitrary unpickling).
+* Validation: a validation loop runs only on a validation split (``--val-size``), never on the
+  test patients.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 import sys
 import warnings
@@ -39,15 +42,20 @@ from examples.liver_fibrosis.report import (
     write_figures,
     write_overlays,
 )
-from examples.liver_fibrosis.runs import (
+from examples.liver_fibrosis.runs import (  # noqa: F401 - resolve_device, swe_crop re-exported
     RUN_OUTPUTS,
+    RunFolder,
+    check_finite,
     check_free,
+    global_rank,
     is_phantom,
+    launch_world,
     load_manifest,
     manifest_path,
     prepare_phantom,
-    remove,
+    resolve_device,
     save_run_model,
+    swe_crop,
     write_json,
 )
 from mmfusion.files import atomic_write_text
@@ -57,37 +65,6 @@ from mmfusion.models import build_model
 PRECISION = {"bf16": "bf16-mixed", "fp16": "16-mixed", "off": "32-true"}
 
 
-def resolve_device(requested: str) -> torch.device:
-    """``auto``/``cpu``/``cuda``/``cuda:N`` -> a device; a clear error where CUDA is missing."""
-    if requested == "auto":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as err:
-        raise CliError(f"--device: unknown device {requested!r}; use auto, cpu, cuda or cuda:N") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CliError(f"--device {requested}: CUDA is not available on this machine (torch "
-                       f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise CliError(f"--device: unsupported device type {device.type!r}; use cpu or cuda")
-    return device
-
-
-def launch_world() -> tuple[int, int]:
-    """``(processes per node, nodes)`` of a torchrun or SLURM launch; ``(1, 1)`` otherwise."""
-    if "LOCAL_WORLD_SIZE" in os.environ:
-        per_node = int(os.environ["LOCAL_WORLD_SIZE"])
-        return per_node, max(1, int(os.environ.get("WORLD_SIZE", per_node)) // per_node)
-    if "SLURM_NTASKS_PER_NODE" in os.environ:
-        return int(os.environ["SLURM_NTASKS_PER_NODE"]), int(os.environ.get("SLURM_NNODES", "1"))
-    return 1, 1
-
-
-def global_rank() -> int:
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
-
-
 def quiet_lightning() -> None:
     """Lightning's start-up banners and tips go; its warnings stay."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
@@ -95,6 +72,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # No validation split (--val-size 0): no validation loop, by design.
+    warnings.filterwarnings("ignore", message=r".*validation_step.*but have no `val_dataloader`.*")
 
 
 def make_trainer(cfg: RunConfig, out: Path, *, epochs: int, test_only: bool = False) -> Any:
@@ -115,7 +94,9 @@ def make_trainer(cfg: RunConfig, out: Path, *, epochs: int, test_only: bool = Fa
         loggers.append(TensorBoardLogger(str(out), name="logs", version="tensorboard"))
     except ImportError:
         pass
-    # One checkpoint, replaced after every epoch (Lightning writes it atomically).
+    from examples.liver_fibrosis.checkpoint_io import AtomicCheckpointIO
+
+    # One checkpoint, replaced after every epoch (atomically: temporary file, fsync, rename).
     callbacks = [] if test_only else [ModelCheckpoint(
         dirpath=str(out / "checkpoints"), filename="last", monitor=None, save_top_k=1,
         every_n_epochs=1, enable_version_counter=False)]
@@ -143,9 +124,11 @@ def make_trainer(cfg: RunConfig, out: Path, *, epochs: int, test_only: bool = Fa
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         check_val_every_n_epoch=r.eval_every or 1,
-        limit_val_batches=1.0 if (r.eval_every or test_only) else 0,
+        # A validation loop only on a validation split (--val-size): never on the test patients.
+        limit_val_batches=1.0 if r.val_size and (r.eval_every or test_only) else 0,
         deterministic=False,
         default_root_dir=str(out),
+        plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -164,15 +147,6 @@ def make_datamodule(cfg: RunConfig, fold: int = 0, modalities: tuple[str, ...] |
         seed=r.seed, workers=r.workers, pin_memory=cuda, crop=swe_crop(cfg), val_size=r.val_size,
         prepare=None if manifest is not None else (lambda: prepare_phantom(cfg)),
     )
-
-
-def swe_crop(cfg: RunConfig) -> dict[str, str] | None:
-    """``--swe-input``'s crop for the SWE images (``None``: every image cropped to its sector)."""
-    from mmfusion.data.pipeline import swe_input_crop
-
-    if cfg.run.swe_input == "frame" or "swe" not in cfg.model.modalities:
-        return None
-    return swe_input_crop(cfg.run.swe_input, "swe")
 
 
 def make_module(cfg: RunConfig, model: torch.nn.Module) -> Any:
@@ -201,7 +175,7 @@ def train_one(cfg: RunConfig, out: Path, fold: int = 0, model: Any = None) -> di
     trainer = make_trainer(cfg, out, epochs=cfg.training.epochs)
     main = trainer.is_global_zero
     ckpt = out / "checkpoints" / "last.ckpt"
-    resume = str(ckpt) if cfg.run.resume and ckpt.is_file() else None
+    resume = str(resume_checkpoint(ckpt, main)) if cfg.run.resume and ckpt.is_file() else None
     if main:
         n_all = sum(p.numel() for p in model.parameters())
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -210,9 +184,20 @@ def train_one(cfg: RunConfig, out: Path, fold: int = 0, model: Any = None) -> di
             + (f" x {trainer.world_size} processes" if trainer.world_size > 1 else "")
             + (f"; resuming from {ckpt}" if resume else ""))
     trainer.callbacks.append(EpochLog(out, cfg.training.epochs))
-    trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
-    if main:
-        save_run_model(module.model, cfg, out)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+    except (ValueError, FloatingPointError) as err:
+        if str(err).startswith("non-finite loss"):  # FusionModule stops at the first one
+            raise CliError(f"{' '.join(str(err).split())} (--lr {cfg.training.lr:g}); no model "
+                           "was saved") from err
+        if cfg.run.val_size and dm.split is not None and dm.val_set is None:  # the val split failed
+            n = len({dm.manifest.rows[i].patient_id for i in dm.split.train_idx})
+            raise CliError(f"--val-size {cfg.run.val_size}: no validation split of the {n} training "
+                           f"patients (those --test-size {cfg.run.test_size} leaves) keeps every stage "
+                           f"on both sides ({' '.join(str(err).split())}); lower --val-size, or pass "
+                           "--val-size 0") from err
+        raise
+    check_finite(module.model, cfg)  # every rank: a diverged run stops everywhere, unsaved
     if cfg.run.val_size:  # temperature scaling, fitted on the validation patients only
         make_trainer(cfg, out, epochs=1, test_only=True).validate(module, datamodule=dm, verbose=False)
         assert module.predictions is not None
@@ -222,10 +207,11 @@ def train_one(cfg: RunConfig, out: Path, fold: int = 0, model: Any = None) -> di
                 + ", ".join(f"{b} T={t:.2f}" for b, t in temperatures.items()))
     trainer.test(module, datamodule=dm, verbose=False)
     assert dm.split is not None and module.metrics is not None and module.predictions is not None
-    metrics = metrics_document(module.metrics, dm.split.description)
+    metrics = metrics_document(module.metrics, dm.split.description, module.predictions.available)
     if is_phantom(cfg):
         metrics["phantom"] = phantom_ceilings(metrics["ensemble"]["accuracy"])
-    if main:
+    if main:  # the model is saved once it is evaluated (a model giving NaN never is)
+        save_run_model(module.model, cfg, out)
         write_json(out / "metrics.json", metrics)
         write_figures(module.predictions, metrics, out)
         write_overlays(module.model, dm.test_set, module.predictions, out, trainer.strategy.root_device)
@@ -235,6 +221,23 @@ def train_one(cfg: RunConfig, out: Path, fold: int = 0, model: Any = None) -> di
             say(f"phantom Bayes ceiling (per view) {p['bayes_ceiling_per_view']:.3f}: test "
                 f"accuracy / ceiling = {p['accuracy_over_ceiling']:.2f}")
     return metrics
+
+
+def resume_checkpoint(ckpt: Path, main: bool) -> Path:
+    """``ckpt`` once checked complete (it loads with ``weights_only=True``).
+
+    Raises:
+        CliError: It is truncated or damaged (rank 0 moves it aside, as ``<name>.corrupt-<time>``,
+            so that it is never loaded again); no complete checkpoint is left to resume from.
+    """
+    from examples.liver_fibrosis.checkpoint_io import usable_checkpoint
+
+    path, problem = usable_checkpoint(ckpt, quarantine=main)
+    if path is None:
+        raise CliError(f"--resume: {ckpt} is not a complete checkpoint ({problem}); no complete "
+                       "checkpoint is left to resume from: pass --overwrite to train again from the "
+                       "start")
+    return path
 
 
 class EpochLog(Callback):
@@ -327,16 +330,21 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
     Nothing in ``--out`` is touched until the configuration, the model and the data are valid.
     """
     out = Path(cfg.run.out)
-    taken = check_free(out, RUN_OUTPUTS, cfg.run.resume or cfg.run.overwrite)
+    check_free(out, RUN_OUTPUTS, cfg.run.resume or cfg.run.overwrite)
     model = build(cfg)  # fail fast on backbone / weights / freezing problems
     manifest = load_manifest(cfg) if cfg.run.data else None
     sites = cfg.run.split == "site"
     parts = (site_parts(cfg, manifest) if sites
              else [f"fold-{k}" for k in range(cfg.run.folds)])  # fmt: skip
+    warn_absent_modalities(cfg, manifest)
+    with RunFolder(cfg, main=global_rank() == 0):
+        return _train_parts(cfg, out, parts, model)
+
+
+def _train_parts(cfg: RunConfig, out: Path, parts: list[str], model: Any) -> dict[str, Any]:
+    """Train the run (one model, or one per fold or held-out site) into ``out``."""
     main = global_rank() == 0
-    if main and taken and cfg.run.overwrite and not cfg.run.resume:
-        remove(out, taken)
-    out.mkdir(parents=True, exist_ok=True)
+    sites = cfg.run.split == "site"
     if not parts:
         return train_one(cfg, out, model=model)  # folds and sites each build their own
     chosen = [cfg.run.fold] if cfg.run.fold is not None else list(range(len(parts)))
@@ -362,6 +370,27 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
         write_json(out / "metrics.json", metrics)
         say(f"{out}: {line}")
     return metrics
+
+
+def absent_modalities(cfg: RunConfig, manifest: Any) -> list[str]:
+    """The model's modalities that no pair of the ``--data`` manifest has (an empty column)."""
+    if manifest is None:  # the phantom has every modality
+        return []
+    return [m for m in cfg.model.modalities
+            if not any(row.paths.get(m) is not None for row in manifest.rows)]
+
+
+def warn_absent_modalities(cfg: RunConfig, manifest: Any) -> None:
+    """Warn (rank 0) when a modality's column is empty in every row: its branch would train and
+    be evaluated on the learned placeholder only."""
+    absent = absent_modalities(cfg, manifest)
+    if not absent or global_rank() != 0:
+        return
+    kept = [m for m in cfg.model.modalities if m not in absent]
+    warn(f"--data: no pair of {cfg.run.data} has a {'/'.join(m.upper() for m in absent)} image "
+         f"(the {', '.join(f'{m}_path' for m in absent)} column is empty): that branch sees only "
+         f"the placeholder and its metrics are not measured; pass --modalities {','.join(kept)} "
+         "to train without it")
 
 
 def weights_check(cfg: RunConfig) -> None:

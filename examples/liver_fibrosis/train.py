@@ -9,8 +9,12 @@ Run from the repository root::
 The run folder gets ``config.json`` + ``model.safetensors`` (loadable with
 :func:`mmfusion.models.from_pretrained`), ``log.jsonl`` (one line per epoch), ``metrics.json``,
 ``confusion_matrix.png``, ``roc.png``, ``attention/`` overlays, ``logs/`` (CSV; TensorBoard where
-installed) and ``checkpoints/last.ckpt`` for ``--resume``. A previous run is never overwritten
-without ``--overwrite``.
+installed) and ``checkpoints/last.ckpt`` for ``--resume``. The run's settings are written into
+``config.json`` when it starts, and ``--resume`` refuses other settings. A previous run is never
+overwritten without ``--overwrite`` (and then only once the new run is complete).
+
+Needs the ``example`` extra (Lightning, matplotlib): ``pip install "mmfusion[example]"``;
+``--help`` works without it.
 """
 
 from __future__ import annotations
@@ -32,8 +36,13 @@ from examples.liver_fibrosis.options import (
     preset_config,
     validate,
 )
-from examples.liver_fibrosis.runner import global_rank, resolve_device, run_training, weights_check
-from examples.liver_fibrosis.runs import load_config, require
+from examples.liver_fibrosis.runs import (
+    global_rank,
+    has_training_state,
+    load_config,
+    require,
+    resolve_device,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +77,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     elif args.resume and (out / "config.json").is_file():
         saved = load_config(out)
     if saved is not None:
-        if args.resume:
+        if args.resume and has_training_state(out):  # what was trained must match
             base = {**saved.model.to_dict(), **saved.training.to_dict(), **vars(saved.run)}
             conflicts = {k: (base[k], v) for k, v in overrides.items()
                          if k not in RESUME_FREE and k in base and _norm(base[k]) != _norm(v)}
@@ -76,7 +85,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
                 listed = "; ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in conflicts.items())
                 raise CliError(f"--resume: {out} was trained with other settings ({listed}); drop "
                                "those options to resume it, or start a new run with another --out")
-        cfg = saved.replace(**overrides, resume=bool(args.resume), overwrite=bool(args.overwrite))
+        cfg = saved.replace(**{**overrides, "resume": bool(args.resume),
+                               "overwrite": bool(args.overwrite)})
     else:
         device = resolve_device(overrides.get("device", "auto"))
         preset = args.preset
@@ -100,8 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     cfg = resolve_config(args)
-    weights_check(cfg)
     require("matplotlib", "lightning")  # the plots come at the end: fail now, not after training
+    from examples.liver_fibrosis.runner import run_training, weights_check
+
+    weights_check(cfg)
     run_training(cfg)
     if global_rank() == 0:
         say(f"done in {(time.perf_counter() - started) / 60:.1f} min; outputs in {cfg.run.out}")

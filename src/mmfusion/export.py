@@ -7,7 +7,15 @@
   ``"available"``, ``[batch, M]`` bool, flags per sample which modalities are present, so one graph
   serves pairs with and without SWE (the model ignores a modality's pixels where it is ``False``).
 * :class:`OnnxPredictor` - a small wrapper around an ``onnxruntime.InferenceSession`` that takes and
-  returns NumPy arrays, so that inference runs without PyTorch.
+  returns NumPy arrays, or image files; it lives in :mod:`mmfusion.onnx_predictor`, which imports
+  no torch, so that inference runs where PyTorch is not installed.
+
+The file carries the facts needed to preprocess its inputs in its ``metadata_props``
+(:class:`~mmfusion.onnx_predictor.ExportFacts`: modalities in input order, image size,
+normalisation, class names, crop per modality, the availability input, the mmfusion version).
+It is written to a temporary file in the destination's folder, checked by ``onnx.checker``,
+fsynced and renamed into place: an export that dies (or a full disk) leaves the previous file.
+A model whose weights are not finite (a diverged training) is refused.
 
 ``onnx``, ``onnxscript`` and ``onnxruntime`` are optional dependencies (the ``mmfusion[export]``
 extra); they are imported only when needed.
@@ -15,27 +23,40 @@ extra); they are imported only when needed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import math
 import os
+import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import cast
+from typing import Any, cast
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mmfusion import __version__
 from mmfusion._checks import check_modality_keys, check_size, eval_mode
+from mmfusion.files import file_mode
+from mmfusion.onnx_predictor import (
+    AVAILABLE_INPUT,
+    CROP_MODES,
+    METADATA_PREFIX,
+    OUTPUT_NAME,
+    ExportFacts,
+    OnnxPredictor,
+)
 
-__all__ = ["AVAILABLE_INPUT", "OUTPUT_NAME", "OnnxPredictor", "ProbabilitiesModule", "to_onnx"]
-
-OUTPUT_NAME = "probs"
-"""Name of the exported graph's only output: ``[batch, K]`` combined class probabilities."""
-
-AVAILABLE_INPUT = "available"
-"""Name of the optional availability input: ``[batch, M]`` bool, column ``j`` = modality ``j``."""
+__all__ = [
+    "AVAILABLE_INPUT",
+    "OUTPUT_NAME",
+    "OnnxPredictor",
+    "ProbabilitiesModule",
+    "check_finite_weights",
+    "to_onnx",
+]
 
 _EXTRA_HINT = "pip install 'mmfusion[export]'"
 
@@ -143,6 +164,113 @@ def _in_channels(model: nn.Module, modality: str) -> int:
     return channels
 
 
+def check_finite_weights(model: nn.Module, name: str = "model") -> None:
+    """Refuse a model whose parameters or buffers hold NaN or infinity (a diverged training).
+
+    Raises:
+        ValueError: Naming how many tensors are affected and the first few.
+    """
+    bad = [key for key, t in model.state_dict().items()
+           if torch.is_floating_point(t) and not bool(torch.isfinite(t).all())]  # fmt: skip
+    if bad:
+        raise ValueError(
+            f"{name}: {len(bad)} parameter/buffer tensor(s) hold values that are not finite (NaN "
+            f"or inf), e.g. {bad[:3]}: the model diverged? (train again, e.g. with a lower "
+            "learning rate); refusing to use it"
+        )
+
+
+def _floats3(values: Sequence[float], name: str, positive: bool = False) -> tuple[float, ...]:
+    """Three finite floats (positive ones with ``positive``), or a ValueError naming ``name``."""
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        out = ()
+    if len(out) != 3 or not all(math.isfinite(v) and (v > 0 or not positive) for v in out):
+        what = "positive" if positive else "finite"
+        raise ValueError(f"{name}: expected 3 {what} numbers (R, G, B), got {values!r}")
+    return out
+
+
+def _facts(
+    modalities: Sequence[str],
+    hw: tuple[int, int],
+    n_classes: int,
+    availability_input: bool,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    class_names: Sequence[str] | None,
+    crop: Mapping[str, str] | None,
+) -> ExportFacts:
+    """The :class:`ExportFacts` of an export, from ``to_onnx``'s arguments (checked)."""
+    from mmfusion.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    names = [str(k) for k in range(n_classes)] if class_names is None else class_names
+    if isinstance(names, str) or not all(isinstance(c, str) and c for c in names) or len(
+        set(names)
+    ) != len(names) or len(names) != n_classes:
+        raise ValueError(
+            f"class_names: expected {n_classes} distinct non-empty names (one per output "
+            f"column), got {class_names!r}"
+        )
+    crop = dict(crop or {})
+    unknown = [m for m in crop if m not in modalities]
+    bad = {m: c for m, c in crop.items() if c not in CROP_MODES}
+    if unknown or bad:
+        raise ValueError(
+            f"crop: expected modes among {CROP_MODES} for modalities among {list(modalities)}, "
+            f"got {crop}"
+        )
+    return ExportFacts(
+        modalities=tuple(modalities), image_size=hw,
+        mean=_floats3(IMAGENET_MEAN if mean is None else mean, "mean"),  # type: ignore[arg-type]
+        std=_floats3(IMAGENET_STD if std is None else std, "std", positive=True),  # type: ignore[arg-type]
+        class_names=tuple(names), crop={m: crop.get(m, "sector") for m in modalities},
+        availability_input=AVAILABLE_INPUT if availability_input else None,
+        output=OUTPUT_NAME, version=__version__,
+    )  # fmt: skip
+
+
+def _verify(path: Path, final: Path) -> None:
+    """Check a written ONNX file with ``onnx.checker``; a ValueError naming ``final`` if bad."""
+    onnx = _require("onnx", "to_onnx")
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as err:  # onnx raises ValidationError, DecodeError, ...
+        raise ValueError(
+            f"path: the ONNX file written for {str(final)!r} is not valid ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:300]}); the previous file, if any, is kept"
+        ) from err
+
+
+def _save_atomically(program: Any, path: Path) -> None:
+    """Save an ``ONNXProgram`` to ``path`` via a checked, fsynced temporary file and a rename.
+
+    The temporary file (``.<name>.<random>.tmp``) sits in ``path``'s folder, so the rename is on
+    one filesystem and atomic; it gets the umask's mode (:func:`mmfusion.files.file_mode`). On
+    any failure or interruption it is removed and ``path`` is untouched.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        program.save(str(tmp), external_data=False)  # weights embedded: one self-contained file
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        _verify(tmp, path)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable (folders cannot be opened on
+        folder = os.open(path.parent, os.O_RDONLY)  # every OS)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
 def to_onnx(
     model: nn.Module,
     path: str | os.PathLike,
@@ -152,6 +280,11 @@ def to_onnx(
     batch_size_example: int = 2,
     *,
     availability_input: bool = False,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    class_names: Sequence[str] | None = None,
+    crop: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Export ``images -> combined probabilities`` to an ONNX file with a dynamic batch axis.
 
@@ -160,9 +293,16 @@ def to_onnx(
     dtype of the model's parameters; its training mode is restored afterwards. Flattening
     single-modal heads (the paper's, section III.B) tie the graph to ``image_size``.
 
+    The file's ``metadata_props`` carry the preprocessing facts
+    (:class:`~mmfusion.onnx_predictor.ExportFacts`, keys ``mmfusion.*``, JSON values), which
+    :class:`~mmfusion.onnx_predictor.OnnxPredictor` reads to predict image files without torch.
+    The file is written to a temporary file in its folder, checked with ``onnx.checker``, fsynced
+    and renamed over ``path``: an export that fails or is killed leaves the previous file.
+
     Args:
         model: A :class:`~mmfusion.nn.MultiModalClassifier`.
-        path: Output ``.onnx`` file; its folder must exist. Weights are embedded in the file.
+        path: Output ``.onnx`` file; its folder must exist. Weights are embedded in the file
+            (so it must stay under protobuf's 2 GB).
         modalities: Modalities that become inputs, in input order (default ``model.modalities``;
             a subset exports a model that treats the others as absent).
         image_size: Frame size, an int or ``(H, W)`` (224 in the paper).
@@ -174,6 +314,14 @@ def to_onnx(
             present, exactly the model's ``available`` mask. One graph then serves pairs with and
             without, say, SWE: feed any image (zeros) for a missing modality and ``False`` in its
             column. Without it, every sample is taken to have every input modality.
+        mean: RGB normalisation mean the model was trained with, recorded in the metadata
+            (default ImageNet's, that of :func:`~mmfusion.data.eval_transforms`).
+        std: RGB normalisation std, likewise (default ImageNet's).
+        class_names: Names of the ``K`` output columns, recorded (default ``"0"``, ``"1"``, ...).
+        crop: Crop mode per modality (see :class:`~mmfusion.data.PairedImageDataset`), recorded;
+            modalities not named get ``"sector"``.
+        metadata: More ``metadata_props`` entries (str -> str), e.g. the training run; keys may
+            not start with ``"mmfusion."``.
 
     Returns:
         The path written. Graph inputs are named after the modalities,
@@ -183,7 +331,9 @@ def to_onnx(
     Raises:
         ImportError: ``onnx``/``onnxscript`` is missing (``pip install 'mmfusion[export]'``).
         TypeError: Wrong types of ``model``, ``modalities`` or ``image_size``.
-        ValueError: Unknown modality names, or a bad ``batch_size_example`` / ``opset``.
+        ValueError: Unknown modality names, a bad ``batch_size_example`` / ``opset`` / ``mean``
+            / ``std`` / ``class_names`` / ``crop`` / ``metadata``, weights that are not finite
+            (a diverged model), or a written file that ``onnx.checker`` rejects.
         FileNotFoundError: The folder of ``path`` does not exist.
     """
     wrapper = ProbabilitiesModule(model, modalities, availability_input=availability_input)
@@ -196,9 +346,18 @@ def to_onnx(
         raise ValueError(f"opset: expected None or a positive int, got {opset!r}")
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
+    extra = dict(metadata or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()) or any(
+        k.startswith(METADATA_PREFIX) for k in extra
+    ):
+        raise ValueError(
+            f"metadata: expected str -> str entries whose keys do not start with "
+            f"{METADATA_PREFIX!r} (those are written by to_onnx), got {extra!r}"
+        )
     path = Path(path).expanduser()
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path: folder {str(path.parent)!r} does not exist")
+    check_finite_weights(model)
     _require("onnx", "to_onnx")
     _require("onnxscript", "to_onnx")
 
@@ -219,6 +378,10 @@ def to_onnx(
         input_names.append(AVAILABLE_INPUT)
     batch = torch.export.Dim("batch", min=1)
     with eval_mode(wrapper), warnings.catch_warnings():
+        with torch.no_grad():
+            n_classes = int(wrapper(*examples).shape[-1])
+        facts = _facts(names, hw, n_classes, wrapper.availability_input, mean, std, class_names,
+                       crop)  # fmt: skip
         # Every input shares the one batch Dim; the exporter notes that it reuses the name.
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
         program = torch.onnx.export(
@@ -233,133 +396,6 @@ def to_onnx(
         )
     if program is None:  # only the legacy (dynamo=False) exporter returns None
         raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program")
-    program.save(str(path))
+    program.model.metadata_props.update({**extra, **facts.to_metadata()})
+    _save_atomically(program, path)
     return path
-
-
-class OnnxPredictor:
-    """Run an exported model with onnxruntime: ``predictor({"us": x, "swe": y}) -> probs``.
-
-    Args:
-        path: An ``.onnx`` file written by :func:`to_onnx`.
-        providers: onnxruntime execution providers (default ``["CPUExecutionProvider"]``).
-
-    Attributes:
-        modalities: Image inputs of the graph (the modalities), in input order.
-        availability_input: Whether the graph takes the ``"available"`` mask
-            (``to_onnx(..., availability_input=True)``).
-        path: The file loaded.
-
-    Example::
-
-        predictor = OnnxPredictor(to_onnx(model, "model.onnx"))
-        probs = predictor({"us": us_batch, "swe": swe_batch})  # [B, K] float32
-
-        # A graph with the mask: sample 1 has no SWE (its SWE image may be zeros).
-        predictor = OnnxPredictor(to_onnx(model, "mask.onnx", availability_input=True))
-        probs = predictor({"us": us_batch, "swe": swe_batch},
-                          available={"swe": np.array([True, False])})
-    """
-
-    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None) -> None:
-        if not isinstance(path, str | os.PathLike):
-            raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
-        self.path = Path(path).expanduser()
-        if not self.path.is_file():
-            raise FileNotFoundError(f"path: no such ONNX file {str(self.path)!r}")
-        ort = _require("onnxruntime", "OnnxPredictor")
-        self.session = ort.InferenceSession(
-            str(self.path), providers=list(providers or ["CPUExecutionProvider"])
-        )
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        mask = inputs.get(AVAILABLE_INPUT)
-        self.availability_input = mask is not None and mask.type == "tensor(bool)"
-        if self.availability_input:
-            del inputs[AVAILABLE_INPUT]
-        self._inputs = inputs
-        self.modalities: tuple[str, ...] = tuple(inputs)
-
-    def __call__(
-        self,
-        inputs: Mapping[str, np.ndarray],
-        available: Mapping[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
-        """Predict the combined class probabilities.
-
-        Args:
-            inputs: modality -> ``[B, C, H, W]`` normalised images (NumPy arrays, cast to
-                float32); every image input of the graph, the same ``B`` for all.
-            available: optional modality -> ``[B]`` bool array (or CPU tensor): per-sample
-                presence, as the model's ``available``; modalities left out are present. Only
-                for a graph exported with ``availability_input=True``, where ``None`` means
-                every modality is present.
-
-        Returns:
-            ``[B, K]`` float32 probabilities.
-
-        Raises:
-            TypeError: ``inputs`` or ``available`` is not a mapping, an image is not numeric, or
-                a flag array is not bool.
-            ValueError: Unknown or missing modality names, wrong shapes, or ``available`` for a
-                graph without the mask input.
-        """
-        if not isinstance(inputs, Mapping):
-            raise TypeError(
-                f"inputs: expected a mapping modality name -> [B, C, H, W] array, "
-                f"got {type(inputs).__name__}"
-            )
-        check_modality_keys(inputs.keys(), self.modalities, "inputs", require_all=True)
-        feed: dict[str, np.ndarray] = {}
-        for name in self.modalities:
-            array = np.asarray(inputs[name])
-            if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_):
-                raise TypeError(f"inputs[{name!r}]: expected a numeric array, got {array.dtype}")
-            expected = self._inputs[name].shape
-            if array.ndim != len(expected) or any(
-                isinstance(e, int) and e != a for e, a in zip(expected, array.shape, strict=True)
-            ):
-                raise ValueError(
-                    f"inputs[{name!r}]: expected shape {expected}, got {tuple(array.shape)}"
-                )
-            feed[name] = np.ascontiguousarray(array, dtype=np.float32)
-        batches = {name: a.shape[0] for name, a in feed.items()}
-        if len(set(batches.values())) > 1:
-            raise ValueError(f"inputs: all modalities must have the same batch size, got {batches}")
-        if self.availability_input:
-            feed[AVAILABLE_INPUT] = self._mask(available, next(iter(batches.values())))
-        elif available is not None:
-            raise ValueError(
-                f"available: {str(self.path)!r} has no {AVAILABLE_INPUT!r} input; export it with "
-                "to_onnx(..., availability_input=True) to pass per-sample availability"
-            )
-        return self.session.run([OUTPUT_NAME], feed)[0]
-
-    def _mask(self, available: Mapping[str, np.ndarray] | None, batch: int) -> np.ndarray:
-        """The ``[B, M]`` bool input from modality -> ``[B]`` flags (absent: all True)."""
-        mask = np.ones((batch, len(self.modalities)), dtype=bool)
-        if available is None:
-            return mask
-        if not isinstance(available, Mapping):
-            raise TypeError(
-                f"available: expected a mapping modality name -> [B] bool array, "
-                f"got {type(available).__name__}"
-            )
-        check_modality_keys(available.keys(), self.modalities, "available", require_any=False)
-        for name, flags in available.items():
-            array = np.asarray(flags)
-            if array.dtype != np.bool_:
-                raise TypeError(
-                    f"available[{name!r}]: expected a bool array of shape [{batch}], "
-                    f"got {array.dtype}"
-                )
-            if array.shape != (batch,):
-                raise ValueError(
-                    f"available[{name!r}]: expected shape [{batch}] (one flag per sample), "
-                    f"got {tuple(array.shape)}"
-                )
-            mask[:, self.modalities.index(name)] = array
-        return mask
-
-    def __repr__(self) -> str:
-        mask = ", availability_input=True" if self.availability_input else ""
-        return f"OnnxPredictor({str(self.path)!r}, modalities={self.modalities}{mask})"

@@ -1,7 +1,8 @@
 """mmfusion.data: everything between image files and a batch (paper section II).
 
 - :mod:`~mmfusion.data.roi`: fan-shaped sector ROI by contour detection (II.B).
-- :mod:`~mmfusion.data.io`: image files (PNG, JPEG, DICOM) to RGB arrays.
+- :mod:`~mmfusion.data.io`: image files (PNG, JPEG, DICOM) to RGB arrays; sizes from headers and
+  the pixel limit (:data:`~mmfusion.data.MAX_IMAGE_PIXELS`).
 - :mod:`~mmfusion.data.dicom`: DICOM frames, frame counts and ultrasound regions (pydicom).
 - :mod:`~mmfusion.data.file_roi`: a file's ROI: its DICOM tissue region, else contour detection.
 - :mod:`~mmfusion.data.transforms`: paired geometric and per-modality intensity transforms.
@@ -58,7 +59,11 @@ _SUBMODULES = {
         "image_roi",
     ],
     "mmfusion.data.io": [
+        "MAX_IMAGE_PIXELS",
+        "ImageInfo",
+        "image_info",
         "load_image",
+        "max_image_pixels",
     ],
     "mmfusion.data.manifest": [
         "SWE_SCALE_COLUMN",
@@ -128,7 +133,13 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
         detect_swe_box,
     )
     from mmfusion.data.file_roi import ImageROI, image_roi
-    from mmfusion.data.io import load_image
+    from mmfusion.data.io import (
+        MAX_IMAGE_PIXELS,
+        ImageInfo,
+        image_info,
+        load_image,
+        max_image_pixels,
+    )
     from mmfusion.data.manifest import (
         SWE_SCALE_COLUMN,
         Manifest,

@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from mmfusion._checks import check_positive, check_size
+from mmfusion.data.dicom import MissingDecoderError
 from mmfusion.data.elastography import detect_swe_box
 from mmfusion.data.file_roi import image_roi
 from mmfusion.data.io import load_image
@@ -68,7 +69,10 @@ class PairedImageDataset(Dataset[Sample]):
 
     Args:
         manifest: A :class:`~mmfusion.data.manifest.Manifest` or the path of a manifest CSV
-            (read with :func:`~mmfusion.data.manifest.read_manifest`).
+            (read with :func:`~mmfusion.data.manifest.read_manifest`, ``verify="header"``: the
+            pixels are decoded once, when a pair is first read, and an image that fails to
+            decode or crop raises a ``ValueError`` naming the manifest, its line, the modality
+            and the file).
         transform: Callable applied to the sample dict (modalities as ``tv_tensors.Image``,
             ``"available"``, ``"label"``, ``"patient_id"``); e.g.
             :func:`~mmfusion.data.transforms.train_transforms`. None returns the uint8 crops.
@@ -135,7 +139,8 @@ class PairedImageDataset(Dataset[Sample]):
         swe_scale_kpa: float | None = None,
     ) -> None:
         if isinstance(manifest, (str, Path)):
-            manifest = read_manifest(manifest)
+            # The header check only: decoding errors name their manifest line when a pair is read.
+            manifest = read_manifest(manifest, verify="header")
         if not isinstance(manifest, Manifest):
             raise TypeError(
                 f"manifest: expected a Manifest or a CSV path, got {type(manifest).__name__}"
@@ -272,6 +277,20 @@ class PairedImageDataset(Dataset[Sample]):
             image = cv2.resize(image, self.size[::-1], interpolation=cv2.INTER_AREA)
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
+    def _located(self, path: Path, key: str, row: ManifestRow) -> torch.Tensor:
+        """:meth:`_load`, whose errors say where the file is listed: the manifest, its line
+        (rows built in code with ``line=0`` have none) and the modality, and name the file."""
+        try:
+            return self._load(path, key, row)
+        except ValueError as error:
+            text = str(error)
+            named = "" if str(path) in text else f" ({path})"
+            message = f"{key} image{named}: {text}"
+            if row.line > 0:
+                message = f"manifest {self.manifest.source}, line {row.line}, {message}"
+            kind = type(error) if type(error) in (ValueError, MissingDecoderError) else ValueError
+            raise kind(message) from error
+
     def images(self, index: int) -> dict[str, torch.Tensor]:
         """The uint8 ``[3, H, W]`` crops of pair ``index`` by modality (cached if enabled).
 
@@ -285,7 +304,7 @@ class PairedImageDataset(Dataset[Sample]):
         if cached is not None:
             return cached
         row: ManifestRow = self.manifest[index]
-        loaded = {key: self._load(path, key, row)
+        loaded = {key: self._located(path, key, row)
                   for key, path in row.paths.items() if path is not None}
         shape = next(iter(loaded.values())).shape  # the manifest guarantees one present image
         images = {key: loaded.get(key, torch.zeros(shape, dtype=torch.uint8)) for key in row.paths}

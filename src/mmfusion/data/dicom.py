@@ -8,13 +8,23 @@ pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle):
 - RGB stays RGB; YBR_FULL and YBR_FULL_422 are converted to RGB by pydicom, YBR_RCT and YBR_ICT
   (JPEG 2000) by its decoders;
 - PALETTE COLOR goes through the file's colour lookup tables
-  (``pydicom.pixels.apply_color_lut``);
+  (``pydicom.pixels.apply_color_lut``; the 16-bit table entries of a big-endian file are put in
+  little-endian order first, which pydicom 3.0 does not do for non-segmented tables);
 - MONOCHROME2 is grey replicated to 3 channels, MONOCHROME1 is inverted first.
 
 Data of more than 8 bits are scaled to 0-255 by, in this order: the colour LUT's entry depth
 (PALETTE COLOR); the modality LUT then the VOI LUT or window (``apply_voi_lut``; its output range
 is mapped to 0-255); ``BitsStored`` (RGB); else the frame's own minimum-maximum range (grey).
-8-bit data without a VOI LUT or window are used as stored.
+8-bit data without a VOI LUT or window are used as stored, except grey data of fewer than 8 bits
+stored (``BitsStored`` 1 to 7: e.g. a 1-bit mask), which are scaled by ``BitsStored``.
+
+A decoded frame that is nearly constant (maximum minus minimum under 2 grey levels: all black,
+say) gives a :class:`FlatFrameWarning` naming the file: it shows nothing, and is more often a
+decoding problem or an empty acquisition than an ultrasound image.
+
+A file whose pixel data is cut short (an interrupted copy or export; with encapsulated data such
+as RLE, pydicom then drops the element) is reported as truncated, not as a file without pixel
+data.
 
 Multi-frame files (cine loops): one frame per call. ``frame=None`` takes the middle frame,
 ``n_frames // 2``; an int picks that frame (0-based). :func:`dicom_frame_count` lets a caller list
@@ -30,6 +40,7 @@ pydicom is imported only when a DICOM file is read, so it stays optional.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +51,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 __all__ = [
+    "FlatFrameWarning",
     "MissingDecoderError",
     "UltrasoundRegion",
     "decode_dicom",
@@ -50,6 +62,9 @@ __all__ = [
 
 INSTALL_HINT = 'pip install "mmfusion[dicom]"'
 DICOM_SUFFIXES = (".dcm", ".dicom")
+
+#: A decoded frame whose maximum minus minimum is under this many grey levels is "nearly constant".
+FLAT_RANGE = 2
 
 #: Region Data Type (0018,6014), DICOM PS3.3 C.8.5.5.1.2.
 REGION_KINDS = {
@@ -80,6 +95,11 @@ PHYSICAL_UNITS = {
     0: "none", 1: "percent", 2: "dB", 3: "cm", 4: "s", 5: "Hz", 6: "dB/s", 7: "cm/s",
     8: "cm^2", 9: "cm^2/s", 10: "cm^3", 11: "cm^3/s", 12: "degrees",
 }  # fmt: skip
+
+
+class FlatFrameWarning(UserWarning):
+    """Warned when a decoded DICOM frame is nearly constant (all black, say): a frame that shows
+    nothing is more likely a decoding problem or an empty acquisition than an ultrasound image."""
 
 
 class MissingDecoderError(ValueError):
@@ -259,7 +279,8 @@ def _grey(arr: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
         low, high = apply_windowing(np.array([-np.inf, np.inf]), ds)
         out = _to_uint8(apply_voi_lut(values, ds), float(low), float(high))
     elif values.dtype == np.uint8:
-        out = values
+        bits = int(ds.get("BitsStored", None) or 8)
+        out = _to_uint8(values, 0, 2**bits - 1) if bits < 8 else values
     else:
         out = _to_uint8(values, float(values.min()), float(values.max()))
     return 255 - out if photometric == "MONOCHROME1" else out
@@ -280,14 +301,19 @@ def decode_dicom(path: str | Path, frame: int | None = None) -> np.ndarray:
             "mmfusion[dicom]"``).
         MissingDecoderError: (a ``ValueError``) If no installed plugin decodes the file's transfer
             syntax; names the file, the syntax's name and UID, and the package to install.
-        ValueError: If the file cannot be read or decoded, has no pixel data, ``frame`` is out of
-            range (the message gives the frame count), or its photometric interpretation is not
-            supported; the message names the file.
+        ValueError: If the file cannot be read or decoded, has no pixel data (or truncated pixel
+            data: the message says so), ``frame`` is out of range (the message gives the frame
+            count), or its photometric interpretation is not supported; the message names the
+            file.
         TypeError: If ``frame`` is neither an int nor None.
+
+    Warns:
+        FlatFrameWarning: If the decoded frame is nearly constant (max - min < 2 grey levels);
+            the message names the file and the frame.
     """
     ds = _read(path, pixels=True)
     if "PixelData" not in ds:
-        raise ValueError(f"path: DICOM file {str(path)!r} has no pixel data (7FE0,0010)")
+        raise ValueError(_no_pixel_data(path))
     n_frames = _frame_count(ds)
     if frame is None:
         frame = n_frames // 2
@@ -305,8 +331,41 @@ def decode_dicom(path: str | Path, frame: int | None = None) -> np.ndarray:
     except Exception as error:  # pydicom raises many types (RuntimeError, ValueError, ...)
         raise ValueError(f"path: cannot decode DICOM file {str(path)!r}: {error}") from error
     photometric = str(properties.get("photometric_interpretation", ds.PhotometricInterpretation))
+    rgb = _rgb(arr, ds, photometric, path)
+    low, high = int(rgb.min()), int(rgb.max())
+    if high - low < FLAT_RANGE:
+        warnings.warn(
+            f"path: DICOM file {str(path)!r} frame {frame} decoded to a nearly constant image "
+            f"(all values in {low}..{high}): it shows nothing; check the file (or its decoding)",
+            FlatFrameWarning,
+            stacklevel=3,
+        )
+    return rgb
 
-    from pydicom.pixels import apply_color_lut, convert_color_space
+
+def _no_pixel_data(path: str | Path) -> str:
+    """Why a DICOM data set without a Pixel Data element has none: truncated, or never had it.
+
+    pydicom drops an encapsulated (e.g. RLE) Pixel Data element whose fragments run past the end
+    of the file; the element's tag still sits in the file's bytes.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        data = b""
+    at = max(data.rfind(b"\xe0\x7f\x10\x00"), data.rfind(b"\x7f\xe0\x00\x10"))
+    if at >= 0:
+        return (
+            f"path: DICOM file {str(path)!r} has truncated or corrupt pixel data: its Pixel Data "
+            f"element (7FE0,0010) starts at byte {at} but could not be read to its end (the file "
+            f"has {len(data)} bytes; cut short by an interrupted copy or export?)"
+        )
+    return f"path: DICOM file {str(path)!r} has no pixel data (7FE0,0010)"
+
+
+def _rgb(arr: np.ndarray, ds: Dataset, photometric: str, path: str | Path) -> np.ndarray:
+    """A decoded frame (as the decoder gives it) -> uint8 ``[H, W, 3]`` RGB."""
+    from pydicom.pixels import convert_color_space
 
     if photometric in ("YBR_FULL", "YBR_FULL_422", "YBR_ICT"):  # not converted by the decoder
         arr = convert_color_space(arr, "YBR_FULL", "RGB")
@@ -316,9 +375,7 @@ def decode_dicom(path: str | Path, frame: int | None = None) -> np.ndarray:
             arr = _to_uint8(arr, 0, 2 ** int(ds.BitsStored) - 1)
         return np.ascontiguousarray(arr)
     if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(arr, ds)
-        depth = int(ds.RedPaletteColorLookupTableDescriptor[2])
-        return rgb if rgb.dtype == np.uint8 else _to_uint8(rgb, 0, 2**depth - 1)
+        return _palette_rgb(arr, ds)
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         grey = _grey(arr, ds, photometric)
         return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
@@ -327,6 +384,56 @@ def decode_dicom(path: str | Path, frame: int | None = None) -> np.ndarray:
         "expected MONOCHROME1, MONOCHROME2, RGB, YBR_FULL, YBR_FULL_422, YBR_RCT, YBR_ICT or "
         "PALETTE COLOR"
     )
+
+
+_LUT_COLOURS = ("Red", "Green", "Blue", "Alpha")
+
+
+def _little_endian_luts(ds: Dataset) -> Dataset:
+    """The palette tables of ``ds`` as a little-endian data set (16-bit entries byte-swapped).
+
+    pydicom 3.0's ``apply_color_lut`` reads a non-segmented table's OW bytes in little-endian
+    order whatever the file's byte order (segmented tables it reads right), so a big-endian file's
+    table 0x0000, 0x0100, ... becomes 0, 1, ...: an all-black image. A data set that is really
+    little-endian gives the right table in any pydicom version.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    tsyntax = meta.get("TransferSyntaxUID", None) if meta is not None else None
+    try:
+        big = tsyntax is not None and not tsyntax.is_little_endian
+    except ValueError:  # a private transfer syntax: its byte order is unknown, keep the file's
+        big = False
+    if not big or "RedPaletteColorLookupTableData" not in ds:
+        return ds
+    luts = Dataset()
+    luts.file_meta = FileMetaDataset()
+    luts.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    luts.set_original_encoding(False, True)
+    for colour in _LUT_COLOURS:
+        descriptor = f"{colour}PaletteColorLookupTableDescriptor"
+        if descriptor in ds:
+            setattr(luts, descriptor, list(ds[descriptor].value))
+    entries = int(ds.RedPaletteColorLookupTableDescriptor[0]) or 2**16
+    for colour in _LUT_COLOURS:
+        keyword = f"{colour}PaletteColorLookupTableData"
+        if keyword in ds:
+            raw = bytes(ds[keyword].value)
+            if len(raw) == 2 * entries:  # 16-bit entries: swap to little-endian
+                raw = np.frombuffer(raw, dtype=">u2").astype("<u2").tobytes()
+            setattr(luts, keyword, raw)
+    return luts
+
+
+def _palette_rgb(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """PALETTE COLOR indices -> uint8 RGB through the file's colour tables."""
+    from pydicom.pixels import apply_color_lut
+
+    rgb = apply_color_lut(arr, _little_endian_luts(ds))
+    depth = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    return rgb if rgb.dtype == np.uint8 else _to_uint8(rgb, 0, 2**depth - 1)
 
 
 def _code(item: Dataset, keyword: str, default: int = 0) -> int:

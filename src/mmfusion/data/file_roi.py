@@ -8,11 +8,14 @@ Doppler view of a dual-view screen, then the first; unless ``region=`` names one
 contour detection
 (:func:`~mmfusion.data.detect_sector`, paper II.B) otherwise, and says which it used.
 
-A tagged region gives the crop: ``roi.bbox`` is the region's box. Inside it the fan is found by
-contour detection restricted to the region (so a dual-view screen, the header bar and colour-scale
-legends outside it never leak in) and becomes the mask: the corners of the box outside a convex
-probe's fan are blacked out as for a PNG. Where no sector is found inside the region (a linear
-probe's rectangle fills it), the mask is the whole box.
+A tagged region gives the crop: ``roi.bbox`` is the region's box. The scanner says the region is
+tissue, so inside it the mask never follows brightness (dark anatomy such as a full bladder is
+tissue): the mask is the convex hull of the fan, found by contour detection restricted to the
+region (so a dual-view screen, the header bar and colour-scale legends outside it never leak in),
+when that fan is clearly narrower than the box (it spans the box but covers less than
+``FAN_FILL`` = 80 % of it: the corners of the box outside a convex probe's fan are blacked out as
+for a PNG); otherwise (a linear probe's rectangle, a wide fan, or no fan found) the mask is the
+whole box.
 """
 
 from __future__ import annotations
@@ -40,12 +43,58 @@ class ImageROI:
             or the region named by ``region=``), ``"contour"`` (found by
             :func:`~mmfusion.data.detect_sector`) or ``"full_frame"`` (no sector found, and
             ``fallback=True``).
-        region: The DICOM region used, for ``"dicom_region"``; None otherwise.
+        region: The DICOM region used, for ``"dicom_region"`` (its ``index`` and ``box`` say
+            which view of a dual-view screen); None otherwise.
+
+        tissue_regions: Number of tissue regions the file tags (2 for a dual-view screen; 0 for
+            a file without ultrasound regions), so a caller can say "view 2 of 2".
+
+    ``print(found)`` gives one line (source, box, area fraction, contour size, region); the arrays
+    stay in :attr:`roi`. :meth:`as_dict` gives the same facts as JSON-ready values.
     """
 
     roi: SectorROI
     source: str
     region: UltrasoundRegion | None = None
+    tissue_regions: int = 0
+
+    @property
+    def region_index(self) -> int | None:
+        """Index of the DICOM ultrasound region used (``dicom_regions(path)[i]``); None if none."""
+        return None if self.region is None else self.region.index
+
+    def __repr__(self) -> str:
+        """One line: source, box, area fraction, contour size and the region used."""
+        region = "None"
+        if self.region is not None:
+            region = f"{self.region.index} {self.region.kind} {self.region.box}"
+        return (
+            f"ImageROI(source={self.source!r}, bbox={self.roi.bbox}, "
+            f"area_fraction={self.roi.area_fraction:.3f}, {len(self.roi.contour)} contour points, "
+            f"region={region}, tissue_regions={self.tissue_regions})"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        """The ROI's facts as JSON-ready values (for a prediction or a log; no arrays).
+
+        Returns:
+            ``{"source", "bbox": [x0, y0, x1, y1], "area_fraction", "region": {"index", "kind",
+            "box"} or None, "tissue_regions"}``.
+        """
+        region = None
+        if self.region is not None:
+            region = {
+                "index": self.region.index,
+                "kind": self.region.kind,
+                "box": [int(v) for v in self.region.box],
+            }
+        return {
+            "source": self.source,
+            "bbox": [int(v) for v in self.roi.bbox],
+            "area_fraction": round(self.roi.area_fraction, 4),
+            "region": region,
+            "tissue_regions": self.tissue_regions,
+        }
 
 
 def _region_roi(region: UltrasoundRegion, shape: tuple[int, int]) -> SectorROI:
@@ -77,15 +126,26 @@ def _region_roi(region: UltrasoundRegion, shape: tuple[int, int]) -> SectorROI:
     return SectorROI(mask=mask, bbox=(x0, y0, x1, y1), contour=contour)
 
 
-def _sector_in(region: SectorROI, image: np.ndarray) -> SectorROI:
-    """The region's box as the crop, with the scan sector found inside it as the mask.
+#: A fan whose convex hull covers less than this fraction of its tagged region is "clearly
+#: narrower than the box" and gives the mask; a wider one gives the whole region.
+FAN_FILL = 0.8
+#: ... provided the hull spans at least this fraction of the region's width and height (a hull
+#: that does not is a bright part of the image, not the fan: the whole region is used).
+FAN_SPAN = 0.9
 
-    The sector is the frame's own (contour detection on the whole frame) when it lies inside the
+
+def _sector_in(region: SectorROI, image: np.ndarray) -> SectorROI:
+    """The region's box as the crop, and the fan's convex hull or the whole box as the mask.
+
+    The fan is the frame's own (contour detection on the whole frame) when it lies inside the
     box; otherwise (a dual-view screen, a header bar joined to the fan) contour detection runs
-    again with everything outside the box blacked out. Where no sector is found inside the region
-    (e.g. a linear probe's rectangle filling the box), the mask is the whole box.
+    again with everything outside the box blacked out. Its convex hull (never its bright parts:
+    the scanner says the region is tissue) is the mask when it spans the box and covers less than
+    :data:`FAN_FILL` of it; otherwise (a linear probe's rectangle, a wide fan, no fan found) the
+    mask is the whole box.
     """
     x0, y0, x1, y1 = region.bbox
+    bw, bh = x1 - x0, y1 - y0
 
     def within(sector: SectorROI) -> bool:
         sx0, sy0, sx1, sy1 = sector.bbox
@@ -98,8 +158,16 @@ def _sector_in(region: SectorROI, image: np.ndarray) -> SectorROI:
             sector = detect_sector(frame, fallback=False)
         except ValueError:
             continue
-        if within(sector):
-            return SectorROI(mask=sector.mask & region.mask, bbox=region.bbox, contour=sector.contour)
+        if not within(sector):
+            continue
+        sx0, sy0, sx1, sy1 = sector.bbox
+        spans = sx1 - sx0 >= FAN_SPAN * bw and sy1 - sy0 >= FAN_SPAN * bh
+        fill = float(sector.mask[y0:y1, x0:x1].mean())
+        if spans and fill < FAN_FILL:
+            return SectorROI(
+                mask=sector.mask & region.mask, bbox=region.bbox, contour=sector.contour
+            )
+        break
     return region
 
 
@@ -141,7 +209,8 @@ def image_roi(
             full frame (with a :class:`~mmfusion.data.SectorNotFoundWarning`) instead of an error.
 
     Returns:
-        An :class:`ImageROI` ``(roi, source, region)``.
+        An :class:`ImageROI` ``(roi, source, region, tissue_regions)``; ``region.index`` (also
+        ``region_index``) says which region, i.e. which view of a dual-view screen, was used.
 
     Raises:
         ValueError: If ``region`` is given for a file without ultrasound regions or is out of
@@ -163,6 +232,7 @@ def image_roi(
         chosen = regions[int(region)]
     if image is None:
         image = load_image(path)
+    n_tissue = sum(r.is_tissue for r in regions)
     if region is None:
         tissue = [r for r in regions if r.is_tissue and r.area > 0]
         largest = max((r.area for r in tissue), default=0)
@@ -175,9 +245,9 @@ def image_roi(
             roi = _region_roi(chosen, (int(image.shape[0]), int(image.shape[1])))
         except ValueError as error:
             raise ValueError(f"{error} (file {path})") from error
-        return ImageROI(_sector_in(roi, image), "dicom_region", chosen)
+        return ImageROI(_sector_in(roi, image), "dicom_region", chosen, n_tissue)
     try:
         sector = detect_sector(image, fallback=fallback)
     except ValueError as error:
         raise ValueError(f"{error} (file {path})") from error
-    return ImageROI(sector, "full_frame" if sector.is_fallback else "contour")
+    return ImageROI(sector, "full_frame" if sector.is_fallback else "contour", None, n_tissue)

@@ -28,7 +28,10 @@ file is never looked for.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+import os
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +43,13 @@ import cv2
 import numpy as np
 
 from mmfusion.data.dicom import MissingDecoderError, is_dicom
-from mmfusion.data.io import load_image
+from mmfusion.data.io import (
+    _dicom_info,
+    _raster_info,
+    _size_problem,
+    load_image,
+    max_image_pixels,
+)
 from mmfusion.liver.stages import NUM_STAGES, STAGE_NAMES, parse_stage
 
 __all__ = [
@@ -58,6 +67,8 @@ FRAME_COLUMN = "frame"
 SWE_SCALE_COLUMN = "swe_scale_kpa"
 """Optional column: the top of the row's SWE colour scale in kPa (the legend's upper label)."""
 REQUIRED_COLUMNS = ("patient_id", "stage")
+#: How far :func:`read_manifest` checks image files (its ``verify=``).
+VERIFY_MODES = ("decode", "header", "exists", "none")
 
 
 class ManifestError(ValueError):
@@ -199,14 +210,14 @@ class Manifest:
         return Manifest(tuple(self.rows[i] for i in idx), self.modalities, self.source)
 
 
-def _readable(path: Path) -> bool:
+def _decodes(path: Path, frame: int | None) -> bool:
     """True if the image decodes: OpenCV (a full decode; grey, reduced size for JPEG), or for a
-    DICOM file the frame the data set uses. A missing DICOM decoder or pydicom raises instead: it
-    is a problem of the installation, not of the data.
+    DICOM file the frame the row uses. A missing DICOM decoder or pydicom raises instead: it is a
+    problem of the installation, not of the data.
     """
     if is_dicom(path):
         try:
-            load_image(path)
+            load_image(path, frame, max_pixels=MAX_CHECKED)
         except MissingDecoderError:
             raise
         except ValueError:
@@ -222,17 +233,101 @@ def _readable(path: Path) -> bool:
     return image is not None and image.size > 0
 
 
+MAX_CHECKED = 2**62  # the size is checked before _decodes runs, against the caller's limit
+
+
+def _file_problem(path: Path, frame: int | None, verify: str, limit: int) -> str | None:
+    """What is wrong with one image file of a row (``"<what>: <path>"``), or None.
+
+    ``"exists"``: the file exists. ``"header"``: and its header is readable, its size within
+    :data:`~mmfusion.data.io.MIN_IMAGE_SIDE` and the pixel limit, ``frame`` within its frame
+    count (no pixel decoded). ``"decode"``: and its frame decodes.
+    """
+    if path.is_dir():
+        return f"is a directory, expected an image file: {path}"
+    if not path.is_file():
+        return f"file not found: {path}"
+    if verify == "exists":
+        return None
+    try:
+        info = _dicom_info(path) if is_dicom(path) else _raster_info(path)
+    except ValueError:
+        return f"file is not a readable image: {path}"
+    problem = _size_problem(info, limit)
+    if problem is not None:
+        return f"image {path} {problem}"
+    if frame is not None and frame >= info.frames:
+        return (
+            f"frame {frame} is out of range: {path} has {info.frames} frame(s) "
+            f"(frames 0 to {info.frames - 1})"
+        )
+    if verify == "decode" and not _decodes(path, frame):
+        return f"file is not a readable image: {path}"
+    return None
+
+
 def _resolve(root: Path, text: str) -> Path:
     path = Path(text).expanduser()
     return path if path.is_absolute() else root / path
 
 
+def _read_text(csv_path: Path) -> str:
+    """The file's text, decoded as UTF-8 (a byte-order mark is allowed)."""
+    raw = csv_path.read_bytes()
+    source = str(csv_path)
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
+        b"\x00" in raw[:4096] and raw.count(b"\x00") * 4 > len(raw[:4096])
+    ):
+        raise ManifestError(
+            source,
+            ["the file is UTF-16 text (or binary: it holds NUL bytes); expected UTF-8 text: save "
+             "the manifest as UTF-8 (\"CSV UTF-8\" in spreadsheet programs)"],
+        )  # fmt: skip
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as error:
+        at = skip + error.start
+        line = raw.count(b"\n", 0, at) + 1
+        raise ManifestError(
+            source,
+            [f"line {line}: byte 0x{raw[at]:02x} at offset {at} is not UTF-8 (the file is in "
+             "another encoding, e.g. Latin-1 or Windows-1252); expected UTF-8 text: save the "
+             "manifest as UTF-8 (\"CSV UTF-8\" in spreadsheet programs)"],
+        ) from None  # fmt: skip
+
+
+def _records(csv_path: Path) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """The header and the ``(line, values)`` records of a manifest CSV; unreadable text or CSV
+    is a :class:`ManifestError` naming the line."""
+    reader = csv.reader(io.StringIO(_read_text(csv_path), newline=""))
+    records: list[tuple[int, list[str]]] = []
+    header: list[str] | None = None
+    try:
+        for values in reader:
+            if header is None:
+                header = values
+            else:
+                records.append((reader.line_num, values))
+    except csv.Error as error:
+        limit = csv.field_size_limit()
+        reason = (
+            f"a field is longer than {limit:,} characters (Python's csv.field_size_limit); "
+            "manifest fields are paths, stages and short values"
+            if "field larger than field limit" in str(error)
+            else f"not readable as CSV ({error})"
+        )
+        raise ManifestError(str(csv_path), [f"line {reader.line_num}: {reason}"]) from None
+    return header, records
+
+
 def read_manifest(
     path: str | Path,
     *,
-    verify: Literal["decode", "exists", "none"] = "decode",
+    verify: Literal["decode", "header", "exists", "none"] = "decode",
     num_threads: int = 4,
     required: Sequence[str] = (),
+    max_pixels: int | None = None,
 ) -> Manifest:
     """Read and validate a CSV manifest; report every problem at once.
 
@@ -240,44 +335,63 @@ def read_manifest(
     the pair is kept. A row whose every path field is empty is a problem, as is an empty field of
     a ``required`` modality.
 
+    Two rows are duplicates when they name the same files (compared as real paths: a file
+    reached through ``..`` or a symbolic link is the same file) and frames; an image file (and
+    frame) may belong to one patient only.
+
     Args:
-        path: The CSV file. Relative image paths are resolved against its folder.
-        verify: ``"decode"`` decodes every image (catches corrupt files; 3.3 ms per 800 x 600
-            phantom PNG on one core of a 2-core Intel Xeon, spread over ``num_threads``
-            threads), ``"exists"`` only checks that the
-            files exist, ``"none"`` skips file checks. Missing modalities are never checked.
-        num_threads: Threads for decoding.
+        path: The CSV file, UTF-8 (a byte-order mark is allowed). Relative image paths are
+            resolved against its folder.
+        verify: How far image files are checked (missing modalities never are):
+            ``"header"`` reads each file's header only (:func:`~mmfusion.data.image_info`): it
+            exists, is an image, is at least 8 x 8 and at most the pixel limit, and has the
+            row's frame; no pixel is decoded, so a training run that decodes every image anyway
+            (:func:`~mmfusion.data.pipeline.cached_crops` names the line of a file that fails
+            there) should use it. ``"decode"`` also decodes every image (catches corrupt pixel
+            data; 3.3 ms per 800 x 600 phantom PNG on one core of a 2-core Intel Xeon, spread
+            over ``num_threads`` threads). ``"exists"`` only checks that the files exist,
+            ``"none"`` skips file checks.
+        num_threads: Threads for reading headers and decoding.
         required: Modality keys that every row must have (e.g. ``("us",)``); each must be a
             ``<key>_path`` column.
+        max_pixels: Pixel limit per frame; None: :func:`~mmfusion.data.max_image_pixels` (the
+            environment variable ``MMFUSION_MAX_IMAGE_PIXELS``, else
+            :data:`~mmfusion.data.io.MAX_IMAGE_PIXELS`).
 
     Returns:
         The validated :class:`Manifest`.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
+        ValueError: If ``path`` is a directory.
         ManifestError: (a ``ValueError``) listing all problems with line numbers and paths:
-            missing columns, rows without any image, empty fields of ``required`` modalities,
-            unknown stages, missing or unreadable files, duplicate rows, patients listed with more
-            than one stage.
+            text that is not UTF-8 or not CSV (a field over ``csv.field_size_limit()``
+            characters), missing columns, rows without any image, empty fields of ``required``
+            modalities, unknown stages, missing, unreadable, too small or too large files,
+            frames beyond a file's frame count, duplicate rows, one image in rows of two
+            patients, patients listed with more than one stage.
     """
-    if verify not in ("decode", "exists", "none"):
-        raise ValueError(f"verify: expected 'decode', 'exists' or 'none', got {verify!r}")
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify: expected one of {VERIFY_MODES}, got {verify!r}")
     if isinstance(required, str) or not isinstance(required, Sequence):
         raise TypeError(f"required: expected a sequence of modality keys, got {required!r}")
+    limit = max_image_pixels(max_pixels)
     csv_path = Path(path)
+    if csv_path.is_dir():
+        raise ValueError(
+            f"path: manifest {str(csv_path)!r} is a directory; expected a CSV file (e.g. "
+            f"{str(csv_path / 'manifest.csv')!r})"
+        )
     if not csv_path.is_file():
         raise FileNotFoundError(f"path: manifest file {str(csv_path)!r} does not exist")
     root = csv_path.resolve().parent
     source = str(csv_path)
     problems: list[str] = []
 
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise ManifestError(source, ["the file is empty (expected a header line)"])
-        header = [h.strip() for h in header]
-        records = [(reader.line_num, values) for values in reader]
+    header, records = _records(csv_path)
+    if header is None:
+        raise ManifestError(source, ["the file is empty (expected a header line)"])
+    header = [h.strip() for h in header]
 
     path_columns = [h for h in header if h.endswith(PATH_SUFFIX) and len(h) > len(PATH_SUFFIX)]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -298,7 +412,7 @@ def read_manifest(
     col = {name: header.index(name) for name in header}
 
     rows: list[ManifestRow] = []
-    to_check: list[tuple[int, str, Path]] = []
+    to_check: list[tuple[int, str, Path, int | None]] = []
     for line, values in records:
         if not any(v.strip() for v in values):
             continue  # blank line: nothing to drop
@@ -324,6 +438,17 @@ def read_manifest(
         for key, column in zip(modalities, path_columns, strict=True):
             # An empty field is a missing modality: flagged (None), its file never looked for.
             paths[key] = _resolve(root, get[column]) if get[column] else None
+        extra = {
+            name: value
+            for name, value in get.items()
+            if name not in REQUIRED_COLUMNS and name not in path_columns
+        }
+        frames_ok = True
+        for column in [FRAME_COLUMN, *(f"{m}_frame" for m in modalities)]:
+            value = extra.get(column, "")
+            if value != "" and not (value.isdigit() and value.isascii()):
+                problems.append(f"line {line}: {column} {value!r} is not a frame number (0, 1, ...)")
+                row_ok = frames_ok = False
         empty = [c for key, c in zip(modalities, path_columns, strict=True) if paths[key] is None]
         if path_columns and len(empty) == len(path_columns):
             problems.append(
@@ -332,23 +457,14 @@ def read_manifest(
             )
             row_ok = False
         else:
+            probe = ManifestRow(line, patient, stage, paths, extra)
             for key, column in zip(modalities, path_columns, strict=True):
                 file = paths[key]
                 if file is not None:
-                    to_check.append((line, column, file))
+                    to_check.append((line, column, file, probe.frame(key) if frames_ok else None))
                 elif key in required:
                     problems.append(f"line {line}: empty {column} ({key} is required)")
                     row_ok = False
-        extra = {
-            name: value
-            for name, value in get.items()
-            if name not in REQUIRED_COLUMNS and name not in path_columns
-        }
-        for column in [FRAME_COLUMN, *(f"{m}_frame" for m in modalities)]:
-            value = extra.get(column, "")
-            if value != "" and not (value.isdigit() and value.isascii()):
-                problems.append(f"line {line}: {column} {value!r} is not a frame number (0, 1, ...)")
-                row_ok = False
         scale = extra.get(SWE_SCALE_COLUMN, "").strip()
         if scale and not _is_positive_number(scale):
             problems.append(
@@ -359,25 +475,14 @@ def read_manifest(
             rows.append(ManifestRow(line, patient, stage, paths, extra))
 
     if verify != "none":
-        exists = [p.is_file() for _, _, p in to_check]
-        for (line, column, p), ok in zip(to_check, exists, strict=True):
-            if not ok:
-                problems.append(f"line {line}: {column} file not found: {p}")
-        if verify == "decode":
-            present = [item for item, ok in zip(to_check, exists, strict=True) if ok]
-            with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-                readable = list(pool.map(_readable, [p for _, _, p in present]))
-            for (line, column, p), ok in zip(present, readable, strict=True):
-                if not ok:
-                    problems.append(f"line {line}: {column} file is not a readable image: {p}")
+        with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+            found = list(pool.map(lambda item: _file_problem(item[2], item[3], verify, limit),
+                                  to_check))  # fmt: skip
+        for (line, column, _, _), problem in zip(to_check, found, strict=True):
+            if problem is not None:
+                problems.append(f"line {line}: {column} {problem}")
 
-    seen: dict[tuple[object, ...], int] = {}
-    for row in rows:
-        files = tuple((p, row.frame(m)) for m, p in row.paths.items())  # a cine's frames differ
-        if files in seen:
-            problems.append(f"line {row.line}: duplicate of line {seen[files]} (same image files)")
-        else:
-            seen[files] = row.line
+    problems.extend(_identity_problems(rows))
     by_patient: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         by_patient[row.patient_id][row.stage].append(row.line)
@@ -393,6 +498,41 @@ def read_manifest(
     if problems:
         raise ManifestError(source, problems)
     return Manifest(tuple(rows), modalities, source)
+
+
+def _identity_problems(rows: Sequence[ManifestRow]) -> list[str]:
+    """Duplicate rows and images shared by patients, comparing files by their real path (a file
+    reached through ``..`` or a symbolic link is one file) and frame (a cine's frames differ)."""
+    problems: list[str] = []
+    real: dict[Path, str] = {}
+
+    def image(path: Path, frame: int | None) -> tuple[str, int | None]:
+        if path not in real:
+            real[path] = os.path.realpath(path)
+        return real[path], frame
+
+    seen: dict[tuple[object, ...], int] = {}
+    owner: dict[tuple[str, int | None], tuple[str, int, str]] = {}
+    for row in rows:
+        files = tuple(None if p is None else image(p, row.frame(m)) for m, p in row.paths.items())
+        if files in seen:
+            shown = ", ".join(f for f, _ in (i for i in files if i is not None))
+            problems.append(
+                f"line {row.line}: duplicate of line {seen[files]} (same image files: {shown})"
+            )
+            continue
+        seen[files] = row.line
+        for m, item in zip(row.paths, files, strict=True):
+            if item is None:
+                continue
+            first = owner.setdefault(item, (row.patient_id, row.line, m))
+            if first[0] != row.patient_id:
+                problems.append(
+                    f"line {row.line}: {m}_path {item[0]} is the same image as line {first[1]}'s "
+                    f"{first[2]}_path, of patient {first[0]!r}, but line {row.line} is patient "
+                    f"{row.patient_id!r} (one image belongs to one patient)"
+                )
+    return problems
 
 
 def write_manifest(

@@ -24,7 +24,9 @@ stream does not depend on worker processes, the number of processes or where a r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,6 +92,30 @@ def swe_input_crop(swe_input: str, modality: str) -> dict[str, str]:
     return {modality: _SWE_INPUT_MODES[swe_input]}
 
 
+def _file_state(path: Path) -> tuple[str, int, int, int, int] | tuple[str]:
+    """What identifies a file's content without reading it: its absolute path and, where it
+    exists, ``(st_dev, st_ino, st_size, st_mtime_ns)`` of what the path points to (a symlink is
+    followed, so a re-pointed link or a file replaced by a rename is a new key)."""
+    name = os.path.abspath(path)
+    try:
+        st = os.stat(name)
+    except OSError:
+        return (name,)  # missing now: never matches a decoded file's key
+    return (name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _content_key(manifest: Manifest) -> tuple[Any, ...]:
+    """The part of the crop cache's key that a manifest contributes: per row, its label and
+    patient (served with the crops), its extra columns (frames, SWE colour scale: what a crop
+    reads from a row), and per modality the file's state (:func:`_file_state`)."""
+    rows = tuple(
+        (row.line, row.patient_id, row.stage, tuple(sorted(row.extra.items())),
+         tuple((m, None if p is None else _file_state(p)) for m, p in row.paths.items()))
+        for row in manifest.rows
+    )  # fmt: skip
+    return manifest.source, manifest.modalities, rows
+
+
 def cached_crops(
     manifest: Manifest,
     image_size: int,
@@ -102,13 +128,23 @@ def cached_crops(
 
     Decoded once per process and manifest (call it before DataLoader workers fork, so that they
     share the cache); later calls in the same process (folds, ablations, evaluation) reuse it. One
-    manifest's crops are kept at a time. ``crop`` and ``crop_fallback`` are passed to
-    :class:`~mmfusion.data.PairedImageDataset` and are part of the cache key (``"sector"`` entries
-    are the default: ``{"swe": "sector"}`` and None share crops).
+    manifest's crops are kept at a time.
+
+    The cache key identifies what is cached: for every row its label, patient and extra columns
+    (its frames and SWE colour scale among them), and per modality the file (absolute path,
+    device, inode, size and modification time in ns); the manifest's modalities; ``image_size``; and the crop (``crop`` and
+    ``crop_fallback``, passed to :class:`~mmfusion.data.PairedImageDataset`; ``"sector"`` entries
+    are the default: ``{"swe": "sector"}`` and None share crops). So one-row manifests of
+    different files never share crops, whatever their ``source`` and line numbers, and an image
+    rewritten at the same path is decoded again. Costs one ``stat`` per file and call.
+
+    Raises:
+        ValueError: A file cannot be decoded or cropped; the message names the manifest line
+            (where it has one), the modality and the file.
     """
     modes = _check_crop(crop, manifest.modalities)
     crop_key = tuple(sorted((m, mode) for m, mode in modes.items() if mode != "sector"))
-    key = (manifest.source, tuple(r.line for r in manifest.rows), image_size, crop_key,
+    key = (_content_key(manifest), image_size, crop_key,
            bool(crop_fallback) and bool(crop_key))  # fmt: skip
     if key not in _CROPS:
         crops = PairedImageDataset(

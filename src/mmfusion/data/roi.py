@@ -4,9 +4,19 @@ An ultrasound frame shows the scan as a fan-shaped sector on black, surrounded b
 ruler, a colour bar and logos. :func:`detect_sector` finds the fan with OpenCV: grey level (the
 maximum over colour channels, so that the SWE colour map counts as bright) -> median blur (removes
 speckle nulls) -> threshold -> morphological opening (removes thin text and tick marks) and closing
-(fills holes) -> largest external contour -> filled mask. Overlays that do not touch the fan are
-separate, smaller contours and are ignored; a fan cut off by the image border is handled because the
-contour then runs along the border.
+(fills holes) -> largest external contour -> its convex hull, filled, is the mask. Overlays that do
+not touch the fan are separate, smaller contours and are ignored; a fan cut off by the image border
+is handled because the contour then runs along the border.
+
+The mask is the fan's convex shape, not its bright parts: dark tissue is tissue. An anechoic
+structure (a full bladder, a cyst, a vessel, a rib shadow) that reaches the fan's edge would bite
+into the bright region; the convex hull restores it. (A convex probe's fan is convex up to the
+shallow arc at its top, which the hull bridges.)
+
+Detection time is bounded: a frame whose longest side exceeds ``max_side`` (1024 px by default) is
+searched on a copy downscaled to that size (OpenCV ``INTER_AREA``), and the hull is scaled back to
+the frame's own pixels; the morphology kernel is relative to the frame, so the result matches
+detection at full size up to a pixel or two of the working copy.
 """
 
 from __future__ import annotations
@@ -43,7 +53,8 @@ class SectorROI:
     Attributes:
         mask: ``[H, W]`` bool array, True inside the sector.
         bbox: ``(x0, y0, x1, y1)`` bounding box of the mask in pixels, end-exclusive.
-        contour: ``[N, 2]`` int32 array of the sector outline (x, y); empty for a fallback.
+        contour: ``[N, 2]`` int32 array of the sector outline (x, y): the vertices of its convex
+            hull for a detected sector; empty for a fallback.
         is_fallback: True when no sector was found and the ROI is the full frame.
     """
 
@@ -51,6 +62,14 @@ class SectorROI:
     bbox: tuple[int, int, int, int]
     contour: np.ndarray
     is_fallback: bool = False
+
+    def __repr__(self) -> str:
+        """One line: box, frame shape, area fraction, contour size (not the arrays)."""
+        return (
+            f"SectorROI(bbox={self.bbox}, shape={self.shape}, "
+            f"area_fraction={self.area_fraction:.3f}, {len(self.contour)} contour points"
+            f"{', fallback' if self.is_fallback else ''})"
+        )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -174,6 +193,56 @@ def _full_frame(shape: tuple[int, int]) -> SectorROI:
     )
 
 
+#: Default longest side of the copy that :func:`detect_sector` searches (bounded time on
+#: huge frames).
+MAX_SIDE = 1024
+
+
+def _working_copy(grey: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float, float]:
+    """``grey`` downscaled so that its longest side is at most ``max_side`` (never under 8 px).
+
+    Returns:
+        ``(copy, sx, sy)``: the copy and its scale factors (copy pixels per frame pixel) in x and y;
+        ``(grey, 1.0, 1.0)`` when no downscaling is needed.
+    """
+    h, w = grey.shape
+    if max_side is None or max(h, w) <= max_side:
+        return grey, 1.0, 1.0
+    scale = max_side / max(h, w)
+    ww, wh = max(8, round(w * scale)), max(8, round(h * scale))
+    small = cv2.resize(grey, (ww, wh), interpolation=cv2.INTER_AREA)
+    return small, ww / w, wh / h
+
+
+def _hull_mask(
+    contour: np.ndarray, shape: tuple[int, int], sx: float, sy: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The convex hull of ``contour`` (working-copy pixels), in frame pixels, and its filled mask.
+
+    Args:
+        contour: OpenCV contour ``[N, 1, 2]`` found on the working copy.
+        shape: ``(H, W)`` of the frame.
+        sx: Working-copy pixels per frame pixel in x (1.0 at full size); ``sy`` likewise in y.
+
+    Returns:
+        ``(hull, mask)``: ``[M, 2]`` int32 hull vertices (x, y) and the uint8 ``[H, W]`` mask (255
+        inside).
+    """
+    h, w = shape
+    points = contour.reshape(-1, 2).astype(np.float64)
+    if (sx, sy) != (1.0, 1.0):
+        wh, ww = round(h * sy), round(w * sx)  # the copy's size
+        on_edge = [points == 0, points == np.array([ww - 1, wh - 1])]
+        points = (points + 0.5) / np.array([sx, sy]) - 0.5  # pixel centre to pixel centre
+        points = np.where(on_edge[0], 0, points)  # a fan touching the copy's border touches
+        points = np.where(on_edge[1], np.array([w - 1, h - 1]), points)  # the frame's
+    points = np.clip(np.rint(points), 0, np.array([w - 1, h - 1]))
+    hull = cv2.convexHull(points.astype(np.int32)).reshape(-1, 2)
+    mask = np.zeros((h, w), dtype=np.uint8)
+    cv2.fillConvexPoly(mask, hull, 255)
+    return hull.astype(np.int32), mask
+
+
 def detect_sector(
     image: np.ndarray | torch.Tensor,
     *,
@@ -181,6 +250,7 @@ def detect_sector(
     kernel_size: int | None = None,
     min_area_fraction: float = 0.05,
     fallback: bool = False,
+    max_side: int | None = MAX_SIDE,
 ) -> SectorROI:
     """Find the fan-shaped scan sector of an ultrasound frame (paper II.B, "contour detection").
 
@@ -188,15 +258,19 @@ def detect_sector(
         image: uint8 frame, grey ``[H, W]`` or colour ``[H, W, 3|4]`` (numpy), or ``[C, H, W]``
             (torch). Colour order does not matter.
         threshold: Grey level (after a median blur) above which a pixel counts as scan.
-        kernel_size: Side of the elliptic morphology kernel in pixels; default ``min(H, W) / 100``
-            (odd, at least 3). Overlay strokes thinner than this are removed.
+        kernel_size: Side of the elliptic morphology kernel in frame pixels; default
+            ``min(H, W) / 100`` (odd, at least 3). Overlay strokes thinner than this are removed.
         min_area_fraction: The largest region must cover at least this fraction of the frame to
             count as a sector.
         fallback: If True, a frame without a plausible sector gives the full frame as ROI and a
             :class:`SectorNotFoundWarning` instead of an error.
+        max_side: A frame whose longest side exceeds this is searched on a copy downscaled to it
+            (bounded time and memory; the mask is returned at the frame's size); None always works
+            at full size (time grows with the frame and its kernel: minutes at 20000 px).
 
     Returns:
-        The :class:`SectorROI` (mask ``[H, W]``, bounding box, contour).
+        The :class:`SectorROI`: mask ``[H, W]`` (the convex hull of the largest bright region, so
+        dark anatomy inside the fan stays in), bounding box, hull vertices.
 
     Raises:
         TypeError: If ``image`` is not a uint8 numpy array or tensor.
@@ -207,13 +281,21 @@ def detect_sector(
         raise ValueError(f"threshold: expected 0 <= threshold < 255, got {threshold}")
     if not 0.0 < min_area_fraction <= 1.0:
         raise ValueError(f"min_area_fraction: expected a value in (0, 1], got {min_area_fraction}")
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int)
+                                 or max_side < 64):  # fmt: skip
+        raise ValueError(f"max_side: expected an int >= 64 or None, got {max_side!r}")
+    if kernel_size is not None and kernel_size < 1:
+        raise ValueError(f"kernel_size: expected a positive int, got {kernel_size}")
     grey = _as_grey(image)
     h, w = grey.shape
-    k = kernel_size if kernel_size is not None else max(3, int(round(min(h, w) / 100)) | 1)
-    if k < 1:
-        raise ValueError(f"kernel_size: expected a positive int, got {kernel_size}")
+    work, sx, sy = _working_copy(grey, max_side)
+    wh, ww = work.shape
+    if kernel_size is None:
+        k = max(3, int(round(min(wh, ww) / 100)) | 1)
+    else:  # given in frame pixels
+        k = max(1, int(round(kernel_size * min(sx, sy))))
 
-    blurred = cv2.medianBlur(grey, 5)
+    blurred = cv2.medianBlur(work, 5)
     _, binary = cv2.threshold(blurred, threshold, 255, cv2.THRESH_BINARY)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
@@ -225,8 +307,7 @@ def detect_sector(
         problem = f"no region brighter than threshold {threshold} (blank frame?)"
     else:
         largest = max(contours, key=cv2.contourArea)
-        mask_u8 = np.zeros((h, w), dtype=np.uint8)
-        cv2.drawContours(mask_u8, [largest], -1, 255, thickness=cv2.FILLED)
+        hull, mask_u8 = _hull_mask(largest, (h, w), sx, sy)
         fraction = float(np.count_nonzero(mask_u8)) / (h * w)
         if fraction < min_area_fraction:
             problem = (
@@ -240,9 +321,9 @@ def detect_sector(
         warnings.warn(message + "; using the full frame", SectorNotFoundWarning, stacklevel=2)
         return _full_frame((h, w))
 
-    x, y, bw, bh = cv2.boundingRect(largest)
+    x, y, bw, bh = cv2.boundingRect(hull)
     return SectorROI(
         mask=mask_u8.astype(bool),
         bbox=(int(x), int(y), int(x + bw), int(y + bh)),
-        contour=largest.reshape(-1, 2).astype(np.int32),
+        contour=hull,
     )

@@ -61,51 +61,97 @@ def _folds(manifest: Manifest, k: int, seed: int) -> list[tuple[np.ndarray, np.n
         return list(splitter.split(dummy, manifest.labels, manifest.groups))
 
 
+def _fold_problem(manifest: Manifest, k: int) -> str | None:
+    """Why scikit-learn's ``StratifiedGroupKFold`` cannot make ``k`` folds, or None: it needs
+    ``k`` patients, and a stage with at least ``k`` pairs."""
+    n_patients = len(set(manifest.groups))
+    if n_patients < k:
+        return f"{k} folds need at least {k} patients, the manifest has {n_patients}"
+    largest = int(np.bincount(manifest.labels).max()) if len(manifest) else 0
+    if largest < k:
+        return f"{k} folds need a stage with at least {k} pairs, the largest stage has {largest}"
+    return None
+
+
+def _split_fold(manifest: Manifest, k: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The first ``k``-fold fold (in seeded order) with every stage on both sides, or None."""
+    if _fold_problem(manifest, k) is not None:
+        return None
+    stages = set(manifest.labels)
+    labels = manifest.labels
+    for train_idx, test_idx in _folds(manifest, k, seed):
+        if set(labels[train_idx]) == stages and set(labels[test_idx]) == stages:
+            return train_idx, test_idx
+    return None
+
+
+def _fraction_for(k: int) -> float:
+    """A ``test_size`` that :func:`patient_split` turns into ``k`` folds (``round(1 / f) == k``)."""
+    for digits in (2, 3, 6):
+        fraction = round(1.0 / k, digits)
+        if round(1.0 / fraction) == k and fraction <= 0.5:
+            return fraction
+    return 1.0 / k
+
+
+def _counts(manifest: Manifest) -> str:
+    patients = ", ".join(f"{STAGE_NAMES[s]}: {n}" for s, n in _patients_per_stage(manifest).items())
+    pairs = np.bincount(manifest.labels) if len(manifest) else np.zeros(0, np.int64)
+    listed = ", ".join(f"{STAGE_NAMES[s]}: {int(n)}" for s, n in enumerate(pairs) if n)
+    return f"patients per stage: {patients}; pairs per stage: {listed}"
+
+
 def patient_split(
-    manifest: Manifest, test_size: float = 0.2, seed: int = 0
+    manifest: Manifest, test_size: float = 0.2, seed: int = 0, *, name: str = "test_size"
 ) -> tuple[Manifest, Manifest]:
     """Split by patient into train and test, stratified by stage.
 
     Implemented as one fold of scikit-learn's ``StratifiedGroupKFold`` with
     ``k = round(1 / test_size)`` folds (test_size 0.2 -> 5 folds, one fold for test), so the test
     share is ``1 / k`` of the pairs, approximately. The first fold (in seeded order) that has every
-    stage on both sides is used; a stage needs at least 2 patients (``k`` to be safe).
+    stage on both sides is used; a stage needs at least 2 patients (``k`` to be safe), and some
+    stage needs ``k`` pairs.
 
     Args:
         manifest: The validated manifest.
         test_size: Fraction of pairs for the test side, in (0, 0.5].
         seed: Seed of the fold assignment.
+        name: What ``test_size`` is called in error messages (e.g. ``"val_size"`` when the
+            split holds out validation patients).
 
     Returns:
         ``(train, test)`` manifests; no patient appears in both.
 
     Raises:
-        ValueError: If ``test_size`` is out of range or no fold keeps every stage on both sides
-            (the message lists the patients per stage).
+        ValueError: If ``test_size`` is out of range, or no fold keeps every stage on both sides
+            (also when there are too few patients or pairs for ``k`` folds): the message names
+            ``name``, lists the patients and pairs per stage, and gives a larger ``test_size``
+            that works, or says that none does.
     """
     _check_manifest(manifest)
     if not 0.0 < test_size <= 0.5:
-        raise ValueError(f"test_size: expected a fraction in (0, 0.5], got {test_size}")
+        raise ValueError(f"{name}: expected a fraction in (0, 0.5], got {test_size}")
     k = max(2, int(round(1.0 / test_size)))
-    counts = _patients_per_stage(manifest)
-    stages = set(counts)
-    if len(set(manifest.groups)) < k:
-        raise ValueError(
-            f"manifest: expected at least {k} patients for test_size={test_size}, "
-            f"got {len(set(manifest.groups))}"
-        )
-    for train_idx, test_idx in _folds(manifest, k, seed):
-        labels = manifest.labels
-        if set(labels[train_idx]) == stages and set(labels[test_idx]) == stages:
-            return manifest.subset(train_idx), manifest.subset(test_idx)
-    listed = ", ".join(f"{STAGE_NAMES[s]}: {n}" for s, n in counts.items())
+    found = _split_fold(manifest, k, seed)
+    if found is not None:
+        return manifest.subset(found[0]), manifest.subset(found[1])
+    why = _fold_problem(manifest, k) or "no fold keeps every stage on both sides"
+    works = next((j for j in range(k - 1, 1, -1) if _split_fold(manifest, j, seed) is not None), 0)
+    hint = (
+        f"{name}={_fraction_for(works)} ({works} folds) works"
+        if works
+        else "no test share works: each stage needs at least 2 patients (to be on both sides), "
+        "so add patients of the small stages"
+    )
     raise ValueError(
-        f"manifest: cannot keep every stage on both sides of a {k}-fold patient split; "
-        f"patients per stage: {listed} (each stage needs at least 2, {k} to be safe)"
+        f"{name}: {name}={test_size} splits by patient as one fold of {k} "
+        f"(StratifiedGroupKFold), but {why}; {_counts(manifest)}; {hint}"
     )
 
 
-def patient_kfold(manifest: Manifest, k: int = 5, seed: int = 0) -> list[tuple[Manifest, Manifest]]:
+def patient_kfold(
+    manifest: Manifest, k: int = 5, seed: int = 0, *, name: str = "k"
+) -> list[tuple[Manifest, Manifest]]:
     """K-fold cross-validation by patient, stratified by stage (``StratifiedGroupKFold``).
 
     Every pair is in exactly one test fold; no patient is on both sides of any fold. A stage with
@@ -115,24 +161,29 @@ def patient_kfold(manifest: Manifest, k: int = 5, seed: int = 0) -> list[tuple[M
         manifest: The validated manifest.
         k: Number of folds (>= 2).
         seed: Seed of the fold assignment.
+        name: What ``k`` is called in error messages (e.g. ``"folds"``).
 
     Returns:
         ``k`` pairs of ``(train, test)`` manifests.
 
     Raises:
-        ValueError: If ``k < 2`` or there are fewer patients than folds.
+        ValueError: If ``k < 2``, there are fewer patients than folds, or no stage has ``k``
+            pairs; the message names ``name`` and the largest number of folds that works.
     """
     _check_manifest(manifest)
-    if not isinstance(k, int) or k < 2:
-        raise ValueError(f"k: expected an int >= 2, got {k!r}")
-    n_patients = len(set(manifest.groups))
-    if n_patients < k:
-        raise ValueError(f"manifest: expected at least k={k} patients, got {n_patients}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"{name}: expected an int >= 2, got {k!r}")
+    problem = _fold_problem(manifest, k)
+    if problem is not None:
+        largest = int(np.bincount(manifest.labels).max()) if len(manifest) else 0
+        most = min(largest, len(set(manifest.groups)))
+        hint = f"use {name} <= {most}" if most >= 2 else "add patients"
+        raise ValueError(f"{name}: {problem}; {_counts(manifest)}; {hint}")
     small = {STAGE_NAMES[s]: n for s, n in _patients_per_stage(manifest).items() if n < k}
     if small:
         warnings.warn(
-            f"patient_kfold: stages with fewer than k={k} patients will be missing from some "
-            f"test folds: {small}",
+            f"patient_kfold: stages with fewer than {name}={k} patients will be missing from "
+            f"some test folds: {small}",
             UserWarning,
             stacklevel=2,
         )

@@ -19,8 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mmfusion.data.manifest import Manifest, read_manifest
@@ -39,6 +43,7 @@ from mmfusion.data.splits import (
     patient_split,
     site_splits,
 )
+from mmfusion.models.config import TrainingConfig
 
 __all__ = ["FusionDataModule", "Split", "make_splits"]
 
@@ -61,6 +66,15 @@ class Split:
     train_idx: tuple[int, ...]
     test_idx: tuple[int, ...]
     description: str
+
+
+def _check_manifest_file(manifest: str | Path) -> None:
+    """Refuse a manifest path that is not a file, before anything else happens."""
+    path = Path(manifest)
+    if path.is_dir():
+        raise FileNotFoundError(f"manifest: expected a CSV file, got a folder: {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest: no such file: {path}")
 
 
 def _positions(full: Manifest, part: Manifest) -> tuple[int, ...]:
@@ -135,12 +149,21 @@ class FusionDataModule(pl.LightningDataModule):
         prepare: Called once per node by ``prepare_data`` (e.g. to generate a data set).
         pin_memory: Pin host memory (use on CUDA).
         val_size: Fraction of the *training* patients held out as a validation split (stratified
-            by stage; e.g. to fit a calibration temperature), served by :meth:`val_dataloader`;
-            0 (default): no validation split, :meth:`val_dataloader` serves the test pairs for
-            logging only.
+            by stage; e.g. to fit a calibration temperature, or to select a checkpoint), served by
+            :meth:`val_dataloader`; 0 (default): no validation split, ``trainer.fit`` runs no
+            validation and ``trainer.validate`` is refused (the held-out test patients are never
+            served under the validation name).
         crop: Modality -> crop mode of :class:`~mmfusion.data.PairedImageDataset` (e.g.
             ``{"swe": "swe_box"}``: the SWE input is its colour box only); ``None``: every image
             is cropped to its scan sector.
+
+    Raises:
+        ValueError: An argument out of range (the message names it).
+        FileNotFoundError: ``manifest`` is a path that is not a file (checked here, unless
+            ``prepare`` is to write it).
+
+    :meth:`from_model` takes the modalities and image size from the model (and the batch size and
+    augmentation from a :class:`~mmfusion.models.TrainingConfig`).
 
     Example:
         >>> import tempfile
@@ -192,6 +215,8 @@ class FusionDataModule(pl.LightningDataModule):
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if prepare is None and not isinstance(manifest, Manifest):
+            _check_manifest_file(manifest)
         self._manifest_source = manifest
         self.modalities = tuple(modalities)
         self.image_size, self.batch_size = int(image_size), int(batch_size)
@@ -200,6 +225,8 @@ class FusionDataModule(pl.LightningDataModule):
         self._prepare, self.pin_memory = prepare, bool(pin_memory)
         self.crop = dict(crop) if crop else None
         self.val_size = float(val_size)
+        if not self.val_size:  # no validation loader at all (see _NoValidationLoader)
+            self.val_dataloader = _NoValidationLoader(self)  # type: ignore[method-assign]
         self.val_idx: tuple[int, ...] = ()
         self.val_set: Dataset | None = None
         if split == "paper" and folds:
@@ -209,6 +236,48 @@ class FusionDataModule(pl.LightningDataModule):
         self.split: Split | None = None
         self.train_set: Dataset | None = None
         self.test_set: Dataset | None = None
+
+    @classmethod
+    def from_model(
+        cls,
+        manifest: str | Path | Manifest,
+        model: nn.Module,
+        *,
+        training: TrainingConfig | None = None,
+        batch_size: int | None = None,
+        image_size: int | None = None,
+        **kwargs: Any,
+    ) -> FusionDataModule:
+        """The data module of ``model``: its modalities, in its order, and its image size.
+
+        Args:
+            manifest: A manifest CSV path or a :class:`~mmfusion.data.Manifest`.
+            model: A :class:`~mmfusion.nn.MultiModalClassifier`; its ``config`` (a
+                :class:`~mmfusion.models.FusionClassifier`'s) gives the image size.
+            training: Takes ``batch_size`` and ``augment`` from it (unless given here).
+            batch_size: Training pairs per step and process (overrides ``training``'s).
+            image_size: Only for a model without a ``config``; else it must be the config's.
+            **kwargs: The other arguments of :class:`FusionDataModule` (``test_size``, ``seed``,
+                ``augment``, ...).
+
+        Raises:
+            ValueError: No batch size, no image size for a model without a config, or an image
+                size other than the model's.
+        """
+        config = getattr(model, "config", None)
+        built_for = getattr(config, "image_size", None)
+        if built_for is None and image_size is None:
+            raise ValueError("image_size: the model has no config (not built from a ModelConfig); "
+                             "pass image_size=")
+        if built_for is not None and image_size is not None and image_size != built_for:
+            raise ValueError(f"image_size: the model was built for {built_for} px, got {image_size}")
+        if batch_size is None and training is None:
+            raise ValueError("batch_size: expected batch_size= or training= (a TrainingConfig), "
+                             "got neither")
+        if training is not None:
+            kwargs.setdefault("augment", training.augment)
+        return cls(manifest, tuple(model.modalities), int(built_for or image_size),
+                   int(batch_size if batch_size is not None else training.batch_size), **kwargs)
 
     def prepare_data(self) -> None:
         """Run ``prepare`` (once per node, before ``setup`` on any process of the node; once per
@@ -243,6 +312,8 @@ class FusionDataModule(pl.LightningDataModule):
             self.split = Split("", tuple(sorted({i.index for i in train_items})),
                                tuple(sorted({i.index for i in test_items})),
                                "paper (augmented first, then images split; leaks near-copies)")
+            self._warn_absent(manifest, {"training": self.split.train_idx,
+                                         "held-out": self.split.test_idx})
             self.train_set = planned_dataset(manifest, mods, size, train_items, crop=crop)
             self.test_set = planned_dataset(manifest, mods, size, test_items, crop=crop)
             return
@@ -259,9 +330,32 @@ class FusionDataModule(pl.LightningDataModule):
             train_idx = tuple(train_idx[i] for i in _positions(training, kept))
             self.val_idx = tuple(self.split.train_idx[i] for i in _positions(training, held))
             self.val_set = eval_dataset(manifest, mods, size, self.val_idx, crop=crop)
+        self._warn_absent(manifest, {"training": train_idx, "validation": self.val_idx,
+                                     "held-out": self.split.test_idx})
         self.train_set = train_dataset(manifest, mods, size, train_idx, self.augment, self.seed,
                                        crop=crop)
         self.test_set = eval_dataset(manifest, mods, size, self.split.test_idx, crop=crop)
+
+    def _warn_absent(self, manifest: Manifest, parts: Mapping[str, Sequence[int]]) -> None:
+        """Warn about each model modality that no pair of the manifest (or of one side of the
+        split) has: the model would see only its placeholder there."""
+        present = manifest.availability  # [N, M] bool, manifest column order
+        column = {m: i for i, m in enumerate(manifest.modalities)}
+        for m in self.modalities:
+            if not present[:, column[m]].any():
+                others = tuple(x for x in self.modalities if x != m)
+                hint = (f"drop it from the model's modalities (modalities={others!r})" if others
+                        else "give the manifest its images")
+                rank_zero_warn(
+                    f"modality {m!r}: no pair of the manifest has an image (every {m}_path is "
+                    f"empty), so the model's {m} input is a placeholder everywhere; {hint}",
+                    category=UserWarning)
+                continue
+            for side, idx in parts.items():
+                if len(idx) and not present[list(idx), column[m]].any():
+                    rank_zero_warn(
+                        f"modality {m!r}: no {side} pair has an image ({len(idx)} pairs), so the "
+                        f"model sees only its placeholder there", category=UserWarning)
 
     def _shard(self) -> dict[str, int]:
         trainer = self.trainer
@@ -292,10 +386,43 @@ class FusionDataModule(pl.LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     def val_dataloader(self) -> DataLoader:
-        """The validation split of training patients (``val_size > 0``); else the held-out test
-        pairs, for logging only (``check_val_every_n_epoch``): never use those to select or
-        calibrate a model."""
+        """The validation split of training patients (``val_size > 0``).
+
+        Without one (``val_size=0``) the data module has no validation loader: ``trainer.fit``
+        runs no validation (Lightning notes "no `val_dataloader`. Skipping val loop"), and
+        ``trainer.validate`` or a direct call is refused. The held-out test patients are never
+        served under the validation name.
+
+        Raises:
+            ValueError: No validation split (``val_size=0``).
+        """
         self.setup()
-        if self.val_set is not None:
-            return self._loader(self.val_set, train=False)
-        return self.test_dataloader()
+        if self.val_set is None:
+            raise _no_validation_split()
+        return self._loader(self.val_set, train=False)
+
+
+def _no_validation_split() -> ValueError:
+    return ValueError("val_size: no validation split (val_size=0); pass val_size > 0 (e.g. 0.1 of "
+                      "the training patients) to validate, or use trainer.test for the held-out "
+                      "patients")
+
+
+class _NoValidationLoader:
+    """Stands in for :meth:`FusionDataModule.val_dataloader` when ``val_size=0``.
+
+    Lightning counts a hook whose ``__wrapped__`` is the base class's as not overridden, so
+    ``trainer.fit`` skips validation without calling it; ``trainer.validate`` calls it and gets
+    the error. (Should a later Lightning call it during ``fit``, it returns no loader.)
+    """
+
+    __wrapped__ = pl.LightningDataModule.val_dataloader
+
+    def __init__(self, datamodule: FusionDataModule) -> None:
+        self.datamodule = datamodule
+
+    def __call__(self) -> list[DataLoader]:
+        trainer = self.datamodule.trainer
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            return []
+        raise _no_validation_split()

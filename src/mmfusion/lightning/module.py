@@ -11,6 +11,14 @@ Batches are mappings ``{modality: [B, 3, H, W], "label": [B], "patient_id": [B] 
 "index": [B]}``, optionally with ``"available": {modality: bool [B]}``
 (:class:`mmfusion.lightning.FusionDataModule` yields them).
 
+Checkpoints carry the module's hyperparameters as plain JSON types (the model's
+:class:`~mmfusion.models.ModelConfig` as a dict, the training config, seed, class names...), so
+``FusionModule.load_from_checkpoint(path)`` rebuilds the model and loads its weights without
+unpickling any object (``weights_only=True``).
+
+A non-finite training loss stops training at once (:class:`FloatingPointError`, before the step
+is applied), and non-finite evaluation probabilities are an error (:class:`Predictions`).
+
 Reproducibility: at the start of every training epoch the torch, NumPy and Python generators are
 reseeded from ``(seed, epoch, rank)``, so the model's own randomness (modality dropout) is the
 same after a resume; together with per-sample augmentation seeds, a run resumed from an epoch
@@ -22,12 +30,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from mmfusion.data.seeded import sample_seed
@@ -40,7 +50,7 @@ from mmfusion.metrics import (
     fit_temperature,
     patient_report,
 )
-from mmfusion.models.config import TrainingConfig
+from mmfusion.models.config import ModelConfig, TrainingConfig, config_from_dict
 from mmfusion.nn import FeatureFusion, MultiModalClassifier
 
 __all__ = ["FusionModule"]
@@ -50,10 +60,17 @@ class FusionModule(pl.LightningModule):
     """Train and evaluate a multimodal classifier with Lightning.
 
     Args:
-        model: The classifier (e.g. :func:`mmfusion.models.create_model`'s).
+        model: The classifier (e.g. :func:`mmfusion.models.create_model`'s); ``None``: built
+            (randomly initialised) from ``model_config``.
         loss: The training loss; ``None`` takes :func:`mmfusion.models.build_loss` of the model's
             configuration (a :class:`~mmfusion.models.FusionClassifier`), else ``EnsembleLoss()``.
-        training: Optimizer and schedule (``lr``, ``weight_decay``, ``schedule``, ``epochs``).
+            A custom loss is not saved in checkpoints: pass it to ``load_from_checkpoint`` again.
+        training: Optimizer and schedule (``lr``, ``weight_decay``, ``schedule``; a mapping is
+            read as a :class:`~mmfusion.models.TrainingConfig`). The cosine schedule spans the
+            Trainer's ``max_epochs`` (``training.epochs`` only when the Trainer sets none).
+        model_config: The :class:`~mmfusion.models.ModelConfig` (or its dict) to build the model
+            from when ``model`` is ``None`` (``load_from_checkpoint`` passes it); with a
+            ``model``, it must be the model's own.
         seed: Seed of the per-epoch generator reseeding (use the run's seed).
         class_names: Names of the classes in reports (default ``"0"``, ``"1"``, ...).
         n_bootstrap: Bootstrap resamples of the metric intervals (0: none).
@@ -64,6 +81,11 @@ class FusionModule(pl.LightningModule):
         temperatures: Branch -> temperature fitted by :meth:`calibrate` (``None`` before).
         metrics: Its report: ``{"ensemble": report, "branches": {name: report}, "n_pairs",
             "n_patients"}``.
+
+    Raises:
+        TypeError: ``model`` is not a :class:`~mmfusion.nn.MultiModalClassifier`.
+        ValueError: Neither ``model`` nor ``model_config``, a ``model_config`` other than the
+            model's, or an argument out of range.
 
     Example:
         >>> import lightning.pytorch as pl
@@ -78,18 +100,20 @@ class FusionModule(pl.LightningModule):
 
     def __init__(
         self,
-        model: MultiModalClassifier,
+        model: MultiModalClassifier | None = None,
         loss: EnsembleLoss | None = None,
-        training: TrainingConfig | None = None,
+        training: TrainingConfig | Mapping[str, Any] | None = None,
         *,
+        model_config: ModelConfig | Mapping[str, Any] | None = None,
         seed: int = 0,
         class_names: Sequence[str] | None = None,
         n_bootstrap: int = 1000,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(model, MultiModalClassifier):
-            raise TypeError(f"model: expected a MultiModalClassifier, got {type(model).__name__}")
+        model = _resolve_model(model, model_config)
+        if isinstance(training, Mapping):
+            training = config_from_dict(TrainingConfig, training, "training")
         if loss is None:
             config = getattr(model, "config", None)
             if config is not None:
@@ -116,6 +140,36 @@ class FusionModule(pl.LightningModule):
         self._sums: dict[str, Tensor] = {}
         self._epoch_lr = float("nan")
         self._epoch_pairs = 0
+        config = getattr(model, "config", None)
+        self.save_hyperparameters({  # plain JSON types: checkpoints load with weights_only=True
+            "model_config": config.to_dict() if isinstance(config, ModelConfig) else None,
+            "training": self.training_config.to_dict(),
+            "seed": self.seed,
+            "class_names": self.class_names,
+            "n_bootstrap": self.n_bootstrap,
+            "channels_last": self.channels_last,
+        })
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path | IO[bytes],
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool = True,
+        **kwargs: Any,
+    ) -> FusionModule:
+        """The module saved in a Lightning checkpoint: the model rebuilt from its saved
+        configuration, its weights loaded, without unpickling objects (``weights_only=True``).
+
+        ``kwargs`` override the saved arguments, e.g. ``model=`` for a hand-assembled model (one
+        without a :class:`~mmfusion.models.ModelConfig`, whose checkpoint cannot rebuild it) or
+        ``loss=`` for a custom loss. Otherwise Lightning's
+        :meth:`~lightning.pytorch.core.LightningModule.load_from_checkpoint`.
+        """
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict,
+                                            weights_only=weights_only, **kwargs)
 
     # ------------------------------------------------------------------ setup and optimisation
 
@@ -130,7 +184,11 @@ class FusionModule(pl.LightningModule):
             self.model.to(memory_format=torch.channels_last)
 
     def configure_optimizers(self) -> Any:
-        """Adam (fused on CUDA) over the trainable parameters, and the per-epoch schedule."""
+        """Adam (fused on CUDA) over the trainable parameters, and the per-epoch schedule.
+
+        The cosine schedule reaches ``lr / 100`` after the Trainer's last epoch (its
+        ``max_epochs``; ``training.epochs``, with a warning, when the Trainer has no epoch
+        limit)."""
         cfg = self.training_config
         params = [p for p in self.model.parameters() if p.requires_grad]
         fused = next(iter(params)).device.type == "cuda" if params else False
@@ -138,9 +196,21 @@ class FusionModule(pl.LightningModule):
         if cfg.schedule == "constant":
             return optimizer
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=cfg.epochs, eta_min=cfg.lr * 0.01
+            optimizer, T_max=self._schedule_epochs(), eta_min=cfg.lr * 0.01
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def _schedule_epochs(self) -> int:
+        """The cosine schedule's length: the Trainer's ``max_epochs`` if it has one."""
+        epochs = self.training_config.epochs
+        trainer = self._trainer  # None outside a Trainer (no error, unlike self.trainer)
+        limit = getattr(trainer, "max_epochs", None) if trainer is not None else None
+        if limit is not None and limit > 0:
+            return int(limit)
+        if trainer is not None:
+            rank_zero_warn(f"training.epochs: the Trainer has no epoch limit (max_epochs="
+                           f"{limit}); the cosine schedule spans training.epochs={epochs} epochs")
+        return epochs
 
     # ------------------------------------------------------------------ steps
 
@@ -167,16 +237,39 @@ class FusionModule(pl.LightningModule):
         self._epoch_lr = optimizers[0].param_groups[0]["lr"] if optimizers else float("nan")
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        """One step of ``L_total``; logs the total and each component per epoch."""
+        """One step of ``L_total``; logs the total and each component per epoch.
+
+        Raises:
+            FloatingPointError: The loss is NaN or infinite (on any process): training stops
+                before the step is applied (the weights are those of the last finite step).
+        """
         inputs, available, labels = self._unpack(batch)
         out = self.model(inputs, available)
         losses = self.loss_fn(out.logits, labels, out.features, out.available)
+        self._check_finite(losses.total.detach(), batch_idx)
         n = int(labels.shape[0])
         self._epoch_pairs += n
         for name, value in {"loss": losses.total, **losses.components}.items():
             term = value.detach().float() * n  # summed on the device: no host sync per step
             self._sums[name] = self._sums[name] + term if name in self._sums else term
         return losses.total
+
+    def _check_finite(self, loss: Tensor, batch_idx: int) -> None:
+        """Raise on a non-finite loss; under DDP every process decides alike (one all-reduce of
+        a scalar), so all of them stop together."""
+        value = loss.float().reshape(1)
+        flag = torch.isfinite(value).float()
+        if _distributed():
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if bool(flag.item()):
+            return
+        kind = "nan" if torch.isnan(value).any() else ("inf" if torch.isinf(value).any() else
+                                                        "non-finite on another process")
+        raise FloatingPointError(
+            f"non-finite loss ({kind}) at epoch {self.current_epoch + 1}, step {self.global_step} "
+            f"(batch {batch_idx}): the model diverged (or its weights or inputs are not finite); "
+            f"lower the learning rate (training.lr={self.training_config.lr:g}) and check the "
+            "inputs; training stopped before applying this step")
 
     def on_train_epoch_end(self) -> None:
         """Append the epoch's mean losses (over every process's pairs), learning rate and
@@ -243,12 +336,15 @@ class FusionModule(pl.LightningModule):
     def _finish_evaluation(self, prefix: str) -> None:
         local = _local_predictions(self._outputs)
         self._outputs = []
-        parts = [local]
+        gathered: list[dict[str, Any] | None] = [local]
         if _distributed():
-            parts = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, local)
-        parts = [p for p in parts if p is not None]
-        if not parts or self.trainer.sanity_checking:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, local)
+        if self.trainer.sanity_checking:
+            return
+        # Checked after the gather, on every process alike (a NaN on one rank raises everywhere).
+        parts = [Predictions(**p) for p in gathered if p is not None]
+        if not parts:
             return
         self.predictions = Predictions.merge(parts)
         self.metrics = self.report(self.predictions)
@@ -333,10 +429,36 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _local_predictions(outputs: list[dict[str, Any]]) -> Predictions | None:
+def _resolve_model(model: MultiModalClassifier | None,
+                   config: ModelConfig | Mapping[str, Any] | None) -> MultiModalClassifier:
+    """``model``, or the model built from ``config``; a ``config`` given with a model must be its
+    own."""
+    if config is not None and not isinstance(config, ModelConfig):
+        if not isinstance(config, Mapping):
+            raise ValueError(f"model_config: expected a ModelConfig or its dict, got "
+                             f"{type(config).__name__}")
+        config = config_from_dict(ModelConfig, config, "model_config")
+    if model is None:
+        if config is None:
+            raise ValueError("model: expected a MultiModalClassifier or model_config (a "
+                             "ModelConfig or its dict) to build one, got neither")
+        from mmfusion.models.builder import build_model
+
+        return build_model(config)
+    if not isinstance(model, MultiModalClassifier):
+        raise TypeError(f"model: expected a MultiModalClassifier, got {type(model).__name__}")
+    own = getattr(model, "config", None)
+    if config is not None and own != config:
+        raise ValueError(f"model_config: {config.to_dict()} differs from the model's "
+                         f"{own.to_dict() if isinstance(own, ModelConfig) else None}")
+    return model
+
+
+def _local_predictions(outputs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """This process's outputs as :class:`Predictions` arguments (checked after the gather)."""
     if not outputs:
         return None
-    return Predictions(
+    return dict(
         probs={k: np.concatenate([o["probs"][k] for o in outputs]) for k in outputs[0]["probs"]},
         labels=np.concatenate([o["labels"] for o in outputs]),
         groups=np.concatenate([o["groups"] for o in outputs]),

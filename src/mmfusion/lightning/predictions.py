@@ -21,6 +21,10 @@ class Predictions:
         groups: ``[N]`` patient ids.
         indices: ``[N]`` data set indices (sorted).
         available: modality -> ``[N]`` bool: was the modality present for that sample.
+
+    Raises:
+        ValueError: A branch's probabilities are not all finite (a diverged model, or non-finite
+            inputs): no metric or predicted class is computed from them.
     """
 
     probs: dict[str, np.ndarray]
@@ -28,6 +32,16 @@ class Predictions:
     groups: np.ndarray
     indices: np.ndarray
     available: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        for branch, p in self.probs.items():
+            finite = np.isfinite(np.asarray(p, dtype=np.float64))
+            bad = ~finite.all(axis=tuple(range(1, finite.ndim))) if finite.ndim > 1 else ~finite
+            if bad.any():
+                raise ValueError(
+                    f"probs[{branch!r}]: {int(bad.sum())} of {len(p)} samples have non-finite "
+                    "probabilities (NaN/inf): the model's weights or inputs are not finite (a "
+                    "diverged training?); refusing to compute predictions or metrics from them")
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -4,7 +4,8 @@
   AUROC, macro sensitivity eq. (4) and specificity eq. (5), confusion matrix) plus the clinical
   additions of NOTES.md (cut-off AUROCs F>=2, F>=3, F4; quadratic-weighted kappa; patient-level
   bootstrap confidence intervals), as one JSON-serialisable dict.
-- :func:`format_report`: a few-line text summary of that dict.
+- :func:`format_report`: a few-line text summary of that dict; :func:`format_interval` one
+  interval with the number of bootstrap resamples it rests on.
 - :func:`roc_curves`: per-class and macro-average ROC curves for plotting (Fig. 7).
 - :func:`aggregate_patients`, :func:`patient_report`: one answer per patient from its views
   (mean, geometric mean or most advanced stage), and the report at the patient level.
@@ -22,7 +23,7 @@ from mmfusion.metrics.calibration import (
     fit_temperature,
     reliability_diagram,
 )
-from mmfusion.metrics.format import format_report
+from mmfusion.metrics.format import format_interval, format_report
 from mmfusion.metrics.patients import (
     AGGREGATION_METHODS,
     PatientPredictions,
@@ -40,6 +41,7 @@ __all__ = [
     "classification_report",
     "expected_calibration_error",
     "fit_temperature",
+    "format_interval",
     "format_report",
     "patient_report",
     "reliability_diagram",

@@ -10,15 +10,25 @@ ties counted one half, which equals the ROC area (``sklearn.metrics.roc_auc_scor
 
 Resampling whole patients keeps each patient's correlated image pairs together (NOTES.md, "Where
 the paper is weak" -> Metrics), so the intervals are not too narrow.
+
+A resample where the metric is undefined (e.g. macro AUROC in a resample that lacks a class) is
+skipped. When most resamples are skipped, the remaining ones are a biased selection (those that
+happened to draw the rare class) and their percentiles can exclude the estimate itself; an interval
+is therefore reported only from at least :func:`min_valid_resamples` defined resamples (20, or half
+of the resamples if that is more), and always together with the count.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_weights", "percentile_interval", "weighted_auroc"]
+__all__ = ["bootstrap_weights", "min_valid_resamples", "percentile_interval", "weighted_auroc"]
+
+#: Fewest defined resamples an interval is ever reported from (see :func:`min_valid_resamples`).
+MIN_VALID_FLOOR = 20
 
 #: Upper bound on ``chunk * N`` elements of one weight matrix (bounds memory, about 32 MB).
 _MAX_CHUNK_ELEMENTS = 4_000_000
@@ -76,19 +86,59 @@ def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray
         return np.where(total > 0, pairs / np.where(total > 0, total, 1.0), np.nan)
 
 
-def percentile_interval(values: np.ndarray, level: float) -> dict[str, float | int | None]:
+def min_valid_resamples(n_bootstrap: int) -> int:
+    """Fewest defined resamples a percentile interval is reported from.
+
+    Args:
+        n_bootstrap: Number of resamples drawn ``B``.
+
+    Returns:
+        ``max(20, ceil(B / 2))``: at least 20 replicates, and at least half of those drawn (so a
+        rare class missing from most resamples does not select a biased minority).
+    """
+    return max(MIN_VALID_FLOOR, -(-int(n_bootstrap) // 2))
+
+
+def percentile_interval(
+    values: np.ndarray, level: float, min_valid: int | None = None
+) -> dict[str, Any]:
     """Percentile bootstrap interval over the defined (non-NaN) replicates.
 
     Args:
         values: ``[B]`` replicate values; NaN marks a resample where the metric is undefined.
         level: Coverage, e.g. ``0.95``.
+        min_valid: Fewest defined replicates to report an interval from (>= 2); ``None`` uses
+            :func:`min_valid_resamples` of ``B``.
 
     Returns:
-        ``{"lower", "upper", "n_valid"}``; bounds are ``None`` with fewer than 2 defined replicates.
+        ``{"lower", "upper", "n_valid", "n_resamples", "min_valid", "reason"}``: ``n_valid`` of
+        the ``n_resamples`` replicates are defined. With fewer than ``min_valid`` the bounds are
+        ``None`` and ``reason`` says why; otherwise ``reason`` is ``None``.
+
+    Raises:
+        ValueError: ``min_valid`` is not an int >= 2.
     """
+    n_resamples = int(values.shape[0])
+    if min_valid is None:
+        min_valid = min_valid_resamples(n_resamples)
+    elif isinstance(min_valid, bool) or not isinstance(min_valid, (int, np.integer)) or min_valid < 2:
+        raise ValueError(f"min_valid: expected an int >= 2, got {min_valid!r}")
     valid = values[~np.isnan(values)]
-    if valid.size < 2:
-        return {"lower": None, "upper": None, "n_valid": int(valid.size)}
+    result: dict[str, Any] = {
+        "lower": None,
+        "upper": None,
+        "n_valid": int(valid.size),
+        "n_resamples": n_resamples,
+        "min_valid": int(min_valid),
+        "reason": None,
+    }
+    if valid.size < min_valid:
+        result["reason"] = (
+            f"only {valid.size} of {n_resamples} bootstrap resamples define the metric; "
+            f"an interval needs at least {min_valid}"
+        )
+        return result
     alpha = 1.0 - level
     lower, upper = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
-    return {"lower": float(lower), "upper": float(upper), "n_valid": int(valid.size)}
+    result["lower"], result["upper"] = float(lower), float(upper)
+    return result

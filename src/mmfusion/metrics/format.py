@@ -5,18 +5,38 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["format_report"]
+__all__ = ["format_interval", "format_report"]
 
 
 def _num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def format_interval(bounds: Mapping[str, Any], level: float, n_resamples: int) -> str:
+    """One bootstrap interval with the count of resamples it comes from.
+
+    Args:
+        bounds: One interval of a report's ``ci`` (``{"lower", "upper", "n_valid", ...}``).
+        level: Its coverage, e.g. ``0.95``.
+        n_resamples: Resamples drawn; ``bounds["n_resamples"]`` wins when present (reports
+            written before that key existed lack it).
+
+    Returns:
+        ``"[95% CI 0.612-0.634, 1000/1000 valid resamples]"``, or
+        ``"[interval not reported (5/50 valid resamples)]"`` when the bounds are ``None``.
+    """
+    total = bounds.get("n_resamples", n_resamples)
+    count = f"{bounds['n_valid']}/{total} valid resamples"
+    if bounds.get("lower") is None:
+        return f"[interval not reported ({count})]"
+    return f"[{level:.0%} CI {bounds['lower']:.3f}-{bounds['upper']:.3f}, {count}]"
+
+
 def _interval(report: Mapping[str, Any], key: str) -> str:
     ci = report.get("ci")
-    if not ci or ci[key]["lower"] is None:
+    if not ci:
         return ""
-    return f" [{ci['level']:.0%} CI {ci[key]['lower']:.3f}-{ci[key]['upper']:.3f}]"
+    return " " + format_interval(ci[key], ci["level"], ci["n_bootstrap"])
 
 
 def format_report(report: Mapping[str, Any]) -> str:
@@ -28,7 +48,8 @@ def format_report(report: Mapping[str, Any]) -> str:
 
     Returns:
         A multi-line string (no trailing newline): sample counts, accuracy and macro AUROC with
-        their intervals, macro sensitivity/specificity and kappa, the cut-off AUROCs, and
+        their intervals and the number of valid resamples each comes from (or "interval not
+        reported" when too few resamples define the metric), macro sensitivity/specificity and kappa, the cut-off AUROCs, and
         per-class sensitivity/specificity/AUROC/support. Undefined values print as ``n/a``.
     """
     groups = "" if report.get("n_groups") is None else f" from {report['n_groups']} patients"

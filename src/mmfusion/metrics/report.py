@@ -59,6 +59,7 @@ def classification_report(
     n_bootstrap: int = 1000,
     ci: float = 0.95,
     seed: int | None = 0,
+    min_valid_resamples: int | None = None,
 ) -> dict[str, Any]:
     """Compute the paper's metrics plus clinical cut-off AUROCs, kappa and bootstrap intervals.
 
@@ -76,6 +77,9 @@ def classification_report(
             then ``None``).
         ci: Coverage of the percentile intervals, in ``(0, 1)``.
         seed: Seed of the resampling (``None``: fresh entropy, not reproducible).
+        min_valid_resamples: Fewest resamples in which a metric is defined for its interval to
+            be reported (>= 2); ``None``: ``max(20, ceil(n_bootstrap / 2))``
+            (``mmfusion.metrics.bootstrap.min_valid_resamples``).
 
     Returns:
         A JSON-serialisable dict (plain ``float``/``int``/``str``/``list``/``dict``/``None``):
@@ -94,7 +98,7 @@ def classification_report(
           ``auc_f2plus``, ``auc_f3plus``, ``auc_f4`` (= ``">=2"``, ``">=3"``, ``">=4"``).
         - ``ci``: ``None`` if ``n_bootstrap == 0``, else ``{"level", "method": "percentile",
           "unit": "patient" | "sample", "n_bootstrap", "seed", "accuracy": {"lower", "upper",
-          "n_valid"}, "auc_macro": {...}}``.
+          "n_valid", "n_resamples", "min_valid", "reason"}, "auc_macro": {...}}``.
 
     Undefined values are ``None`` (JSON null), never NaN:
 
@@ -105,12 +109,15 @@ def classification_report(
     - ``qwk`` is ``None`` when labels and predictions all are one and the same class.
     - A bootstrap resample in which the metric is undefined is skipped: for ``auc_macro``, one
       that lacks positives or negatives for any class in ``auc_macro_classes`` (so every
-      replicate averages the same classes). ``n_valid`` counts the resamples used; the bounds are
-      ``None`` with fewer than two.
+      replicate averages the same classes). ``n_valid`` counts the resamples used, of
+      ``n_resamples``; the bounds are ``None`` with fewer than ``min_valid`` (the few resamples
+      that happen to draw a rare class are a biased selection whose percentiles can exclude the
+      estimate itself), and ``reason`` then says so.
 
     Raises:
         ValueError: Malformed input (shapes, lengths, rows of ``probs`` not summing to 1 within
-            1e-3, labels out of range, bad ``class_names``/``n_bootstrap``/``ci``); the message
+            1e-3, labels out of range, bad ``class_names``/``n_bootstrap``/``ci``/
+            ``min_valid_resamples``); the message
             names the argument, what was expected and what came.
     """
     p = as_probs(probs, num_classes)
@@ -123,6 +130,14 @@ def classification_report(
         raise ValueError(f"n_bootstrap: expected an int >= 0, got {n_bootstrap}")
     if not 0.0 < float(ci) < 1.0:
         raise ValueError(f"ci: expected a coverage in (0, 1), e.g. 0.95, got {ci!r}")
+    if min_valid_resamples is not None and (
+        isinstance(min_valid_resamples, bool)
+        or not isinstance(min_valid_resamples, (int, np.integer))
+        or min_valid_resamples < 2
+    ):
+        raise ValueError(
+            f"min_valid_resamples: expected an int >= 2 or None, got {min_valid_resamples!r}"
+        )
     if groups is None:
         group_index, n_groups = np.arange(n), n
     else:
@@ -169,7 +184,8 @@ def classification_report(
     if n_bootstrap > 0:
         unit = "sample" if groups is None else "patient"
         report["ci"] = _bootstrap_ci(
-            p, y, pred, group_index, n_groups, auc_classes, n_bootstrap, float(ci), seed, unit
+            p, y, pred, group_index, n_groups, auc_classes, n_bootstrap, float(ci), seed, unit,
+            min_valid_resamples,
         )
     return report
 
@@ -185,6 +201,7 @@ def _bootstrap_ci(
     level: float,
     seed: int | None,
     unit: str,
+    min_valid: int | None,
 ) -> dict[str, Any]:
     """Percentile intervals of accuracy and macro AUROC over (cluster) bootstrap resamples."""
     rng = np.random.default_rng(seed)
@@ -203,6 +220,6 @@ def _bootstrap_ci(
         "unit": unit,
         "n_bootstrap": n_bootstrap,
         "seed": seed,
-        "accuracy": percentile_interval(np.concatenate(acc_parts), level),
-        "auc_macro": percentile_interval(np.concatenate(auc_parts), level),
+        "accuracy": percentile_interval(np.concatenate(acc_parts), level, min_valid),
+        "auc_macro": percentile_interval(np.concatenate(auc_parts), level, min_valid),
     }

@@ -8,16 +8,27 @@ True
 - :class:`ModelConfig` / :class:`TrainingConfig`: the single source of truth for the paper's values.
 - :func:`build_model` / :func:`build_loss`: a model and its loss from a configuration.
 - :class:`FusionClassifier`: a :class:`~mmfusion.nn.MultiModalClassifier` that knows its
-  configuration; ``model.save_pretrained(dir)`` and :func:`from_pretrained` round-trip it exactly.
+  configuration; ``model.save_pretrained(dir)`` and :func:`from_pretrained` round-trip it exactly;
+  :func:`read_trained_with` says what saved weights were trained with (modalities, image size,
+  classes, normalisation).
 """
 
 from mmfusion.models.builder import build_loss, build_model
 from mmfusion.models.classifier import FusionClassifier
-from mmfusion.models.config import ModelConfig, TrainingConfig, config_from_dict
+from mmfusion.models.config import (
+    MAX_IMAGE_SIZE,
+    MAX_NUM_CLASSES,
+    MAX_WIDTH,
+    ModelConfig,
+    TrainingConfig,
+    config_from_dict,
+)
 from mmfusion.models.pretrained import (
+    TrainedWith,
     from_pretrained,
     load_weights,
     read_model_config,
+    read_trained_with,
     save_pretrained,
 )
 from mmfusion.models.registry import (
@@ -31,11 +42,15 @@ from mmfusion.models.registry import (
 )
 
 __all__ = [
+    "MAX_IMAGE_SIZE",
+    "MAX_NUM_CLASSES",
+    "MAX_WIDTH",
     "TABLE_I",
     "TABLE_I_ROWS",
     "FusionClassifier",
     "ModelConfig",
     "Preset",
+    "TrainedWith",
     "TrainingConfig",
     "build_loss",
     "build_model",
@@ -46,6 +61,7 @@ __all__ = [
     "list_models",
     "load_weights",
     "read_model_config",
+    "read_trained_with",
     "register_model",
     "save_pretrained",
 ]

@@ -7,7 +7,7 @@ anywhere: :meth:`FusionClassifier.save_pretrained` writes ``config.json`` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from torch import nn
@@ -51,19 +51,29 @@ class FusionClassifier(MultiModalClassifier):
             )
         self.config = config
 
-    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        *,
+        overwrite: bool = False,
+        normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    ) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically).
+
+        See :func:`mmfusion.models.save_pretrained`.
 
         Args:
             directory: Folder to write (created if needed).
             overwrite: Replace a model already saved there.
+            normalization: ``(mean, std)`` of the training images (``None``: ImageNet's).
 
         Returns:
             The folder.
 
         Raises:
             FileExistsError: ``directory`` already holds a saved model and ``overwrite`` is false.
+            ValueError: The parameters hold NaN or Inf (a diverged model is never saved).
         """
         from mmfusion.models.pretrained import save_pretrained
 
-        return save_pretrained(self, directory, overwrite=overwrite)
+        return save_pretrained(self, directory, overwrite=overwrite, normalization=normalization)

@@ -9,11 +9,30 @@ III.B-III.E and NOTES.md); they are the single source of truth for them. Presets
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeVar
 
-__all__ = ["ModelConfig", "TrainingConfig", "config_from_dict"]
+from mmfusion._checks import (
+    check_choice,
+    check_int,
+    check_number,
+    check_sequence,
+    is_int,
+    short_repr,
+)
+
+__all__ = ["MAX_IMAGE_SIZE", "MAX_NUM_CLASSES", "MAX_WIDTH", "ModelConfig", "TrainingConfig",
+           "config_from_dict"]
+
+MAX_IMAGE_SIZE = 4096
+"""Largest ``image_size`` (pixels): 16 x the paper's 224 px; a flattened ResNet-50 head at this
+size already holds billions of parameters."""
+MAX_NUM_CLASSES = 100_000
+"""Largest ``num_classes`` (100 x ImageNet-1k's classes)."""
+MAX_WIDTH = 65_536
+"""Largest ``embed_dim`` and ``hidden`` width."""
 
 _C = TypeVar("_C", "ModelConfig", "TrainingConfig")
 
@@ -31,14 +50,18 @@ class ModelConfig:
         loss: ``"multi"``: ``L_total = CE_us + CE_swe + CE_joint + alpha L_C``, predicting with the
             ensemble (III.D); ``"single"``: ``CE_joint`` only, predicting with the joint branch.
         backbone: timm model name of every encoder (ResNet-50 in the paper).
-        image_size: Input side in pixels (the flattened heads depend on it; 224 in the paper).
+        image_size: Input side in pixels, 32 to :data:`MAX_IMAGE_SIZE` (4096) (the flattened
+            heads depend on it; 224 in the paper).
         frozen_stages: Encoder stages frozen, stem included (3 in the paper, III.E).
         hidden: Hidden widths of the single-modal classifiers (three FC layers in the paper; the
-            widths are not given there, these put the model at 127.9 M parameters).
+            widths are not given there, these put the model at 127.9 M parameters); each 1 to
+            :data:`MAX_WIDTH` (65536).
         head_pool: Single-modal heads on the ``"flatten"``-ed stage-4 map (the paper) or on its
             global ``"avg"`` pool (a small head for CPU runs).
-        embed_dim: Size of each modality vector ``f_m`` (256: a 512-d fused vector).
-        num_classes: Number of classes (5 fibrosis stages).
+        embed_dim: Size of each modality vector ``f_m`` (256: a 512-d fused vector), 1 to
+            :data:`MAX_WIDTH`.
+        num_classes: Number of classes (5 fibrosis stages), 2 to :data:`MAX_NUM_CLASSES`
+            (100000).
         alpha: Consistency-loss weight (eq. (3): 0.2).
         modality_dropout: Per-sample probability of hiding a modality while training (0: the
             paper's model never sees a missing modality).
@@ -58,37 +81,39 @@ class ModelConfig:
     modality_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "modalities", tuple(self.modalities))
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        mods = self.modalities
-        checks = [
-            (bool(mods) and all(isinstance(m, str) and m for m in mods) and len(set(mods)) == len(mods),
-             f"modalities: expected distinct non-empty names, got {mods!r}"),
-            (self.fusion in ("attention", "late"),
-             f"fusion: expected 'attention' or 'late', got {self.fusion!r}"),
-            (self.loss in ("multi", "single"), f"loss: expected 'multi' or 'single', got {self.loss!r}"),
-            (isinstance(self.backbone, str) and bool(self.backbone),
-             f"backbone: expected a timm model name, got {self.backbone!r}"),
-            (isinstance(self.image_size, int) and self.image_size >= 32,
-             f"image_size: expected an int >= 32 pixels, got {self.image_size!r}"),
-            (isinstance(self.frozen_stages, int) and self.frozen_stages >= 0,
-             f"frozen_stages: expected an int >= 0, got {self.frozen_stages!r}"),
-            (all(h >= 1 for h in self.hidden), f"hidden: expected positive widths, got {self.hidden!r}"),
-            (self.head_pool in ("flatten", "avg"),
-             f"head_pool: expected 'flatten' or 'avg', got {self.head_pool!r}"),
-            (isinstance(self.embed_dim, int) and self.embed_dim >= 1,
-             f"embed_dim: expected a positive int, got {self.embed_dim!r}"),
-            (isinstance(self.num_classes, int) and self.num_classes >= 2,
-             f"num_classes: expected an int >= 2, got {self.num_classes!r}"),
-            (self.alpha >= 0, f"alpha: expected >= 0, got {self.alpha!r}"),
-            (0.0 <= self.modality_dropout < 1.0,
-             f"modality_dropout: expected a probability in [0, 1), got {self.modality_dropout!r}"),
-            (len(mods) > 1 or self.modality_dropout == 0.0,
-             f"modality_dropout: needs two or more modalities, got {mods!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        """Check every field's type and range (a bool is not an int, a string is not a sequence).
+
+        Raises:
+            ValueError: A field of the wrong type or out of range; the message names the field.
+        """
+        names = "a sequence of distinct non-empty names"
+        mods = check_sequence(self.modalities, "modalities", names)
+        if not (mods and all(isinstance(m, str) and m for m in mods) and len(set(mods)) == len(mods)):
+            raise ValueError(f"modalities: expected {names}, got {short_repr(self.modalities)}")
+        widths = f"a sequence of ints >= 1 and <= {MAX_WIDTH}"
+        hidden = check_sequence(self.hidden, "hidden", widths)
+        if not all(is_int(h) and 1 <= h <= MAX_WIDTH for h in hidden):
+            raise ValueError(f"hidden: expected {widths}, got {short_repr(self.hidden)}")
+        check_choice(self.fusion, "fusion", ("attention", "late"))
+        check_choice(self.loss, "loss", ("multi", "single"))
+        if not (isinstance(self.backbone, str) and self.backbone):
+            raise ValueError(f"backbone: expected a timm model name, got {short_repr(self.backbone)}")
+        check_choice(self.head_pool, "head_pool", ("flatten", "avg"))
+        values = {
+            "modalities": mods,
+            "hidden": tuple(int(h) for h in hidden),
+            "image_size": check_int(self.image_size, "image_size", 32, MAX_IMAGE_SIZE),
+            "frozen_stages": check_int(self.frozen_stages, "frozen_stages", 0),
+            "embed_dim": check_int(self.embed_dim, "embed_dim", 1, MAX_WIDTH),
+            "num_classes": check_int(self.num_classes, "num_classes", 2, MAX_NUM_CLASSES),
+            "alpha": check_number(self.alpha, "alpha", 0),
+            "modality_dropout": check_number(self.modality_dropout, "modality_dropout", 0, 1,
+                                             high_open=True),
+        }
+        if len(mods) < 2 and values["modality_dropout"] != 0.0:
+            raise ValueError(f"modality_dropout: needs two or more modalities, got {mods!r}")
+        for name, value in values.items():  # plain Python types (JSON-ready, hash-stable)
+            object.__setattr__(self, name, value)
 
     @property
     def is_fused(self) -> bool:
@@ -126,20 +151,21 @@ class TrainingConfig:
     augment: Literal["paper", "online", "none"] = "paper"
 
     def __post_init__(self) -> None:
-        checks = [
-            (isinstance(self.epochs, int) and self.epochs >= 1, f"epochs: expected an int >= 1, got {self.epochs!r}"),
-            (isinstance(self.batch_size, int) and self.batch_size >= 1,
-             f"batch_size: expected an int >= 1, got {self.batch_size!r}"),
-            (self.lr > 0, f"lr: expected > 0, got {self.lr!r}"),
-            (self.weight_decay >= 0, f"weight_decay: expected >= 0, got {self.weight_decay!r}"),
-            (self.schedule in ("constant", "cosine"),
-             f"schedule: expected 'constant' or 'cosine', got {self.schedule!r}"),
-            (self.augment in ("paper", "online", "none"),
-             f"augment: expected 'paper', 'online' or 'none', got {self.augment!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        """Check every field's type and range (a bool is not an int).
+
+        Raises:
+            ValueError: A field of the wrong type or out of range; the message names the field.
+        """
+        values = {
+            "epochs": check_int(self.epochs, "epochs", 1),
+            "batch_size": check_int(self.batch_size, "batch_size", 1),
+            "lr": check_number(self.lr, "lr", 0, low_open=True),
+            "weight_decay": check_number(self.weight_decay, "weight_decay", 0),
+        }
+        check_choice(self.schedule, "schedule", ("constant", "cosine"))
+        check_choice(self.augment, "augment", ("paper", "online", "none"))
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     def replace(self, **changes: Any) -> TrainingConfig:
         """A copy with ``changes`` applied (validated; unknown names are an error)."""
@@ -158,6 +184,37 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_HINTS: dict[str, str] = {
+    "pretrained": "for timm's pretrained=True pass weights='imagenet' (or weights='path/to/"
+                  "file.safetensors') to create_model / build_model",
+    "checkpoint_path": "pass the file as weights='path/to/file.safetensors' to create_model / "
+                       "build_model; a whole saved model loads with from_pretrained(folder)",
+    "pretrained_cfg": "pass weights='imagenet' or weights='path/to/file.safetensors' to "
+                      "create_model / build_model",
+    "img_size": "the input side is image_size=",
+    "input_size": "the input side is image_size=",
+    "model_name": "the timm model of the encoders is backbone=",
+    "arch": "the timm model of the encoders is backbone=",
+    "global_pool": "the single-modal heads pool with head_pool='avg' (or 'flatten')",
+    "in_chans": "the encoders take 3-channel images (grey images are repeated to 3 channels)",
+    "drop_rate": "dropout is not a ModelConfig option (modality_dropout hides whole modalities)",
+}
+"""Unknown field -> what to use instead (timm's ``create_model`` keyword arguments, mostly)."""
+
+
+def _unknown_fields_hint(unknown: list[str], known: set[str]) -> str:
+    """"; <hint>" for each unknown name: a known replacement, or the closest field names."""
+    hints = []
+    for name in unknown:
+        if name in _HINTS:
+            hints.append(f"{name}: {_HINTS[name]}")
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=2, cutoff=0.6)
+        if close:
+            hints.append(f"{name}: did you mean {' or '.join(close)}?")
+    return "".join(f"; {hint}" for hint in hints)
+
+
 def config_from_dict(cls: type[_C], data: Mapping[str, Any], source: str = "config") -> _C:
     """Build ``cls`` from a plain mapping (e.g. read from JSON).
 
@@ -167,12 +224,15 @@ def config_from_dict(cls: type[_C], data: Mapping[str, Any], source: str = "conf
         source: Where ``data`` came from, for error messages.
 
     Raises:
-        ValueError: Unknown field names (listed with the known ones) or invalid values.
+        ValueError: Unknown field names (listed with the known ones, with a hint for timm's
+            keyword arguments such as ``pretrained`` and for near misses), or values of the wrong
+            type or out of range.
     """
     if not isinstance(data, Mapping):
         raise ValueError(f"{source}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{source}: unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
+        raise ValueError(f"{source}: unknown {cls.__name__} field(s) {unknown}"
+                         f"{_unknown_fields_hint(unknown, known)}; known: {sorted(known)}")
     return cls(**dict(data))

@@ -23,7 +23,7 @@ from typing import Any
 
 from mmfusion.models.builder import Weights, build_model
 from mmfusion.models.classifier import FusionClassifier
-from mmfusion.models.config import ModelConfig, TrainingConfig
+from mmfusion.models.config import ModelConfig, TrainingConfig, config_from_dict
 
 __all__ = ["TABLE_I", "TABLE_I_ROWS", "Preset", "create_model", "get_preset", "list_models", "register_model"]
 
@@ -98,7 +98,9 @@ def create_model(name: str, *, weights: Weights = None, **overrides: Any) -> Fus
         weights: Encoder initialisation: ``None`` (random; nothing is downloaded), a local weights
             file, ``"imagenet"`` (timm's pretrained weights via the Hugging Face cache, downloaded
             only then), or a mapping modality -> one of those.
-        **overrides: :class:`ModelConfig` fields, e.g. ``backbone="resnet18"``, ``image_size=128``.
+        **overrides: :class:`ModelConfig` fields, e.g. ``backbone="resnet18"``, ``image_size=128``
+            (timm's ``pretrained=True`` is ``weights="imagenet"`` here; an unknown name is an
+            error with a hint).
 
     Returns:
         The :class:`FusionClassifier` (train mode), which carries its configuration.
@@ -109,7 +111,9 @@ def create_model(name: str, *, weights: Weights = None, **overrides: Any) -> Fus
         >>> model.config.modalities
         ('us', 'swe')
     """
-    return build_model(get_preset(name).model.replace(**overrides), weights=weights)
+    base = get_preset(name).model
+    config = config_from_dict(ModelConfig, {**base.to_dict(), **overrides}, f"create_model({name!r})")
+    return build_model(config, weights=weights)
 
 
 register_model(

@@ -10,7 +10,9 @@ by position.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import cast
@@ -31,6 +33,60 @@ _IMAGENET = "imagenet"
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")  # timm's order on the Hub
 _HUB_PROBE_TIMEOUT_S = 5.0
+
+
+_LOOKALIKES = str.maketrans({"o": "0", "l": "1", "i": "1"})
+"""Letters typed for digits (``resnet5O``, ``resnetl8``), compared as the digit."""
+
+
+def _normalised(name: str) -> str:
+    return name.lower().translate(_LOOKALIKES)
+
+
+def _family(name: str) -> str:
+    """The leading letters of a model name (``"resnet"`` for ``resnet50d``)."""
+    match = re.match(r"[a-z]+", name.lower())
+    return match.group(0) if match else ""
+
+
+def similar_backbones(name: str, limit: int = 5) -> list[str]:
+    """timm model names close to ``name``, the likeliest first (for "did you mean" hints).
+
+    Names are compared in lower case with the letters ``O``, ``l`` and ``I`` read as the digits
+    they resemble, so ``"resnet5O"`` and ``"ResNet50"`` give ``"resnet50"`` first; the others rank
+    by :class:`difflib.SequenceMatcher` similarity, those of the same family (the leading letters,
+    ``"resnet"``) ahead of equally similar names of another. A pretrained tag (``".a1_in1k"``) is
+    ignored.
+
+    Args:
+        name: The unknown model name.
+        limit: How many names to return at most.
+
+    Returns:
+        Up to ``limit`` names from :func:`timm.list_models`, possibly none.
+
+    Example:
+        >>> similar_backbones("resnet5O")[0]
+        'resnet50'
+    """
+    base = name.split(".")[0]
+    query, family = _normalised(base), _family(base)
+    matcher = difflib.SequenceMatcher(b=query, autojunk=False)
+    scored: list[tuple[float, int, str]] = []
+    for candidate in timm.list_models():
+        normalised = _normalised(candidate)
+        if normalised == query:
+            score = 2.0
+        else:
+            matcher.set_seq1(normalised)
+            if matcher.real_quick_ratio() < 0.6 or matcher.quick_ratio() < 0.6:
+                continue
+            score = matcher.ratio()
+            if score < 0.6:
+                continue
+            score += 0.1 if _family(candidate) == family else 0.0
+        scored.append((-score, len(candidate), candidate))
+    return [candidate for *_, candidate in sorted(scored)[:limit]]
 
 
 class ModalityEncoder(nn.Module):
@@ -60,7 +116,8 @@ class ModalityEncoder(nn.Module):
             seconds and names the fix; ``True`` for the same weights only from the cache (never
             downloads); or a local file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``; timm or
             torchvision key names; loaded with ``weights_only=True``, never unpickling arbitrary
-            objects). Every tensor of the feature extractor must come from the weights.
+            objects). Every tensor of the feature extractor must come from the weights, and
+            none may hold NaN or Inf.
         in_chans: Number of input channels. Pretrained first-layer weights are adapted by timm.
         frozen_stages: Number of stages to freeze (0 trains everything, 3 is the paper's setting).
         frozen_no_grad: Detach the input of a frozen encoder, so the frozen part records no graph.
@@ -105,10 +162,11 @@ class ModalityEncoder(nn.Module):
         if not isinstance(backbone, str) or not backbone:
             raise TypeError(f"backbone: expected a timm model name, got {backbone!r}")
         if not timm.is_model(backbone.split(".")[0]):
-            close = timm.list_models(f"*{backbone.split('.')[0][:6]}*")[:8]
+            close = similar_backbones(backbone)
             raise ValueError(
                 f"backbone: unknown timm model {backbone!r}"
-                + (f"; similar names: {close}" if close else "")
+                + (f"; did you mean {', '.join(repr(c) for c in close)}?" if close else
+                   " (timm.list_models() lists them)")
             )
         if not isinstance(in_chans, int) or in_chans < 1:
             raise ValueError(f"in_chans: expected a positive int, got {in_chans!r}")
@@ -401,6 +459,13 @@ def _load_file(backbone: str, path: Path, common: dict) -> nn.Module:
             f"weights: {str(path)!r} does not fit backbone {backbone!r}: {len(missing)} of "
             f"{len(model.state_dict())} tensors are missing from the file (e.g. {missing[:3]}). "
             f"Pass a state dict saved from timm or torchvision {backbone!r}."
+        )
+    bad = [k for k, t in model.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(
+            f"weights: {str(path)!r} holds NaN/Inf values in {len(bad)} tensor(s) (first: "
+            f"{', '.join(bad[:3])}); the model they were saved from diverged during training"
         )
     return model
 

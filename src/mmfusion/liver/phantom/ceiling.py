@@ -11,6 +11,12 @@ view perfectly. Judge a trained model's accuracy against these numbers.
 what the SWE colour box can tell at best, ``("texture",)`` what the B-mode texture can tell, and
 both (the default) what a fusion model can reach. The gap between a single-modality ceiling and
 the joint one is the most that fusing the modalities can add on the phantom.
+
+``prior`` sets the class mix of the evaluated set. The ceiling depends on it: a test set with
+equally many patients per stage (the paper protocol's balanced split) has another ceiling than
+one drawn with the cohort's prevalence, because the Bayes classifier for that set weighs the
+classes by that set's own frequencies. Compare a model with the ceiling of the class mix it was
+tested on.
 """
 
 from __future__ import annotations
@@ -42,12 +48,29 @@ def _check_latents(latents: Sequence[str]) -> frozenset[str]:
     return frozenset(latents)
 
 
+def _check_prior(prior: Sequence[float] | np.ndarray, n_classes: int) -> np.ndarray:
+    """Class weights (counts or probabilities) -> probabilities ``[K]``."""
+    try:
+        weights = np.asarray(prior, dtype=np.float64)
+    except (TypeError, ValueError):
+        weights = np.full(0, np.nan)
+    if weights.shape != (n_classes,) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError(
+            f"prior: expected {n_classes} non-negative finite class weights (counts or "
+            f"probabilities, one per stage F0..F{n_classes - 1}), got {prior!r}"
+        )
+    if weights.sum() <= 0:
+        raise ValueError(f"prior: expected class weights that sum to more than 0, got {prior!r}")
+    return weights / weights.sum()
+
+
 def bayes_ceiling(
     n_samples: int = 200_000,
     seed: int = 0,
     config: PhantomConfig | None = None,
     per_view: bool = False,
     latents: Sequence[str] = LATENTS,
+    prior: Sequence[float] | np.ndarray | None = None,
 ) -> float:
     """Monte-Carlo accuracy of the Bayes-optimal classifier on the phantom's latents.
 
@@ -64,31 +87,39 @@ def bayes_ceiling(
             the patient's latents.
         latents: What the classifier sees: ``("stiffness",)`` (SWE alone), ``("texture",)``
             (B-mode alone) or both (default).
+        prior: Class mix of the evaluated set, one weight per stage (counts, e.g. a test set's
+            label counts, or probabilities; a zero weight excludes the stage). The simulated
+            patients are drawn from it and the Bayes classifier uses it. ``None``: the cohort's
+            ``config.stage_prevalence``.
 
     Returns:
         Accuracy in ``[0, 1]``. Default configuration, 200,000 samples, seed 0 (stiffness
         alone / texture alone / both): 0.512 / 0.669 / 0.741 per patient and
-        0.507 / 0.657 / 0.729 per view.
+        0.507 / 0.657 / 0.729 per view, under the cohort's prevalence.
 
     Raises:
         TypeError: ``latents`` is not a sequence of names.
-        ValueError: ``n_samples`` is not a positive int, or ``latents`` is empty, repeats a name
-            or names an unknown latent.
+        ValueError: ``n_samples`` is not a positive int, ``latents`` is empty, repeats a name
+            or names an unknown latent, or ``prior`` is not one non-negative weight per stage
+            with a positive sum.
     """
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples: expected a positive int, got {n_samples!r}")
     seen = _check_latents(latents)
     cfg = config or PhantomConfig()
     rng = np.random.default_rng([seed, 7])
-    prior = np.asarray(cfg.stage_prevalence, dtype=np.float64)
-    prior = prior / prior.sum()
-    stages = rng.choice(len(prior), size=n_samples, p=prior)
+    if prior is None:
+        p_class = np.asarray(cfg.stage_prevalence, dtype=np.float64)
+        p_class = p_class / p_class.sum()
+    else:
+        p_class = _check_prior(prior, len(cfg.stage_prevalence))
+    stages = rng.choice(len(p_class), size=n_samples, p=p_class)
     stiffness, texture = sample_latents(stages, rng, cfg)
 
     mu = np.log(np.asarray(cfg.stiffness_median_kpa))
     sigma = np.asarray(cfg.stiffness_log_sigma)
     t_mu = np.asarray(cfg.texture_mean)
-    t_sd = np.full(len(prior), cfg.texture_sd)
+    t_sd = np.full(len(p_class), cfg.texture_sd)
     log_s = np.log(stiffness)
     if per_view:
         log_s = log_s + cfg.view_stiffness_log_sd * rng.standard_normal(n_samples)
@@ -97,7 +128,9 @@ def bayes_ceiling(
         t_sd = np.hypot(t_sd, cfg.view_texture_sd)
 
     # log p(log s | c) of the normal in log-space; the Jacobian 1/s is the same for every class.
-    log_post = np.broadcast_to(np.log(prior)[None, :], (n_samples, len(prior)))
+    with np.errstate(divide="ignore"):  # a stage absent from the prior: log 0 = -inf
+        log_prior = np.log(p_class)
+    log_post = np.broadcast_to(log_prior[None, :], (n_samples, len(p_class)))
     if "stiffness" in seen:
         log_post = (
             log_post
