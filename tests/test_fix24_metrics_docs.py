@@ -116,11 +116,6 @@ def test_readme_code_blocks_fit_88_characters() -> None:
     assert not problems, f"README code lines over {MAX_CODE_LINE} characters: {problems}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the README's Lightning block and docs/snippets/lightning_path.py are edited by the "
-    "Lightning part of issue 24; remove this mark once their lines fit 88 characters",
-)
 def test_lightning_code_blocks_fit_88_characters() -> None:
     readme = too_long(readme_code_lines())
     problems = [p for p in readme if _is_lightning_readme_line(p.split(" ")[0])]

@@ -39,6 +39,7 @@ from examples.liver_fibrosis.runs import (
 from mmfusion.data import SeededSampler
 from mmfusion.data.pipeline import eval_dataset
 from mmfusion.files import atomic_write_text
+from mmfusion.metrics import format_interval
 
 OUTPUTS = ("metrics.json", "confusion_matrix.png", "roc.png", "reliability", "missing_modality.md",
            "missing_modality.json")
@@ -92,9 +93,9 @@ def missing_modality_table(results: dict[str, dict[str, Any]]) -> str:
     def cell(report: dict[str, Any], key: str) -> str:
         value = report.get(key)
         text = "n/a" if value is None else f"{value:.3f}"
-        bounds = (report.get("ci") or {}).get(key) or {}
-        if bounds.get("lower") is not None:
-            text += f" [{bounds['lower']:.3f}, {bounds['upper']:.3f}]"
+        ci = report.get("ci") or {}
+        if ci.get(key):
+            text += " " + format_interval(ci[key], ci["level"], ci["n_bootstrap"])
         return text
 
     for name, metrics in results.items():

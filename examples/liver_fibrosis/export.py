@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
+import glob
 import os
 import sys
 import tempfile
@@ -32,8 +34,7 @@ import torch
 from examples.liver_fibrosis.cli import CliError, run, say
 from examples.liver_fibrosis.options import RunConfig
 from examples.liver_fibrosis.report import MEAN_STD
-from examples.liver_fibrosis.runner import swe_crop
-from examples.liver_fibrosis.runs import load_run
+from examples.liver_fibrosis.runs import load_run, swe_crop, unwritable
 from mmfusion.liver.stages import STAGE_NAMES
 
 #: Largest accepted difference between ONNX Runtime's and PyTorch's probabilities.
@@ -96,6 +97,31 @@ def export_facts(cfg: RunConfig, modalities: list[str]) -> dict[str, object]:
     return {"mean": MEAN_STD[0], "std": MEAN_STD[1], "class_names": list(STAGE_NAMES), "crop": crop}
 
 
+def remove_stale_candidates(out: Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.*.tmp`` beside ``out``) of exports that were killed
+    before renaming them; a live export holds a lock on its own candidate, which is kept.
+
+    Returns:
+        The files deleted.
+    """
+    removed = []
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another export is writing it
+            continue
+        else:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m examples.liver_fibrosis.export``."""
     args = build_parser().parse_args(argv)
@@ -117,9 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mmfusion.export import OnnxPredictor, check_finite_weights, to_onnx
 
     check_finite_weights(model, "--checkpoint")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_candidates(out)
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as err:
+        raise unwritable(out.parent, err) or err from err
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held until exit: marks the candidate as in use
     candidate = Path(name)  # checked before it replaces --out
     try:
         try:
@@ -132,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.replace(candidate, out)
     finally:
         candidate.unlink(missing_ok=True)
+        os.close(fd)
     with contextlib.suppress(OSError):  # make the rename durable
         folder = os.open(out.parent, os.O_RDONLY)
         try:

@@ -305,7 +305,9 @@ def validate(cfg: RunConfig) -> None:
     import timm
 
     if not timm.is_model(m.backbone.split(".")[0]):
-        close = timm.list_models(f"*{m.backbone[:5]}*")[:6]
+        from mmfusion.nn.encoder import similar_backbones
+
+        close = similar_backbones(m.backbone)
         raise CliError(f"--backbone: unknown timm model {m.backbone!r}"
                        + (f"; similar names: {', '.join(close)}" if close else "")
                        + " (e.g. resnet50, resnet18, resnet10t)")

@@ -50,8 +50,14 @@ import torch
 from examples.liver_fibrosis.cli import CliError, run, say
 from examples.liver_fibrosis.options import RunConfig
 from examples.liver_fibrosis.report import MEAN_STD, explain_batch, pair_figure, to_display
-from examples.liver_fibrosis.runner import resolve_device, swe_crop
-from examples.liver_fibrosis.runs import check_free, load_run, require, write_json
+from examples.liver_fibrosis.runs import (
+    check_free,
+    load_run,
+    require,
+    resolve_device,
+    swe_crop,
+    write_json,
+)
 from mmfusion.data import SWE_SCALE_COLUMN, Manifest, ManifestRow
 from mmfusion.data.pipeline import cached_crops, eval_dataset
 from mmfusion.liver.stages import STAGE_NAMES

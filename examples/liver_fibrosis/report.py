@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from mmfusion import AttentionFusion
 from mmfusion.data import IMAGENET_MEAN, IMAGENET_STD
 from mmfusion.liver.stages import STAGE_NAMES
+from mmfusion.metrics import format_interval
 from mmfusion.plots import plot_confusion_matrix, plot_overlay, plot_reliability, plot_roc
 
 if TYPE_CHECKING:  # Lightning is only needed to train and evaluate, not to predict
@@ -97,10 +98,8 @@ def summary_line(metrics: Mapping[str, Any]) -> str:
     ci = e.get("ci") or {}
 
     def interval(key: str) -> str:
-        bounds = ci.get(key) or {}
-        if bounds.get("lower") is None:
-            return ""
-        return f" [{bounds['lower']:.3f}, {bounds['upper']:.3f}]"
+        bounds = ci.get(key)
+        return " " + format_interval(bounds, ci["level"], ci["n_bootstrap"]) if bounds else ""
 
     def num(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3f}"

@@ -209,7 +209,13 @@ def train_one(cfg: RunConfig, out: Path, fold: int = 0, model: Any = None) -> di
     assert dm.split is not None and module.metrics is not None and module.predictions is not None
     metrics = metrics_document(module.metrics, dm.split.description, module.predictions.available)
     if is_phantom(cfg):
-        metrics["phantom"] = phantom_ceilings(metrics["ensemble"]["accuracy"])
+        from examples.liver_fibrosis.ceilings import phantom_ceilings
+
+        metrics["phantom"] = phantom_ceilings(
+            cfg.model.modalities, module.predictions.labels, metrics["ensemble"]["accuracy"],
+            swe_input=cfg.run.swe_input,
+            test_groups=None if cfg.run.split == "paper" else module.predictions.groups,
+        )
     if main:  # the model is saved once it is evaluated (a model giving NaN never is)
         save_run_model(module.model, cfg, out)
         write_json(out / "metrics.json", metrics)
@@ -268,15 +274,6 @@ def _epoch_line(entry: dict[str, Any], epochs: int) -> str:
     parts += [f"{k} {v:.3f}" for k, v in entry.items() if k.startswith(("ce_", "consistency"))]
     parts += [f"lr {entry['lr']:.2e}", f"{entry['seconds']:.0f} s", f"{entry['pairs_per_s']:.1f} pairs/s"]
     return ", ".join(parts)
-
-
-def phantom_ceilings(accuracy: float) -> dict[str, float]:
-    """The phantom's Bayes ceilings (:func:`mmfusion.liver.bayes_ceiling`) and accuracy / ceiling."""
-    from mmfusion.liver import bayes_ceiling
-
-    per_view = bayes_ceiling(per_view=True)
-    return {"bayes_ceiling_per_view": per_view, "bayes_ceiling_per_patient": bayes_ceiling(),
-            "accuracy_over_ceiling": accuracy / per_view}
 
 
 def summarise_folds(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:

@@ -337,8 +337,9 @@ def load_config(folder: str | Path) -> RunConfig:
         raise CliError(f"--checkpoint: {path.parent} holds no config.json; pass the --out folder of a training run")
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CliError(f"{path}: not a readable JSON run configuration ({err})") from err
+    except (OSError, json.JSONDecodeError, RecursionError, UnicodeDecodeError) as err:
+        reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise CliError(f"{path}: not a readable JSON run configuration ({reason})") from err
     return RunConfig.from_json(data, source=str(path))
 
 

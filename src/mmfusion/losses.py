@@ -1,7 +1,7 @@
 """Training losses of the paper's model ensemble (section III.D, equations (1)-(3)).
 
 * :class:`ConsistencyLoss` - eq. (2): ``L_C = sum_{i<j} mean(|f_i - f_j|)`` over unordered
-  modality pairs (mean absolute error over batch and features, NOTES.md).
+  modality pairs (mean absolute error over batch and features, docs/paper_map.rst).
 * :class:`EnsembleLoss` - eq. (1) and (3): ``L_total = sum_b CE_b + alpha * L_C`` over the
   branches ``b`` (US, SWE, joint), ``alpha = 0.2``.
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from mmfusion._values import check_modality_keys
+
 __all__ = [
     "AVAILABLE_INPUT",
     "CROP_MODES",
@@ -81,23 +83,6 @@ def _require_onnxruntime(purpose: str) -> Any:
             f"{purpose} needs the optional package 'onnxruntime'; install it with {_EXTRA_HINT}"
         ) from err
     return onnxruntime
-
-
-def _check_names(given: Sequence[str], known: Sequence[str], name: str, *, every: bool) -> None:
-    """Unknown names (or, with ``every``, missing ones) are a ValueError naming ``name``."""
-    unknown = [k for k in given if k not in known]
-    if unknown:
-        raise ValueError(
-            f"{name}: unknown modality name(s) {unknown}; expected names from {list(known)}"
-        )
-    missing = [k for k in known if k not in given]
-    if every and missing:
-        raise ValueError(
-            f"{name}: missing modality name(s) {missing}; expected all of {list(known)}, "
-            f"got {list(given)}"
-        )
-    if not given:
-        raise ValueError(f"{name}: expected at least one of the modalities {list(known)}, got none")
 
 
 # -- the facts a model file carries -----------------------------------------------------------------
@@ -480,7 +465,7 @@ class OnnxPredictor:
                 f"inputs: expected a mapping modality name -> [B, C, H, W] array, "
                 f"got {type(inputs).__name__}"
             )
-        _check_names(list(inputs), self.modalities, "inputs", every=True)
+        check_modality_keys(inputs, self.modalities, "inputs", require_all=True)
         feed: dict[str, np.ndarray] = {}
         for name in self.modalities:
             array = np.asarray(inputs[name])
@@ -517,7 +502,7 @@ class OnnxPredictor:
                 f"got {type(available).__name__}"
             )
         if available:
-            _check_names(list(available), self.modalities, "available", every=False)
+            check_modality_keys(available, self.modalities, "available")
         for name, flags in available.items():
             array = np.asarray(flags)
             if array.dtype != np.bool_:
@@ -562,7 +547,7 @@ class OnnxPredictor:
         facts = self._require_facts()
         if not isinstance(paths, Mapping):
             raise TypeError(f"paths: expected a mapping modality -> file, got {type(paths).__name__}")
-        _check_names(list(paths), self.modalities, "paths", every=not self.availability_input)
+        check_modality_keys(paths, self.modalities, "paths", require_all=not self.availability_input)
         return {
             m: prepare_image(paths[m], facts.image_size, crop=facts.crop[m], mean=facts.mean,
                              std=facts.std, frame=frame, swe_scale_kpa=swe_scale_kpa)

@@ -41,6 +41,7 @@ _SUBMODULES = {
         "SWEBoxNotFoundWarning",
     ],
     "mmfusion.data.dicom": [
+        "FlatFrameWarning",
         "MissingDecoderError",
         "UltrasoundRegion",
         "dicom_frame_count",
@@ -119,6 +120,7 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
     )
     from mmfusion.data.dataset import CROP_MODES, PairedImageDataset, SWEBoxNotFoundWarning
     from mmfusion.data.dicom import (
+        FlatFrameWarning,
         MissingDecoderError,
         UltrasoundRegion,
         dicom_frame_count,

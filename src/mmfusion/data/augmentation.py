@@ -6,7 +6,7 @@ augmentation included horizontal translation ranging from 0 to 10 pixels for cla
 samples." Hence every sample x {original, flip, shift -5, shift +5} (4 per sample: F4's 94 give
 376), then extra shifts for the smaller stages until each reaches the target (about 1,100).
 
-Apply the plan to the TRAINING part of a patient-level split only (NOTES.md "Leakage").
+Apply the plan to the TRAINING part of a patient-level split only (docs/paper_map.rst "Decisions").
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,7 +28,14 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
-from mmfusion.data.dicom import _frame_count, _read, decode_dicom, is_dicom
+from mmfusion.data.dicom import (
+    FLAT_RANGE,
+    FlatFrameWarning,
+    _frame_count,
+    _read,
+    decode_dicom,
+    is_dicom,
+)
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
@@ -234,6 +242,11 @@ def load_image(
             decoder gives a :class:`~mmfusion.data.MissingDecoderError` (a ``ValueError``).
         ImportError: For a DICOM file when pydicom is not installed (``pip install
             "mmfusion[dicom]"``).
+
+    Warns:
+        FlatFrameWarning: The decoded image is nearly constant (max - min below 2 grey levels,
+            in any format): it shows nothing, and is more often a decoding or export fault than
+            a real scan.
     """
     if is_dicom(path):
         try:
@@ -255,4 +268,12 @@ def load_image(
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"path: {str(path)!r} is not a decodable image")
+    low, high = int(image.min()), int(image.max())
+    if high - low < FLAT_RANGE:
+        warnings.warn(
+            f"path: {str(path)!r} decoded to a nearly constant image (all values in "
+            f"{low}..{high}): it shows nothing; check the file",
+            FlatFrameWarning,
+            stacklevel=2,
+        )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,4 +1,4 @@
-"""CSV manifest of paired images, validated before training starts (paper II.B; NOTES.md "Data").
+"""CSV manifest of paired images, validated before training starts (paper II.B; docs/paper_map.rst "Decisions").
 
 One row per image pair::
 

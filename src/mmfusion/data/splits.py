@@ -1,4 +1,4 @@
-"""Patient-level train/test splits, stratified by stage (NOTES.md "Where the paper is weak").
+"""Patient-level train/test splits, stratified by stage (docs/paper_map.rst "Decisions").
 
 Each patient contributes several image pairs; a random image-level split puts other views of a
 test patient into training and overstates accuracy. :func:`patient_split` and

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmfusion._checks import check_positive
+from mmfusion._values import check_positive
 from mmfusion.data.elastography import (
     colour_bar_lut,
     colourmap_lut,

@@ -1,7 +1,7 @@
 """A LightningDataModule over a manifest: patient split, the paper's augmentation, seeded samples.
 
 :class:`FusionDataModule` reads a manifest (CSV path or :class:`~mmfusion.data.Manifest`), splits it
-by patient (stratified by stage, paper II.B with NOTES.md's correction; or the warned image-level
+by patient (stratified by stage, paper II.B with the correction in docs/paper_map.rst; or the warned image-level
 split, or patient K-fold, or leave-one-site-out), decodes every pair once into an in-memory crop
 cache (:func:`mmfusion.data.pipeline.cached_crops`), and serves training samples with one of the
 augmentation modes (``"paper"``: the offline balanced flip/shift plan; ``"online"``; ``"none"``)

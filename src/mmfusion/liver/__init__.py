@@ -5,7 +5,7 @@ Everything that knows about livers lives here; :mod:`mmfusion.nn`, :mod:`mmfusio
 
 - :mod:`~mmfusion.liver.stages`: METAVIR fibrosis stages F0-F4 and how a manifest writes them.
 - :mod:`~mmfusion.liver.phantom`: the procedural liver phantom, the embedded default data set
-  (paired B-mode + SWE frames, the paper's data being private; NOTES.md).
+  (paired B-mode + SWE frames, the paper's data being private; docs/paper_map.rst).
 - :mod:`~mmfusion.liver.cutoffs`: the clinician's baseline, stage from stiffness by published
   2D-SWE cut-offs.
 - :mod:`~mmfusion.liver.baseline`: a non-deep baseline, stiffness and texture statistics ->

@@ -3,7 +3,7 @@
 A hepatologist reading a 2D-SWE exam does not classify images: they take the median stiffness of
 the measurement box (kPa) and compare it with cut-offs for significant fibrosis (F>=2), advanced
 fibrosis (F>=3) and cirrhosis (F4). Any model of the paper has to beat this rule to be useful
-(NOTES.md "Where the paper is weak").
+(docs/paper_map.rst "Decisions").
 
 Default cut-offs, :data:`HERRMANN_2018`: the individual patient data meta-analysis of 2D-SWE
 (SuperSonic Imagine Aixplorer) by Herrmann E, de Ledinghen V, Cassinotto C, et al., "Assessment of
@@ -13,7 +13,7 @@ from 13 centres with 2D-SWE and biopsy; mostly hepatitis C, hepatitis B and NAFL
 7.1 kPa (F>=2), 8.7 kPa (F>=3) and 10.4 kPa (F4), are the all-aetiology cut-offs as the study is
 usually quoted; the study's identity, cohort and AUROCs were checked against its abstract, the
 three values could not be checked against its full text here (no access): confirm them in the
-paper before any clinical reading. They agree with the ranges in NOTES.md (F>=2 about 7.1-8.0 kPa,
+paper before any clinical reading. They agree with the ranges in docs/paper_map.rst (F>=2 about 7.1-8.0 kPa,
 F4 about 10.4-11.1 kPa). Aetiology-specific cut-offs differ; pass your own :class:`SweCutoffs`.
 """
 

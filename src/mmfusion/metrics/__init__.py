@@ -2,7 +2,7 @@
 
 - :func:`classification_report`: the paper's metrics (section IV.C: accuracy, macro one-vs-rest
   AUROC, macro sensitivity eq. (4) and specificity eq. (5), confusion matrix) plus the clinical
-  additions of NOTES.md (cut-off AUROCs F>=2, F>=3, F4; quadratic-weighted kappa; patient-level
+  additions of docs/paper_map.rst (cut-off AUROCs F>=2, F>=3, F4; quadratic-weighted kappa; patient-level
   bootstrap confidence intervals), as one JSON-serialisable dict.
 - :func:`format_report`: a few-line text summary of that dict; :func:`format_interval` one
   interval with the number of bootstrap resamples it rests on.

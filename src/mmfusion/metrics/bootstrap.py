@@ -8,8 +8,8 @@ instead of ``B`` calls to a metric function. The weighted AUROC is the Mann-Whit
 ties counted one half, which equals the ROC area (``sklearn.metrics.roc_auc_score`` with
 ``sample_weight``); the tests check it against scikit-learn on explicitly resampled data.
 
-Resampling whole patients keeps each patient's correlated image pairs together (NOTES.md, "Where
-the paper is weak" -> Metrics), so the intervals are not too narrow.
+Resampling whole patients keeps each patient's correlated image pairs together
+(docs/paper_map.rst, "Decisions"), so the intervals are not too narrow.
 
 A resample where the metric is undefined (e.g. macro AUROC in a resample that lacks a class) is
 skipped. When most resamples are skipped, the remaining ones are a biased selection (those that

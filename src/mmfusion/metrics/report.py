@@ -2,7 +2,7 @@
 
 The paper's metrics (section IV.C): accuracy, one-vs-rest macro AUROC, macro sensitivity
 (eq. (4), TP / (TP + FN)), macro specificity (eq. (5), TN / (TN + FP)) and the confusion matrix.
-Added, after NOTES.md ("Where the paper is weak" -> Metrics), what hepatologists read: AUROC of the
+Added, after docs/paper_map.rst, "Decisions" -> Metrics, what hepatologists read: AUROC of the
 binary cut-offs F>=2 (significant fibrosis), F>=3 (advanced) and F4 (cirrhosis), the
 quadratic-weighted Cohen's kappa (the stages are ordered), and bootstrap confidence intervals that
 resample patients, not images.

@@ -1,7 +1,7 @@
 """The configuration of a fusion model and of its training: one frozen dataclass each.
 
 :class:`ModelConfig` and :class:`TrainingConfig` hold the paper's values as their defaults (sections
-III.B-III.E and NOTES.md); they are the single source of truth for them. Presets
+III.B-III.E and docs/paper_map.rst); they are the single source of truth for them. Presets
 (:mod:`mmfusion.models.registry`) are named instances with some fields replaced, and a run's
 ``config.json`` stores both as plain JSON.
 """

@@ -24,7 +24,7 @@ class SpatialAttention(nn.Module):
     passed through a sigmoid. There is no normalisation layer.
 
     Args:
-        kernel_size: Odd size of the convolution kernel (7 in the paper's reading, NOTES.md).
+        kernel_size: Odd size of the convolution kernel (7 in the paper's reading, docs/paper_map.rst).
 
     Shape:
         - Input: ``[B, C, H, W]``.
@@ -75,7 +75,7 @@ class ChannelAttentionBlock(nn.Module):
     fully connected layers; ``forward(x, target)`` returns ``target * weights`` broadcast over the
     spatial positions. In the paper the context is the spatially weighted 256-channel map and the
     target is the ORIGINAL 2048-channel stage-4 map (``in_channels=256, out_channels=2048``,
-    hidden 512, NOTES.md). With ``target=None`` the block re-weights its own input: a
+    hidden 512, docs/paper_map.rst). With ``target=None`` the block re-weights its own input: a
     squeeze-and-excitation block.
 
     Args:

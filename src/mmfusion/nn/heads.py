@@ -6,7 +6,7 @@
   single FC layer on the fused vector.
 * :class:`EnsembleHead` - per-modality branch heads plus the joint head; returns every branch's
   logits by name and the combined class probabilities (weighted mean of the branch softmaxes,
-  section III.D and NOTES.md).
+  section III.D and docs/paper_map.rst).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class EnsembleHead(nn.Module):
     """Single-modal branch heads plus the joint head, combined by averaging their softmaxes.
 
     The combined prediction is ``sum_b w_b a_b softmax(z_b) / sum_b w_b a_b`` over the branches
-    ``b``, with weights ``w_b`` (equal by default, NOTES.md) and ``a_b`` the per-sample availability
+    ``b``, with weights ``w_b`` (equal by default, docs/paper_map.rst) and ``a_b`` the per-sample availability
     of the branch's modality (the joint branch is always available). Single-modal heads receive the
     encoder maps; the joint head receives the fused vector.
 

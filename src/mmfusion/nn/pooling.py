@@ -1,7 +1,7 @@
 """Channel-group average pooling: the paper's "pooling layer to reduce dimension to 512".
 
 Section III.C reduces the 2048 stage-4 channels to 512 with a pooling layer before a 1x1
-convolution. NOTES.md settles the reading: average pooling over groups of adjacent channels
+convolution. docs/paper_map.rst settles the reading: average pooling over groups of adjacent channels
 (2048 / 512 = 4 channels per group).
 """
 

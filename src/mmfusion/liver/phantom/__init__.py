@@ -1,4 +1,4 @@
-"""The liver phantom: the embedded default data set (the paper's data are private; NOTES.md).
+"""The liver phantom: the embedded default data set (the paper's data are private; docs/paper_map.rst).
 
 Paired B-mode + SWE frames with a convex-probe fan, Rayleigh speckle, stage-dependent texture and
 stiffness, artifacts and other organs that hide part of the evidence, three sites with their own

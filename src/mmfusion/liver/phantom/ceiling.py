@@ -1,6 +1,6 @@
 """The phantom's ceiling: accuracy of the Bayes-optimal stage classifier (Monte Carlo).
 
-Adjacent fibrosis stages overlap in stiffness (NOTES.md "Real data is private"), so no classifier
+Adjacent fibrosis stages overlap in stiffness (docs/paper_map.rst "Decisions"), so no classifier
 reaches 100% on the phantom. The Bayes-optimal classifier that sees a patient's true latent
 stiffness and texture predicts ``argmax_c prior_c * p(stiffness | c) * p(texture | c)``; its accuracy
 is the best any model can achieve. With ``per_view=True`` it sees one view's stiffness and texture

@@ -2,7 +2,7 @@
 
 Every patient has one stage, one latent stiffness (kPa) and one latent texture score; each of their
 4-7 views varies modestly around these latents. An image-level split therefore puts near-copies of a
-patient on both sides and leaks, exactly as with real data (NOTES.md "Where the paper is weak").
+patient on both sides and leaks, exactly as with real data (docs/paper_map.rst "Decisions").
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Parameters of the liver phantom: cohort, stiffness and texture per stage, image geometry.
 
-The cohort follows the paper (section II.B; NOTES.md "Data"): stage prevalence
+The cohort follows the paper (section II.B; docs/paper_map.rst "Decisions"): stage prevalence
 162:287:284:197:94 and about 1,414 pairs for 250 patients (5.656 views per patient). Stiffness per
-stage is log-normal with the medians of published 2D-SWE studies (NOTES.md "Real data is private"):
+stage is log-normal with the medians of published 2D-SWE studies (docs/paper_map.rst "Decisions"):
 F0 5.2, F1 6.2, F2 7.8, F3 9.8, F4 15 kPa; the log-sigmas 0.187-0.244 give the published standard
 deviations (1.0, 1.3, 1.8, 2.5 kPa), F4 gets 0.35 (heavy tail, about 8-30 kPa).
 
