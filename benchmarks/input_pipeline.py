@@ -138,12 +138,12 @@ def measure(
             return measure(device, quick, image_size, train_pairs_per_s, n_patients=n_patients,
                            batch=batch, max_pairs=max_pairs, root=Path(tmp))
     from mmfusion.data import Manifest, PairedImageDataset, read_manifest, train_transforms
-    from mmfusion.liver import make_phantom_dataset
+    from mmfusion.liver import METAVIR, make_phantom_dataset
 
     full_manifest = read_manifest(make_phantom_dataset(root, n_patients=n_patients, seed=0,
-                                                       workers=1))
+                                                       workers=1), labels=METAVIR)
     manifest = Manifest(full_manifest.rows[:max_pairs], full_manifest.modalities,
-                        full_manifest.source)
+                        full_manifest.source, label_spec=METAVIR)
     cpu = torch.device("cpu")
     plan = ladder.TimingPlan(warmup=1, repeats=3, min_repeat_s=0.1 if quick else 0.5)
     full = train_transforms(size=image_size)

@@ -12,7 +12,7 @@ Measures, on the liver phantom (generator version 2, three sites with their scan
   ``--frames`` rendered B-mode frames and single-view SWE frames per site; for a dual-view SWE
   screen (stored as DICOM), the crop the library really uses, :func:`~mmfusion.data.image_roi` on
   the files of the generated data set, and, for contrast, contour detection alone on the screen;
-- the SWE colour box per site: IoU of :func:`~mmfusion.data.detect_swe_box` with the true box;
+- the SWE colour box per site: IoU of :func:`~mmfusion.elastography.detect_swe_box` with the true box;
 - generation of the default phantom (250 patients, 2 workers): time, files per format and size;
 - the Bayes ceilings (both latents, texture alone, stiffness alone; per patient and per view).
 
@@ -37,9 +37,11 @@ import cv2
 import numpy as np
 
 from benchmarks.results_io import cpu_model
-from mmfusion.data import detect_sector, detect_swe_box, image_roi, read_manifest
+from mmfusion.data import detect_sector, image_roi, read_manifest
+from mmfusion.elastography import detect_swe_box
 from mmfusion.liver import (
     GENERATOR_VERSION,
+    METAVIR,
     LiverPhantom,
     PhantomConfig,
     PhantomPair,
@@ -150,7 +152,7 @@ def measure_file_roi(csv: Path, n_frames: int) -> dict[str, dict]:
     The first ``n_frames`` pairs of each such site in the generated data set; the SWE file's
     truth is the elastogram's fan (``truth.sector_mask("swe")``).
     """
-    manifest = read_manifest(csv, verify="none")
+    manifest = read_manifest(csv, verify="none", labels=METAVIR)
     out: dict[str, dict] = {}
     for row in manifest:
         if row.paths["swe"].suffix != ".dcm":
@@ -179,7 +181,7 @@ def measure_generation(out: Path, n_patients: int, workers: int, seed: int) -> t
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    manifest = read_manifest(csv)
+    manifest = read_manifest(csv, labels=METAVIR)
     verify = time.perf_counter() - start
     files: dict[str, dict[str, float]] = {}
     for path in out.rglob("*"):

@@ -87,6 +87,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(\.\.\.|_\w+|optional)"),
     (r"py:class", r"'[^']*'"),  # the values of a Literal[...] field type
     (r"py:class", r"mmfusion\.models\.config\._C"),  # config_from_dict's TypeVar
+    (r"py:class", r"mmfusion\.nn\.registry\._F"),  # register_fusion's / register_encoder's TypeVar
 ]
 
 # -- HTML -----------------------------------------------------------------------------------------

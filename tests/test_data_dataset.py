@@ -22,7 +22,7 @@ from mmfusion.data import (
     read_manifest,
     train_transforms,
 )
-from mmfusion.liver import PhantomConfig, make_phantom_dataset, phantom_truth
+from mmfusion.liver import METAVIR, PhantomConfig, make_phantom_dataset, phantom_truth
 
 CONFIG = PhantomConfig(width=200, height=150)
 
@@ -34,7 +34,7 @@ def phantom_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_items_are_rgb_uint8_crops(phantom_csv: Path) -> None:
-    manifest = read_manifest(phantom_csv)
+    manifest = read_manifest(phantom_csv, labels=METAVIR)
     ds = PairedImageDataset(manifest)
     item = ds[0]
     assert list(item) == ["us", "swe", "available", "label", "patient_id"]
@@ -53,7 +53,7 @@ def test_items_are_rgb_uint8_crops(phantom_csv: Path) -> None:
 
 
 def test_colour_order_is_rgb(phantom_csv: Path) -> None:
-    manifest = read_manifest(phantom_csv)
+    manifest = read_manifest(phantom_csv, labels=METAVIR)
     row = next(r for r in manifest if r.extra["site"] == "A")  # v2: site A is the classic style
     frame = load_image(row.paths["swe"])
     s = CONFIG.scale
@@ -66,7 +66,7 @@ def test_colour_order_is_rgb(phantom_csv: Path) -> None:
 def test_resize_and_cache(phantom_csv: Path, tmp_path: Path) -> None:
     root = tmp_path / "copy"
     shutil.copytree(phantom_csv.parent, root)
-    ds = PairedImageDataset(root / "manifest.csv", cache=True, size=(40, 56))
+    ds = PairedImageDataset(root / "manifest.csv", cache=True, size=(40, 56), labels=METAVIR)
     ds.preload()
     first = ds[3]
     assert first["swe"].shape == (3, 40, 56)
@@ -83,7 +83,7 @@ def manifest_patient(ds: PairedImageDataset, index: int) -> str:
 
 
 def test_dataloader_workers_and_default_collate(phantom_csv: Path) -> None:
-    ds = PairedImageDataset(phantom_csv, transform=train_transforms(32, max_shift=2), size=48)
+    ds = PairedImageDataset(phantom_csv, transform=train_transforms(32, max_shift=2), size=48, labels=METAVIR)
     pickle.loads(pickle.dumps(ds))
     loader = DataLoader(ds, batch_size=4, num_workers=2)
     batch = next(iter(loader))
@@ -94,24 +94,24 @@ def test_dataloader_workers_and_default_collate(phantom_csv: Path) -> None:
 def test_transform_receives_images_and_applies_one_geometry(
     phantom_csv: Path, tmp_path: Path
 ) -> None:
-    manifest = read_manifest(phantom_csv)
+    manifest = read_manifest(phantom_csv, labels=METAVIR)
     us = manifest[0].paths["us"]
     csv = tmp_path / "same.csv"
     csv.write_text(f"patient_id,us_path,swe_path,stage\nP1,{us},{us},F1\n")
-    ds = PairedImageDataset(csv, transform=train_transforms(32, max_shift=4, intensity={}))
+    ds = PairedImageDataset(csv, transform=train_transforms(32, max_shift=4, intensity={}), labels=METAVIR)
     for _ in range(5):
         item = ds[0]
         assert torch.equal(item["us"], item["swe"])
     # A bare v2 transform (no AsImages first) transforms every modality only if the data set
     # handed it tv_tensors.Image values: v2 would flip just the first plain tensor.
-    plain = PairedImageDataset(csv)[0]
-    flipped = PairedImageDataset(csv, transform=v2.RandomHorizontalFlip(p=1.0))[0]
+    plain = PairedImageDataset(csv, labels=METAVIR)[0]
+    flipped = PairedImageDataset(csv, transform=v2.RandomHorizontalFlip(p=1.0), labels=METAVIR)[0]
     for m in ("us", "swe"):
         assert torch.equal(flipped[m], plain[m].flip(-1))
 
 
 def test_three_modalities_and_jpeg(phantom_csv: Path, tmp_path: Path) -> None:
-    manifest = read_manifest(phantom_csv)
+    manifest = read_manifest(phantom_csv, labels=METAVIR)
     jpg = tmp_path / "us.jpg"
     row = next(r for r in manifest if r.paths["us"].suffix == ".png")  # v2: site C stores DICOM
     cv2.imwrite(str(jpg), cv2.imread(str(row.paths["us"]), cv2.IMREAD_GRAYSCALE))
@@ -120,7 +120,7 @@ def test_three_modalities_and_jpeg(phantom_csv: Path, tmp_path: Path) -> None:
         "patient_id,swe_path,us_path,jpeg_path,stage\n"
         f"P1,{row.paths['swe']},{row.paths['us']},{jpg},F3\n"
     )
-    item = PairedImageDataset(csv, size=24)[0]
+    item = PairedImageDataset(csv, size=24, labels=METAVIR)[0]
     assert list(item) == ["swe", "us", "jpeg", "available", "label", "patient_id"]
     assert item["jpeg"].shape == (3, 24, 24) and item["label"] == 3
 
@@ -131,14 +131,14 @@ def test_blank_image_fails_with_the_file_name_or_falls_back(tmp_path: Path) -> N
     csv = tmp_path / "blank.csv"
     csv.write_text(f"patient_id,us_path,stage\nP1,{blank},F0\n")
     with pytest.raises(ValueError, match="blank.png"):
-        PairedImageDataset(csv)[0]
+        PairedImageDataset(csv, labels=METAVIR)[0]
     with pytest.warns(UserWarning, match="full frame"):
-        item = PairedImageDataset(csv, roi_fallback=True)[0]
+        item = PairedImageDataset(csv, roi_fallback=True, labels=METAVIR)[0]
     assert item["us"].shape == (3, 60, 80)
 
 
 def test_offline_plan_through_the_dataset(phantom_csv: Path) -> None:
-    base = PairedImageDataset(phantom_csv, cache=True, size=32)
+    base = PairedImageDataset(phantom_csv, cache=True, size=32, labels=METAVIR)
     plan = balanced_augmentation_plan(base.labels, target_per_class=None, seed=0)
     planned = PlannedAugmentationDataset(base, plan, transform=eval_transforms(32))
     assert len(planned) >= 4 * len(base)
@@ -155,11 +155,11 @@ def test_bad_arguments(phantom_csv: Path) -> None:
     with pytest.raises(TypeError, match="manifest"):
         PairedImageDataset(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="size: expected positive sizes"):
-        PairedImageDataset(phantom_csv, size=(0, 3))
+        PairedImageDataset(phantom_csv, size=(0, 3), labels=METAVIR)
     with pytest.raises(TypeError, match="size: expected an int or"):
-        PairedImageDataset(phantom_csv, size=(32.0, 32))
+        PairedImageDataset(phantom_csv, size=(32.0, 32), labels=METAVIR)
     # One size rule across the library: lists and NumPy integers are sizes too.
-    assert PairedImageDataset(phantom_csv, size=[32, 24]).size == (32, 24)
-    assert PairedImageDataset(phantom_csv, size=np.int64(32)).size == (32, 32)
+    assert PairedImageDataset(phantom_csv, size=[32, 24], labels=METAVIR).size == (32, 24)
+    assert PairedImageDataset(phantom_csv, size=np.int64(32), labels=METAVIR).size == (32, 32)
     with pytest.raises(ValueError, match="cache"):
-        PairedImageDataset(phantom_csv).preload()
+        PairedImageDataset(phantom_csv, labels=METAVIR).preload()

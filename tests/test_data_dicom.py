@@ -44,7 +44,7 @@ from mmfusion.data import (  # noqa: E402
     load_image,
     read_manifest,
 )
-from mmfusion.liver import PhantomConfig, make_phantom_dataset, phantom_truth  # noqa: E402
+from mmfusion.liver import METAVIR, PhantomConfig, make_phantom_dataset, phantom_truth  # noqa: E402
 
 SMALL = PhantomConfig(width=160, height=120)
 
@@ -286,7 +286,7 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_dicom_phantom_has_the_png_phantoms_pixels(phantoms: tuple[Path, Path]) -> None:
-    png, dcm = (read_manifest(csv) for csv in phantoms)
+    png, dcm = (read_manifest(csv, labels=METAVIR) for csv in phantoms)
     assert len(png) == len(dcm) == round(5 * 1414 / 250)
     for a, b in zip(png, dcm, strict=True):
         assert a.extra == b.extra and a.stage == b.stage
@@ -298,7 +298,7 @@ def test_dicom_phantom_has_the_png_phantoms_pixels(phantoms: tuple[Path, Path]) 
 def test_dicom_phantom_files_are_lossless_us_images_with_the_sector_region(
     phantoms: tuple[Path, Path],
 ) -> None:
-    manifest = read_manifest(phantoms[1])
+    manifest = read_manifest(phantoms[1], labels=METAVIR)
     by_site: dict[str, list] = {}
     for row in manifest:
         by_site.setdefault(row.extra["site"], []).append(row)
@@ -333,9 +333,9 @@ def test_dicom_phantom_files_are_lossless_us_images_with_the_sector_region(
 
 
 def test_dicom_phantom_trains_on_the_same_tensors(phantoms: tuple[Path, Path]) -> None:
-    png = PairedImageDataset(phantoms[0], size=32)
-    contour = PairedImageDataset(phantoms[1], size=32, use_dicom_regions=False)
-    tagged = PairedImageDataset(phantoms[1], size=32)
+    png = PairedImageDataset(phantoms[0], size=32, labels=METAVIR)
+    contour = PairedImageDataset(phantoms[1], size=32, use_dicom_regions=False, labels=METAVIR)
+    tagged = PairedImageDataset(phantoms[1], size=32, labels=METAVIR)
     duals = 0
     for i in range(len(png)):
         for key in ("us", "swe"):  # lossless pixels; the tagged region crops like the contour
@@ -381,13 +381,13 @@ def test_dicom_phantom_is_deterministic_and_reused(tmp_path: Path) -> None:
 def test_manifest_check_decodes_dicom(tmp_path: Path, phantoms: tuple[Path, Path]) -> None:
     root = tmp_path / "copy"
     shutil.copytree(phantoms[1].parent, root)
-    broken = read_manifest(root / "manifest.csv")[1].paths["swe"]
+    broken = read_manifest(root / "manifest.csv", labels=METAVIR)[1].paths["swe"]
     broken.write_bytes(broken.read_bytes()[:2000])
     with pytest.raises(ValueError, match=r"line 3: swe_path file is not a readable image: .*\.dcm"):
-        read_manifest(root / "manifest.csv")
+        read_manifest(root / "manifest.csv", labels=METAVIR)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert len(read_manifest(root / "manifest.csv", verify="exists")) == 28
+        assert len(read_manifest(root / "manifest.csv", verify="exists", labels=METAVIR)) == 28
 
 
 def test_manifest_frame_columns_pick_the_cine_frame(tmp_path: Path) -> None:
@@ -398,7 +398,7 @@ def test_manifest_frame_columns_pick_the_cine_frame(tmp_path: Path) -> None:
     csv = tmp_path / "m.csv"
     csv.write_text("patient_id,us_path,stage,frame,us_frame\n"
                    f"P1,{cine},F1,0,\nP2,{cine},F2,,1\nP3,{cine},F3,,\n")
-    manifest = read_manifest(csv)
+    manifest = read_manifest(csv, labels=METAVIR)
     assert [r.frame("us") for r in manifest.rows] == [0, 1, None]
     ds = PairedImageDataset(manifest, roi=False)
     first = torch.from_numpy(load_image(cine, frame=0).transpose(2, 0, 1).copy())
@@ -407,4 +407,4 @@ def test_manifest_frame_columns_pick_the_cine_frame(tmp_path: Path) -> None:
     assert torch.equal(ds.images(1)["us"], middle) and torch.equal(ds.images(2)["us"], middle)
     csv.write_text(f"patient_id,us_path,stage,frame\nP1,{cine},F1,-1\n")
     with pytest.raises(ValueError, match=r"line 2: frame '-1' is not a frame number"):
-        read_manifest(csv)
+        read_manifest(csv, labels=METAVIR)

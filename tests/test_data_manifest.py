@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mmfusion.data import Manifest, ManifestError, ManifestRow, read_manifest
+from mmfusion.liver import METAVIR
 
 
 def _png(path: Path, colour: bool = False) -> str:
@@ -47,7 +48,7 @@ def test_valid_manifest(images: Path) -> None:
             f"P3,P3/a_us.png,{absolute},4,",
         ],
     )
-    m = read_manifest(csv)
+    m = read_manifest(csv, labels=METAVIR)
     assert m.modalities == ("us", "swe")
     assert len(m) == 5
     assert m.labels.tolist() == [2, 2, 0, 0, 4]
@@ -67,7 +68,7 @@ def test_three_modalities_keep_column_order(images: Path) -> None:
             "P1/a_swe.png,P1,P1/b_us.png,F1,P1/a_us.png",
         ],
     )
-    assert read_manifest(csv).modalities == ("swe", "doppler", "us")
+    assert read_manifest(csv, labels=METAVIR).modalities == ("swe", "doppler", "us")
 
 
 def test_every_planted_problem_is_reported_at_once(images: Path) -> None:
@@ -88,7 +89,7 @@ def test_every_planted_problem_is_reported_at_once(images: Path) -> None:
         ],
     )
     with pytest.raises(ManifestError) as info:
-        read_manifest(csv)
+        read_manifest(csv, labels=METAVIR)
     message = str(info.value)
     assert isinstance(info.value, ValueError)
     assert "line 4: us_path file not found" in message and "missing_us.png" in message
@@ -110,7 +111,7 @@ def test_missing_column_is_reported_with_file_problems(images: Path) -> None:
         ],
     )
     with pytest.raises(ManifestError) as info:
-        read_manifest(csv)
+        read_manifest(csv, labels=METAVIR)
     problems = info.value.problems
     assert any("missing column(s): stage" in p for p in problems)
     assert any("line 2: swe_path file not found" in p for p in problems)
@@ -120,18 +121,18 @@ def test_missing_column_is_reported_with_file_problems(images: Path) -> None:
 def test_missing_path_columns_and_bad_rows(images: Path) -> None:
     csv = _write(images / "nopaths.csv", ["patient_id,stage,image", "P1,F1,x.png", "P2,F1"])
     with pytest.raises(ManifestError) as info:
-        read_manifest(csv)
+        read_manifest(csv, labels=METAVIR)
     text = str(info.value)
     assert "<modality>_path" in text and "line 3: 2 fields, the header has 3" in text
 
 
 def test_empty_and_absent_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="path"):
-        read_manifest(tmp_path / "nothing.csv")
+        read_manifest(tmp_path / "nothing.csv", labels=METAVIR)
     with pytest.raises(ManifestError, match="empty"):
-        read_manifest(_write(tmp_path / "empty.csv", []))
+        read_manifest(_write(tmp_path / "empty.csv", []), labels=METAVIR)
     with pytest.raises(ManifestError, match="no image pairs"):
-        read_manifest(_write(tmp_path / "header.csv", ["patient_id,us_path,swe_path,stage"]))
+        read_manifest(_write(tmp_path / "header.csv", ["patient_id,us_path,swe_path,stage"]), labels=METAVIR)
 
 
 def test_verify_exists_skips_decoding(images: Path) -> None:
@@ -139,9 +140,9 @@ def test_verify_exists_skips_decoding(images: Path) -> None:
     csv = _write(
         images / "m.csv", ["patient_id,us_path,swe_path,stage", "P3,P3/corrupt.png,P3/a_swe.png,F1"]
     )
-    assert len(read_manifest(csv, verify="exists")) == 1
+    assert len(read_manifest(csv, verify="exists", labels=METAVIR)) == 1
     with pytest.raises(ManifestError, match="not a readable image"):
-        read_manifest(csv)
+        read_manifest(csv, labels=METAVIR)
 
 
 def test_missing_modality_is_kept_and_flagged(images: Path) -> None:
@@ -156,7 +157,7 @@ def test_missing_modality_is_kept_and_flagged(images: Path) -> None:
             # The missing files are never looked for: these names do not exist on disk.
         ],
     )
-    m = read_manifest(csv)
+    m = read_manifest(csv, labels=METAVIR)
     assert len(m) == 4
     assert m[1].paths == {"us": images / "P1/b_us.png", "swe": None}
     assert m[1].available == {"us": True, "swe": False}
@@ -179,7 +180,7 @@ def test_row_without_any_image_is_an_error_naming_the_line(images: Path) -> None
         ],
     )
     with pytest.raises(ManifestError) as info:
-        read_manifest(csv)
+        read_manifest(csv, labels=METAVIR)
     assert info.value.problems == [
         "line 3: no image (every path column is empty: us_path, swe_path); "
         "a pair needs at least one modality"
@@ -195,23 +196,23 @@ def test_required_modalities(images: Path) -> None:
             "P2,,P2/a_swe.png,F0",  # line 3: US missing
         ],
     )
-    assert len(read_manifest(csv)) == 2
+    assert len(read_manifest(csv, labels=METAVIR)) == 2
     with pytest.raises(ManifestError) as info:
-        read_manifest(csv, required=("us",))
+        read_manifest(csv, required=("us",), labels=METAVIR)
     assert info.value.problems == ["line 3: empty us_path (us is required)"]
     with pytest.raises(ManifestError) as info:
-        read_manifest(csv, required=["us", "swe"])
+        read_manifest(csv, required=["us", "swe"], labels=METAVIR)
     assert info.value.problems == [
         "line 2: empty swe_path (swe is required)",
         "line 3: empty us_path (us is required)",
     ]
     with pytest.raises(ManifestError) as info:
-        read_manifest(csv, required=("doppler",))
+        read_manifest(csv, required=("doppler",), labels=METAVIR)
     assert info.value.problems == [
         "required: no <name>_path column for 'doppler' (the path columns are us_path, swe_path)"
     ]
     with pytest.raises(TypeError, match="required: expected a sequence of modality keys"):
-        read_manifest(csv, required="us")
+        read_manifest(csv, required="us", labels=METAVIR)
 
 
 def test_manifest_refuses_rows_without_images() -> None:

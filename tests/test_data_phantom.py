@@ -13,6 +13,7 @@ import pytest
 
 from mmfusion.data import read_manifest
 from mmfusion.liver import (
+    METAVIR,
     LiverPhantom,
     PhantomConfig,
     bayes_ceiling,
@@ -53,7 +54,7 @@ def test_dataset_is_deterministic_for_any_worker_count(tmp_path: Path) -> None:
 
 def test_dataset_layout_and_reuse(tmp_path: Path) -> None:
     csv = make_phantom_dataset(tmp_path, n_patients=5, seed=0, config=SMALL, workers=0)
-    manifest = read_manifest(csv)
+    manifest = read_manifest(csv, labels=METAVIR)
     assert manifest.modalities == ("us", "swe")
     assert csv.read_text().splitlines()[0].startswith("patient_id,us_path,swe_path,stage,")
     # Phantom v2: each site stores its style's format (native): sites A and B PNG, site C DICOM.
@@ -101,7 +102,7 @@ def test_overwrite_removes_the_images_of_a_larger_earlier_phantom(tmp_path: Path
     keep.write_text("mine")
     csv = make_phantom_dataset(tmp_path, n_patients=2, seed=0, config=SMALL, workers=0,
                                overwrite=True)
-    listed = {row.patient_id for row in read_manifest(csv)}
+    listed = {row.patient_id for row in read_manifest(csv, labels=METAVIR)}
     after = {p.name for p in tmp_path.iterdir() if p.is_dir()}
     assert len(listed) == 2
     assert after == listed | {keep.parent.name}  # only the folder holding a foreign file stays
@@ -130,7 +131,7 @@ def test_stiffness_distribution_per_stage() -> None:
 
 def test_ground_truth_round_trips_through_the_manifest(tmp_path: Path) -> None:
     csv = make_phantom_dataset(tmp_path, n_patients=2, seed=3, config=SMALL, workers=0)
-    manifest = read_manifest(csv)
+    manifest = read_manifest(csv, labels=METAVIR)
     phantom = LiverPhantom(SMALL, seed=3)
     patient = phantom.cohort(2)[0]
     pair = phantom.render(patient, 0)

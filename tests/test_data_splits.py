@@ -17,6 +17,7 @@ from mmfusion.data import (
     patient_kfold,
     patient_split,
 )
+from mmfusion.liver import METAVIR
 
 
 def _manifest(patients_per_stage: list[int], views: list[int]) -> Manifest:
@@ -28,7 +29,7 @@ def _manifest(patients_per_stage: list[int], views: list[int]) -> Manifest:
                 rows.append(ManifestRow(line, f"P{p}", stage, paths))
                 line += 1
             p += 1
-    return Manifest(tuple(rows), ("us", "swe"))
+    return Manifest(tuple(rows), ("us", "swe"), label_spec=METAVIR)
 
 
 def _check_disjoint(train: Manifest, test: Manifest, whole: Manifest) -> None:

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mmfusion.data import (
+from mmfusion.elastography import (
     colour_bar_lut,
     colourmap_lut,
     decode_swe_kpa,

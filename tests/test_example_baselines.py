@@ -10,6 +10,7 @@ import pytest
 
 from examples.liver_fibrosis.baselines import main, pair_inputs
 from mmfusion.data import read_manifest
+from mmfusion.liver import METAVIR
 from mmfusion.liver.phantom import PhantomConfig, make_phantom_dataset, phantom_truth
 
 
@@ -26,7 +27,7 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pair_inputs_use_each_sites_scale_and_map_the_box_to_the_bmode_frame(
     three_sites: Path,
 ) -> None:
-    manifest = read_manifest(three_sites)
+    manifest = read_manifest(three_sites, labels=METAVIR)
     seen = set()
     for row in manifest:
         truth = phantom_truth(row)
@@ -49,5 +50,5 @@ def test_baselines_tool_writes_both_reports(three_sites: Path, tmp_path: Path) -
     for name in ("cutoffs", "logistic"):
         assert 0.0 <= result[name]["pairs"]["accuracy"] <= 1.0
         assert result[name]["pairs"]["n"] == result["n_test_pairs"]
-    assert result["n_train_pairs"] + result["n_test_pairs"] == len(read_manifest(three_sites))
+    assert result["n_train_pairs"] + result["n_test_pairs"] == len(read_manifest(three_sites, labels=METAVIR))
     assert np.isfinite(result["logistic"]["pairs"]["auc_macro"])

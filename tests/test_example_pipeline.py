@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 
 from examples.liver_fibrosis import train as train_mod
 from examples.liver_fibrosis.cli import run
-from mmfusion.liver import PhantomConfig, make_phantom_dataset
+from mmfusion.elastography import SWEBoxCrop
+from mmfusion.liver import METAVIR, PhantomConfig, make_phantom_dataset
 
 pytestmark = pytest.mark.xdist_group("example_pipeline")
 
@@ -165,7 +166,7 @@ def test_run_folder_loads_with_from_pretrained(trained: Path, manifest: Path, tm
 
     model = from_pretrained(trained)
     assert model.config.backbone == "test_resnet" and not model.training
-    dm = FusionDataModule(manifest, model.config.modalities, 64, 4, test_size=0.5)
+    dm = FusionDataModule(manifest, model.config.modalities, 64, 4, test_size=0.5, labels=METAVIR)
     module = FusionModule(model, n_bootstrap=20, class_names=STAGE_NAMES)
     import lightning.pytorch as pl
 
@@ -399,7 +400,7 @@ def test_predict_applies_the_runs_swe_input(tmp_path: Path, capsys: pytest.Captu
     out = tmp_path / "box_kpa"
     argv = ["--data", str(csv), "--out", str(out), *TINY, "--epochs", "1", "--swe-input", "box_kpa"]
     assert run(train_mod.main, argv) == 0
-    row = read_manifest(csv).rows[0]
+    row = read_manifest(csv, labels=METAVIR).rows[0]
     pair = ["--checkpoint", str(out), "--us", str(row.paths["us"]), "--swe", str(row.paths["swe"])]
     assert run(predict.main, [*pair, "--out", str(tmp_path / "p0")]) == 2
     assert "--swe-scale-kpa: this model reads the SWE colour box on the reference scale" in capsys.readouterr().err
@@ -411,8 +412,8 @@ def test_predict_applies_the_runs_swe_input(tmp_path: Path, capsys: pytest.Captu
     assert run(predict.main, [*pair, "--swe-scale-kpa", scale, "--out", str(tmp_path / "p1")]) == 0
     got = json.loads(capsys.readouterr().out)["probabilities"]
     cfg, model = load_run(out, torch.device("cpu"))
-    sample = eval_dataset(read_manifest(csv), ("us", "swe"), cfg.model.image_size, [0],
-                          crop={"swe": "swe_box_kpa"})[0]  # fmt: skip
+    sample = eval_dataset(read_manifest(csv, labels=METAVIR), ("us", "swe"), cfg.model.image_size, [0],
+                          crop={"swe": SWEBoxCrop("box_kpa")})[0]  # fmt: skip
     with torch.no_grad():
         expected = model({m: sample[m][None] for m in ("us", "swe")}).probs[0]
     np.testing.assert_allclose(list(got.values()), expected.numpy(), atol=2e-6)

@@ -38,7 +38,7 @@ def _expected(path: Path) -> torch.Tensor:
 
 def _one_row(paths: dict[str, Path], extra: dict[str, str] | None = None) -> Manifest:
     """A manifest built like ``examples/liver_fibrosis/predict.py``'s ``load_pair`` does."""
-    row = ManifestRow(line=0, patient_id="input", stage=0, paths=paths, extra=extra or {})
+    row = ManifestRow(line=0, patient_id="input", label=0, paths=paths, extra=extra or {})
     return Manifest((row,), tuple(paths), "command line")
 
 
@@ -76,7 +76,7 @@ def test_the_same_files_hit_the_cache_and_labels_follow_the_manifest(tmp_path: P
     path = _image(tmp_path / "us.png", 50)
     first = cached_crops(_one_row({"us": path}), SIZE)
     assert cached_crops(_one_row({"us": path}), SIZE) is first  # unchanged files: cached
-    row = ManifestRow(line=0, patient_id="other", stage=3, paths={"us": path})
+    row = ManifestRow(line=0, patient_id="other", label=3, paths={"us": path})
     relabelled = cached_crops(Manifest((row,), ("us",), "command line"), SIZE)
     assert relabelled[0]["label"] == 3 and relabelled[0]["patient_id"] == "other"
 

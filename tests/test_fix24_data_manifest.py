@@ -17,6 +17,7 @@ import pytest
 
 from mmfusion.data import Manifest, ManifestError, ManifestRow, load_image, read_manifest
 from mmfusion.data.pipeline import cached_crops
+from mmfusion.liver import METAVIR
 
 HEADER = "patient_id,us_path,swe_path,stage"
 
@@ -65,7 +66,7 @@ def _no_decoding(monkeypatch: pytest.MonkeyPatch, big: Path) -> None:
 
 def _problems(csv: Path, **kwargs: object) -> str:
     with pytest.raises(ManifestError) as info:
-        read_manifest(csv, **kwargs)
+        read_manifest(csv, labels=METAVIR, **kwargs)
     return str(info.value)
 
 
@@ -123,7 +124,7 @@ def test_the_pixel_limit_is_overridable(tmp_path: Path, monkeypatch: pytest.Monk
     assert "over the limit of 1,999 pixels" in _problems(csv, verify="header")
     with pytest.raises(ValueError, match="over the limit of 1,999"):
         load_image(tmp_path / "us.png")
-    assert len(read_manifest(csv, max_pixels=2000)) == 1
+    assert len(read_manifest(csv, max_pixels=2000, labels=METAVIR)) == 1
     assert load_image(tmp_path / "us.png", max_pixels=2000).shape == (40, 50, 3)
     monkeypatch.setenv("MMFUSION_MAX_IMAGE_PIXELS", "lots")
     with pytest.raises(ValueError, match="MMFUSION_MAX_IMAGE_PIXELS: expected a positive"):
@@ -176,7 +177,7 @@ def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
     _png(tmp_path / "us.png")
     _png(tmp_path / "swe.png")
     csv = _csv(tmp_path / "m.csv", [HEADER, "P1,us.png,swe.png,F1"], "utf-8-sig")
-    assert read_manifest(csv).modalities == ("us", "swe")
+    assert read_manifest(csv, labels=METAVIR).modalities == ("us", "swe")
 
 
 def _one_frame_dicom(path: Path) -> Path:
@@ -208,7 +209,7 @@ def test_a_frame_beyond_the_file_is_refused_on_its_line(tmp_path: Path, verify: 
 def test_a_directory_is_called_a_directory(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     with pytest.raises(ValueError, match=r"path: manifest .*data' is a directory"):
-        read_manifest(tmp_path / "data")
+        read_manifest(tmp_path / "data", labels=METAVIR)
     _png(tmp_path / "swe.png")
     csv = _csv(tmp_path / "m.csv", [HEADER, "P1,data,swe.png,F1"])
     assert "line 2: us_path is a directory" in _problems(csv, verify="exists")
@@ -234,7 +235,7 @@ def test_verify_header_reads_no_pixels_and_still_checks_files(
         return imdecode(data, flags)
 
     monkeypatch.setattr(cv2, "imdecode", only_unknown_formats)
-    assert len(read_manifest(good, verify="header")) == 1
+    assert len(read_manifest(good, verify="header", labels=METAVIR)) == 1
     text = _problems(bad, verify="header")
     assert "line 2: us_path file is not a readable image" in text
     assert "line 3: us_path file not found" in text
@@ -247,7 +248,7 @@ def test_decode_errors_of_the_cache_name_the_line_and_file(tmp_path: Path) -> No
     data = good.read_bytes()
     (tmp_path / "cut_us.png").write_bytes(data[: len(data) // 2])  # header intact, pixels cut
     csv = _csv(tmp_path / "m.csv", [HEADER, "P1,us.png,swe.png,F1", "P2,cut_us.png,swe2.png,F2"])
-    manifest = read_manifest(csv, verify="header")  # the header is fine
+    manifest = read_manifest(csv, verify="header", labels=METAVIR)  # the header is fine
     with pytest.raises(ValueError) as info:
         cached_crops(manifest, 16)
     text = str(info.value)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mmfusion.data import Manifest, ManifestRow, patient_kfold, patient_split
+from mmfusion.liver import METAVIR
 
 
 def _manifest(patients_per_stage: list[int]) -> Manifest:
@@ -20,7 +21,7 @@ def _manifest(patients_per_stage: list[int]) -> Manifest:
             paths = {"us": Path(f"/d/P{p}_us.png"), "swe": Path(f"/d/P{p}_swe.png")}
             rows.append(ManifestRow(p + 2, f"P{p}", stage, paths))
             p += 1
-    return Manifest(tuple(rows), ("us", "swe"), "twelve.csv")
+    return Manifest(tuple(rows), ("us", "swe"), "twelve.csv", label_spec=METAVIR)
 
 
 TWELVE = [3, 3, 2, 2, 2]  # 12 patients: sklearn refuses 5 folds, 3 folds lose a stage, 2 work

@@ -24,6 +24,7 @@ from examples.liver_fibrosis.runs import load_run, save_run_model
 from mmfusion.data import Manifest, ManifestRow
 from mmfusion.data.pipeline import eval_dataset
 from mmfusion.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from mmfusion.elastography import crop_from_name
 from mmfusion.export import OnnxPredictor, to_onnx
 from mmfusion.files import file_mode
 from mmfusion.models import build_model
@@ -199,7 +200,7 @@ print(json.dumps({"results": out, "loaded": loaded, "classes": list(predictor.cl
 def reference_probs(run: Path, paths: dict[str, Path]) -> np.ndarray:
     """``[K]`` probabilities of the run's torch model on ``paths`` (the evaluation pipeline)."""
     cfg, model = load_run(run, torch.device("cpu"))
-    row = ManifestRow(line=2, patient_id="ref", stage=0, paths=dict(paths))
+    row = ManifestRow(line=2, patient_id="ref", label=0, paths=dict(paths))
     manifest = Manifest((row,), tuple(paths), f"reference {sorted(paths.items())}")
     sample = eval_dataset(manifest, tuple(paths), cfg.model.image_size)[0]
     with torch.no_grad():
@@ -252,9 +253,11 @@ def test_torch_free_preprocessing_is_the_evaluation_pipelines(
     from mmfusion.onnx_predictor import prepare_image
 
     path = tiny_manifest.parent / "P004" / "view1_swe.png"
-    row = ManifestRow(line=2, patient_id="x", stage=0, paths={"swe": path})
+    row = ManifestRow(line=2, patient_id="x", label=0, paths={"swe": path})
     manifest = Manifest((row,), ("swe",), f"one file {path}")
-    expected = eval_dataset(manifest, ("swe",), SIZE, crop={"swe": crop})[0]["swe"].numpy()
+    expected = eval_dataset(manifest, ("swe",), SIZE, crop={"swe": crop_from_name(crop)})[0][
+        "swe"
+    ].numpy()
     got = prepare_image(path, (SIZE, SIZE), crop=crop, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     assert got.image.shape == (3, SIZE, SIZE) and got.image.dtype == np.float32
     np.testing.assert_allclose(got.image, expected, atol=1e-6, rtol=0)

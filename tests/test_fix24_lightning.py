@@ -17,6 +17,7 @@ pl = pytest.importorskip("lightning.pytorch", reason="needs the mmfusion[lightni
 
 from mmfusion import ClassifierHead, EnsembleHead, ModalityEncoder, MultiModalClassifier  # noqa: E402
 from mmfusion.lightning import FusionDataModule, FusionModule, Predictions  # noqa: E402
+from mmfusion.liver import METAVIR  # noqa: E402
 from mmfusion.models import TrainingConfig, create_model, get_preset  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("lightning")
@@ -69,7 +70,7 @@ def loader_patients(loader: torch.utils.data.DataLoader) -> set[str]:
 
 def test_without_a_validation_split_fit_validates_nothing(manifest: Path, tmp_path: Path) -> None:
     module = FusionModule(tiny(), training=QUICK.replace(batch_size=4), n_bootstrap=0)
-    dm = FusionDataModule(manifest, ("us", "swe"), 64, 4, test_size=0.5)  # val_size=0 (default)
+    dm = FusionDataModule(manifest, ("us", "swe"), 64, 4, test_size=0.5, labels=METAVIR)  # val_size=0 (default)
     t = trainer(tmp_path)
     t.fit(module, datamodule=dm)
     assert module.history and not [k for k in t.logged_metrics if k.startswith("val_")]
@@ -83,7 +84,7 @@ def test_without_a_validation_split_fit_validates_nothing(manifest: Path, tmp_pa
 def test_a_validation_split_is_disjoint_from_train_and_test(twenty: Path, tmp_path: Path) -> None:
     module = FusionModule(tiny(), training=QUICK.replace(batch_size=4), n_bootstrap=0)
     dm = FusionDataModule(twenty, ("us", "swe"), 64, 4, test_size=0.25, val_size=0.34,
-                          augment="none")
+                          augment="none", labels=METAVIR)
     t = trainer(tmp_path)
     t.fit(module, datamodule=dm)
     assert dm.split is not None
@@ -101,7 +102,7 @@ def test_a_validation_split_is_disjoint_from_train_and_test(twenty: Path, tmp_pa
 
 def test_training_stops_at_the_first_non_finite_loss(manifest: Path, tmp_path: Path) -> None:
     module = FusionModule(tiny(), training=QUICK.replace(batch_size=4, lr=1e30), n_bootstrap=0)
-    dm = FusionDataModule(manifest, ("us", "swe"), 64, 4, test_size=0.5, augment="none")
+    dm = FusionDataModule(manifest, ("us", "swe"), 64, 4, test_size=0.5, augment="none", labels=METAVIR)
     with pytest.raises(FloatingPointError, match=r"non-finite loss \((nan|inf)\) at epoch \d+, "
                                                  r"step [1-9]\d*.*lower the learning rate"):
         trainer(tmp_path, epochs=5, batches=1.0).fit(module, datamodule=dm)
@@ -114,7 +115,7 @@ def test_a_nan_parameter_stops_training_before_any_update(manifest: Path, tmp_pa
         model.head.joint_head.mlp[-1].bias[0] = float("nan")
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     module = FusionModule(model, training=QUICK.replace(batch_size=4), n_bootstrap=0)
-    dm = FusionDataModule(manifest, ("us", "swe"), 64, 4, test_size=0.5, augment="none")
+    dm = FusionDataModule(manifest, ("us", "swe"), 64, 4, test_size=0.5, augment="none", labels=METAVIR)
     with pytest.raises(FloatingPointError, match=r"non-finite loss \(nan\) at epoch 1, step 0"):
         trainer(tmp_path).fit(module, datamodule=dm)
     after = dict(model.named_parameters())
@@ -137,7 +138,7 @@ def test_a_nan_model_cannot_be_evaluated(manifest: Path, tmp_path: Path) -> None
     with torch.no_grad():
         next(model.parameters()).fill_(float("nan"))
     module = FusionModule(model, training=QUICK, n_bootstrap=0)
-    dm = FusionDataModule(manifest, ("us", "swe"), 64, 4, test_size=0.5, augment="none")
+    dm = FusionDataModule(manifest, ("us", "swe"), 64, 4, test_size=0.5, augment="none", labels=METAVIR)
     with pytest.raises(ValueError, match=r"probs\['ensemble'\]: 10 of 10 samples have non-finite"):
         trainer(tmp_path).test(module, datamodule=dm, verbose=False)
 
@@ -149,7 +150,7 @@ def test_load_from_checkpoint_needs_no_arguments(manifest: Path, tmp_path: Path)
     training = QUICK.replace(batch_size=4, epochs=3)
     module = FusionModule(tiny(modalities=("us",)), training=training, seed=7, n_bootstrap=5,
                           class_names=["F0", "F1", "F2", "F3", "F4"])
-    dm = FusionDataModule(manifest, ("us",), 64, 4, test_size=0.5)
+    dm = FusionDataModule(manifest, ("us",), 64, 4, test_size=0.5, labels=METAVIR)
     t = trainer(tmp_path)
     t.fit(module, datamodule=dm)
     path = tmp_path / "one-step.ckpt"
@@ -179,7 +180,7 @@ def test_the_cosine_schedule_ends_at_the_trainers_last_epoch(manifest: Path, tmp
     training = QUICK.replace(batch_size=4, epochs=40)  # the preset's length; the Trainer stops at 2
     assert training.schedule == "cosine" and training.lr == pytest.approx(1e-3)
     module = FusionModule(tiny(), training=training, n_bootstrap=0)
-    dm = FusionDataModule(manifest, ("us", "swe"), 64, 4, test_size=0.5, augment="none")
+    dm = FusionDataModule(manifest, ("us", "swe"), 64, 4, test_size=0.5, augment="none", labels=METAVIR)
     t = trainer(tmp_path, epochs=2)
     t.fit(module, datamodule=dm)
     # lr_e = eta + (lr - eta) (1 + cos(pi e / 2)) / 2, eta = lr / 100: 1e-3, 5.05e-4, then 1e-5
@@ -190,28 +191,28 @@ def test_the_cosine_schedule_ends_at_the_trainers_last_epoch(manifest: Path, tmp
 def test_a_data_module_from_its_model(manifest: Path) -> None:
     model = tiny(modalities=("us",))
     dm = FusionDataModule.from_model(manifest, model, training=TrainingConfig(batch_size=3,
-                                                                              augment="none"))
+                                                                              augment="none"), labels=METAVIR)
     assert (dm.modalities, dm.image_size, dm.batch_size, dm.augment) == (("us",), 64, 3, "none")
-    dm = FusionDataModule.from_model(manifest, model, batch_size=5, augment="online")
+    dm = FusionDataModule.from_model(manifest, model, batch_size=5, augment="online", labels=METAVIR)
     assert (dm.batch_size, dm.augment) == (5, "online")
     with pytest.raises(ValueError, match="image_size: the model was built for 64 px, got 96"):
-        FusionDataModule.from_model(manifest, model, batch_size=4, image_size=96)
+        FusionDataModule.from_model(manifest, model, batch_size=4, image_size=96, labels=METAVIR)
     with pytest.raises(ValueError, match="batch_size: expected batch_size= or training="):
-        FusionDataModule.from_model(manifest, model)
+        FusionDataModule.from_model(manifest, model, labels=METAVIR)
     bare = MultiModalClassifier({"us": ModalityEncoder("test_resnet")}, None,
                                 EnsembleHead({"us": ClassifierHead(96, 5, pool="avg")}))
     with pytest.raises(ValueError, match="image_size: the model has no config"):
-        FusionDataModule.from_model(manifest, bare, batch_size=4)
-    assert FusionDataModule.from_model(manifest, bare, batch_size=4, image_size=48).image_size == 48
+        FusionDataModule.from_model(manifest, bare, batch_size=4, labels=METAVIR)
+    assert FusionDataModule.from_model(manifest, bare, batch_size=4, image_size=48, labels=METAVIR).image_size == 48
 
 
 def test_a_missing_manifest_is_refused_up_front(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"manifest: no such file: .*my_pairs\.csv"):
-        FusionDataModule(tmp_path / "my_pairs.csv", ("us",), 64, 4)
+        FusionDataModule(tmp_path / "my_pairs.csv", ("us",), 64, 4, labels=METAVIR)
     with pytest.raises(FileNotFoundError, match=r"manifest: expected a CSV file, got a folder"):
-        FusionDataModule(tmp_path, ("us",), 64, 4)
+        FusionDataModule(tmp_path, ("us",), 64, 4, labels=METAVIR)
     # a manifest that prepare_data will write is looked for only then
-    FusionDataModule(tmp_path / "later.csv", ("us",), 64, 4, prepare=lambda: None)
+    FusionDataModule(tmp_path / "later.csv", ("us",), 64, 4, prepare=lambda: None, labels=METAVIR)
 
 
 # ---------------------------------------------------------------------------------- item 7
@@ -226,11 +227,11 @@ def test_a_modality_missing_from_every_pair_is_warned(manifest: Path, tmp_path: 
         writer.writeheader()
         writer.writerows({**r, "us_path": str(manifest.parent / r["us_path"]), "swe_path": ""}
                          for r in rows)
-    dm = FusionDataModule(out, ("us", "swe"), 64, 4, test_size=0.5, augment="none")
+    dm = FusionDataModule(out, ("us", "swe"), 64, 4, test_size=0.5, augment="none", labels=METAVIR)
     with pytest.warns(UserWarning, match=r"modality 'swe': no pair of the manifest has an image.*"
                                          r"modalities=\('us',\)"):
         dm.setup("fit")
-    quiet = FusionDataModule(out, ("us",), 64, 4, test_size=0.5, augment="none")
+    quiet = FusionDataModule(out, ("us",), 64, 4, test_size=0.5, augment="none", labels=METAVIR)
     import warnings
 
     with warnings.catch_warnings():

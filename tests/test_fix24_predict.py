@@ -21,6 +21,7 @@ from examples.liver_fibrosis.options import preset_config
 from examples.liver_fibrosis.runs import load_run, save_run_model
 from mmfusion.data import Manifest, ManifestRow, read_manifest
 from mmfusion.data.pipeline import eval_dataset
+from mmfusion.liver import METAVIR
 from mmfusion.models import build_model
 
 pytestmark = pytest.mark.xdist_group("example_cli")
@@ -48,7 +49,7 @@ def reference(run_dir: Path):  # noqa: ANN201 - a function
 
 def reference_probs(size: int, model: torch.nn.Module, paths: dict[str, Path]) -> np.ndarray:
     """``[K]`` probabilities of ``model`` on ``paths``, through the evaluation pipeline."""
-    row = ManifestRow(line=2, patient_id="ref", stage=0, paths=dict(paths))
+    row = ManifestRow(line=2, patient_id="ref", label=0, paths=dict(paths))
     manifest = Manifest((row,), tuple(paths), f"reference {sorted(paths.items())}")
     sample = eval_dataset(manifest, tuple(paths), size)[0]
     with torch.no_grad():
@@ -80,7 +81,7 @@ def test_each_view_is_predicted_from_its_own_images(
             "--out", str(tmp_path / "m"), "--device", "cpu"]
     assert run(predict.main, argv) == 0
     by_line = json.loads(capsys.readouterr().out)["views"]
-    rows = [r for r in read_manifest(tiny_manifest, verify="none").rows if r.patient_id == "P002"]
+    rows = [r for r in read_manifest(tiny_manifest, verify="none", labels=METAVIR).rows if r.patient_id == "P002"]
     assert sorted(by_line) == sorted(f"line {r.line}" for r in rows)  # the manifest's own lines
     for row in rows:
         expected = views[f"view{int(row.extra['view']) + 1}"]

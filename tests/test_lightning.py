@@ -13,6 +13,7 @@ pl = pytest.importorskip("lightning.pytorch", reason="needs the mmfusion[lightni
 
 from mmfusion import ClassifierHead, EnsembleHead, ModalityEncoder, MultiModalClassifier  # noqa: E402
 from mmfusion.lightning import FusionDataModule, FusionModule, Predictions  # noqa: E402
+from mmfusion.liver import METAVIR  # noqa: E402
 from mmfusion.models import create_model, get_preset  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("lightning")
@@ -54,7 +55,7 @@ def tiny(**overrides: object) -> torch.nn.Module:
 def test_missing_swe_trains_evaluates_and_reports_per_availability(swe_missing: Path, tmp_path: Path) -> None:
     training = get_preset("liver_fibrosis_quick").training.replace(batch_size=4, epochs=1)
     module = FusionModule(tiny(), training=training, n_bootstrap=10)
-    dm = FusionDataModule(swe_missing, ("us", "swe"), 64, 4, test_size=0.5)
+    dm = FusionDataModule(swe_missing, ("us", "swe"), 64, 4, test_size=0.5, labels=METAVIR)
     t = trainer(tmp_path)
     t.fit(module, datamodule=dm)
     assert np.isfinite(module.history[0]["loss"])
@@ -76,7 +77,7 @@ def test_a_hand_assembled_model_trains_with_the_default_loss(manifest: Path, tmp
     model = MultiModalClassifier({"us": ModalityEncoder("test_resnet", frozen_stages=0)}, None,
                                  EnsembleHead({"us": ClassifierHead(96, 5, pool="avg")}))
     module = FusionModule(model, n_bootstrap=0, class_names=["a", "b", "c", "d", "e"])
-    dm = FusionDataModule(manifest, ("us",), 64, 4, test_size=0.5, augment="none")
+    dm = FusionDataModule(manifest, ("us",), 64, 4, test_size=0.5, augment="none", labels=METAVIR)
     t = trainer(tmp_path)
     t.fit(module, datamodule=dm)
     t.test(module, datamodule=dm, verbose=False)
@@ -86,7 +87,7 @@ def test_a_hand_assembled_model_trains_with_the_default_loss(manifest: Path, tmp
 
 def test_checkpoint_loads_without_unpickling_and_keeps_the_history(manifest: Path, tmp_path: Path) -> None:
     module = FusionModule(tiny(), training=get_preset("liver_fibrosis_quick").training.replace(epochs=2))
-    dm = FusionDataModule(manifest, ("us", "swe"), 64, 4, test_size=0.5)
+    dm = FusionDataModule(manifest, ("us", "swe"), 64, 4, test_size=0.5, labels=METAVIR)
     t = trainer(tmp_path, epochs=2)
     t.fit(module, datamodule=dm)
     path = tmp_path / "final.ckpt"
@@ -104,9 +105,9 @@ def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="model: expected a MultiModalClassifier, got Linear"):
         FusionModule(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="augment: expected one of"):
-        FusionDataModule("m.csv", ("us",), 64, 4, augment="mixup")
+        FusionDataModule("m.csv", ("us",), 64, 4, augment="mixup", labels=METAVIR)
     with pytest.raises(ValueError, match="fold: expected 0 <= fold < 3, got 3"):
-        FusionDataModule("m.csv", ("us",), 64, 4, folds=3, fold=3)
+        FusionDataModule("m.csv", ("us",), 64, 4, folds=3, fold=3, labels=METAVIR)
 
 
 def test_predictions_merge_keeps_each_index_once() -> None:

@@ -136,7 +136,7 @@ def test_baseline_beats_chance_on_a_small_phantom() -> None:
 def test_features_read_each_sites_own_legend_and_scale(site: str) -> None:
     # Site B codes 0-60 kPa in TURBO, site C 0-70 kPa in a reversed RAINBOW on a dual-view screen:
     # read with the frame's own legend and the site's scale top, the box median is the encoded one.
-    from mmfusion.data import colour_bar_lut, detect_colour_bar
+    from mmfusion.elastography import colour_bar_lut, detect_colour_bar
 
     config = PhantomConfig(width=400, height=300, box_near_capsule_prob=0)
     phantom = LiverPhantom(config, seed=1)

@@ -15,6 +15,7 @@ from hypothesis.extra import numpy as hnp
 from sklearn.metrics import roc_auc_score
 
 import mmfusion.metrics
+from mmfusion.liver import METAVIR
 from mmfusion.metrics import classification_report, format_report, roc_curves
 from mmfusion.metrics.bootstrap import bootstrap_weights, weighted_auroc
 
@@ -96,7 +97,8 @@ def test_five_class_hand_checked():
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
     pred = np.array([0, 1, 1, 1, 2, 3, 3, 2, 4, 4])  # errors: 0->1, 2->3, 3->2
     probs = smoothed_one_hot(pred, 5)  # 0.6 on the prediction, 0.1 elsewhere
-    r = classification_report(probs, labels, groups=[f"p{i // 2}" for i in range(10)])
+    r = classification_report(probs, labels, groups=[f"p{i // 2}" for i in range(10)],
+                              cutoffs=METAVIR.cutoffs)
     assert r["confusion_matrix"] == [
         [1, 1, 0, 0, 0],
         [0, 2, 0, 0, 0],
@@ -299,7 +301,7 @@ def test_absent_class_is_null_and_macro_uses_defined_classes():
 def test_cutoff_undefined_when_all_labels_on_one_side():
     probs, labels = random_probs(np.random.default_rng(4), 40, 5)
     labels = np.clip(labels, 2, 4)  # no F0/F1: everyone has F>=2 (and F>=1)
-    r = classification_report(probs, labels, n_bootstrap=0)
+    r = classification_report(probs, labels, n_bootstrap=0, cutoffs=METAVIR.cutoffs)
     assert r["cutoff_aucs"][">=1"] is None and r["auc_f2plus"] is None
     assert r["auc_f3plus"] is not None and r["ci"] is None
 

@@ -32,7 +32,7 @@ from mmfusion.data import (
     train_transforms,
     zero_unavailable,
 )
-from mmfusion.liver import PhantomConfig, make_phantom_dataset
+from mmfusion.liver import METAVIR, PhantomConfig, make_phantom_dataset
 
 CONFIG = PhantomConfig(width=200, height=150)
 SIZE = 32
@@ -41,7 +41,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def full(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
     root = tmp_path_factory.mktemp("phantom")
-    return read_manifest(make_phantom_dataset(root, n_patients=4, seed=1, config=CONFIG, workers=0))
+    return read_manifest(make_phantom_dataset(root, n_patients=4, seed=1, config=CONFIG, workers=0), labels=METAVIR)
 
 
 def drop(manifest: Manifest, missing: dict[int, str]) -> Manifest:
@@ -52,7 +52,7 @@ def drop(manifest: Manifest, missing: dict[int, str]) -> Manifest:
         )
         for i, row in enumerate(manifest.rows)
     )
-    return Manifest(rows, manifest.modalities, manifest.source)
+    return Manifest(rows, manifest.modalities, manifest.source, label_spec=manifest.label_spec)
 
 
 def test_missing_image_is_never_read(full: Manifest, tmp_path: Path, monkeypatch) -> None:
@@ -70,7 +70,7 @@ def test_missing_image_is_never_read(full: Manifest, tmp_path: Path, monkeypatch
         return original(file, *args, **kwargs)
 
     monkeypatch.setattr(np, "fromfile", spy)
-    manifest = read_manifest(csv)  # decodes every present file once
+    manifest = read_manifest(csv, labels=METAVIR)  # decodes every present file once
     ds = PairedImageDataset(manifest, size=SIZE)
     for i in range(len(ds)):
         ds[i]

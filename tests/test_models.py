@@ -13,8 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmfusion.liver.presets import TABLE_I
 from mmfusion.models import (
-    TABLE_I,
     FusionClassifier,
     ModelConfig,
     Preset,

@@ -27,7 +27,8 @@ from mmfusion.data import (
     read_manifest,
 )
 from mmfusion.data.pipeline import paper_plan, planned_dataset
-from mmfusion.liver import PhantomConfig, make_phantom_dataset
+from mmfusion.elastography import SWEBoxCrop
+from mmfusion.liver import METAVIR, PhantomConfig, make_phantom_dataset
 
 
 def _manifest(patients_per_stage: list[int], views: list[int]) -> Manifest:
@@ -39,7 +40,7 @@ def _manifest(patients_per_stage: list[int], views: list[int]) -> Manifest:
                 rows.append(ManifestRow(line, f"P{p}", stage, paths))
                 line += 1
             p += 1
-    return Manifest(tuple(rows), ("us", "swe"))
+    return Manifest(tuple(rows), ("us", "swe"), label_spec=METAVIR)
 
 
 def _quiet_split(manifest, plan, test_size=0.2, seed=0):
@@ -151,18 +152,18 @@ def test_planned_datasets_serve_both_sides(tmp_path: Path) -> None:
     csv = make_phantom_dataset(
         tmp_path, n_patients=5, seed=1, workers=1, config=PhantomConfig(width=256, height=192)
     )
-    manifest = read_manifest(csv)
+    manifest = read_manifest(csv, labels=METAVIR)
     plan = paper_plan(manifest.labels, 32, seed=0)
     train_items, test_items = _quiet_split(manifest, plan, 0.2, 0)
     train_set = planned_dataset(manifest, ("us", "swe"), 32, train_items)
-    test_set = planned_dataset(manifest, ("us", "swe"), 32, test_items, crop={"swe": "swe_box"})
+    test_set = planned_dataset(manifest, ("us", "swe"), 32, test_items, crop={"swe": SWEBoxCrop("box")})
     assert (len(train_set), len(test_set)) == (len(train_items), len(test_items))
     k = next(k for k, item in enumerate(test_items) if item.flip and item.shift == 0)
     item = test_set[k]
     source = test_items[k].index
     assert item["label"] == manifest[source].stage and item["index"] == k
     original = planned_dataset(
-        manifest, ("us", "swe"), 32, [AugmentationItem(source, False, 0)], crop={"swe": "swe_box"}
+        manifest, ("us", "swe"), 32, [AugmentationItem(source, False, 0)], crop={"swe": SWEBoxCrop("box")}
     )[0]
     for modality in ("us", "swe"):
         assert torch.equal(item[modality], original[modality].flip(-1))

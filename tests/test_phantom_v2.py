@@ -19,8 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmfusion.data import detect_sector, detect_swe_box, image_roi, load_image, read_manifest
+from mmfusion.data import detect_sector, image_roi, load_image, read_manifest
+from mmfusion.elastography import detect_swe_box
 from mmfusion.liver import (
+    METAVIR,
     STYLES,
     LiverPhantom,
     PhantomConfig,
@@ -244,7 +246,7 @@ def test_site_c_dicom_has_its_ultrasound_regions(native: Path) -> None:
     pydicom = pytest.importorskip("pydicom", reason="needs the mmfusion[dicom] extra")
     from pydicom.uid import RLELossless
 
-    rows = [row for row in read_manifest(native) if row.extra["site"] == "C"]
+    rows = [row for row in read_manifest(native, labels=METAVIR) if row.extra["site"] == "C"]
     assert rows
     for row in rows[:3]:
         truth = phantom_truth(row)
@@ -276,7 +278,7 @@ def test_site_c_dicom_has_its_ultrasound_regions(native: Path) -> None:
 
 
 def test_written_pixels_are_the_rendered_ones(native: Path) -> None:
-    manifest = read_manifest(native)
+    manifest = read_manifest(native, labels=METAVIR)
     phantom = LiverPhantom(SMALL, seed=0)
     patients = {p.patient_id: p for p in phantom.cohort(6)}
     seen = set()
@@ -305,7 +307,7 @@ def test_png_format_writes_no_dicom(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="may crop its B-mode view instead of the elastogram"):
         path = make_phantom_dataset(tmp_path, n_patients=3, config=config, workers=0,
                                     image_format="png")
-    manifest = read_manifest(path)
+    manifest = read_manifest(path, labels=METAVIR)
     assert "C" in {row.extra["site"] for row in manifest}  # the DICOM site is written as PNG
     assert not list(tmp_path.rglob("*.dcm"))
     assert {p.suffix for row in manifest for p in row.paths.values()} == {".png"}

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmfusion.data import Manifest, ManifestRow, read_manifest, site_splits
+from mmfusion.liver import METAVIR
 
 Pair = tuple[str, int, str]  # patient, stage, site
 
@@ -45,7 +46,7 @@ def _csv(root: Path, pairs: list[Pair], *, site: bool = True, images: bool = Fal
 
 
 def _read(root: Path, pairs: list[Pair], **kwargs: bool) -> Manifest:
-    return read_manifest(_csv(root, pairs, **kwargs), verify="none")
+    return read_manifest(_csv(root, pairs, **kwargs), verify="none", labels=METAVIR)
 
 
 def _lines(manifest: Manifest) -> list[int]:
@@ -70,7 +71,7 @@ def _in_memory(assignment: list[tuple[str, int, int]]) -> Manifest:
             rows.append(ManifestRow(line, f"P{p}", stage, {"us": Path(f"/d/P{p}/{v}.png")},
                                     {"site": site}))
             line += 1
-    return Manifest(tuple(rows), ("us",))
+    return Manifest(tuple(rows), ("us",), label_spec=METAVIR)
 
 
 patients = st.lists(
@@ -112,7 +113,7 @@ def test_sites_of_a_csv_come_in_sorted_order(tmp_path: Path) -> None:
 def test_another_column_names_the_site(tmp_path: Path) -> None:
     csv = _csv(tmp_path, THREE_SITES)
     csv.write_text(csv.read_text().replace(",site\n", ",hospital\n", 1))
-    manifest = read_manifest(csv, verify="none")
+    manifest = read_manifest(csv, verify="none", labels=METAVIR)
     assert [test[0].extra["hospital"] for _, test in site_splits(manifest, column="hospital")] == [
         "A", "B", "C"]
 
@@ -192,7 +193,7 @@ def test_datamodule_serves_the_chosen_site_with_validation_from_the_others(tmp_p
     from mmfusion.lightning import FusionDataModule
 
     csv = _csv(tmp_path, THREE_SITES, images=True)
-    dm = FusionDataModule(csv, ("us",), 32, 4, split="site", fold=1, val_size=0.5, augment="none")
+    dm = FusionDataModule(csv, ("us",), 32, 4, split="site", fold=1, val_size=0.5, augment="none", labels=METAVIR)
     dm.setup("fit")
     manifest = dm.manifest
     assert manifest is not None and dm.split is not None
@@ -214,10 +215,10 @@ def test_datamodule_site_arguments(tmp_path: Path) -> None:
     from mmfusion.lightning import FusionDataModule
 
     with pytest.raises(ValueError, match="folds: not with split='site'"):
-        FusionDataModule("m.csv", ("us",), 32, 4, split="site", folds=3, fold=0)
+        FusionDataModule("m.csv", ("us",), 32, 4, split="site", folds=3, fold=0, labels=METAVIR)
     with pytest.raises(ValueError, match="fold: expected the held-out site's index >= 0, got -1"):
-        FusionDataModule("m.csv", ("us",), 32, 4, split="site", fold=-1)
-    dm = FusionDataModule(_read(tmp_path, THREE_SITES), ("us",), 32, 4, split="site", fold=3)
+        FusionDataModule("m.csv", ("us",), 32, 4, split="site", fold=-1, labels=METAVIR)
+    dm = FusionDataModule(_read(tmp_path, THREE_SITES), ("us",), 32, 4, split="site", fold=3, labels=METAVIR)
     with pytest.raises(ValueError, match=r"fold: expected 0 <= fold < 3 \(the sites A, B, C, in "
                                          r"order\), got 3"):
         dm.setup("fit")

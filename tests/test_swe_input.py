@@ -11,26 +11,30 @@ import pytest
 import torch
 
 from mmfusion.data import (
-    CROP_MODES,
     PairedImageDataset,
-    SWEBoxNotFoundWarning,
-    detect_swe_box,
+    ROICrop,
     image_roi,
     load_image,
     read_manifest,
 )
 from mmfusion.data.pipeline import (
-    SWE_INPUTS,
     cached_crops,
     eval_dataset,
-    swe_input_crop,
     train_dataset,
 )
-from mmfusion.liver import PhantomConfig, make_phantom_dataset, phantom_truth
+from mmfusion.elastography import (
+    SWE_INPUTS,
+    SWEBoxCrop,
+    SWEBoxNotFoundWarning,
+    crop_from_name,
+    detect_swe_box,
+    swe_crop,
+)
+from mmfusion.liver import METAVIR, PhantomConfig, make_phantom_dataset, phantom_truth
 
 CONFIG = PhantomConfig(width=256, height=192)
-BOX = {"swe": "swe_box"}
-MASK = {"swe": "swe_box_mask"}
+BOX = {"swe": SWEBoxCrop("box")}
+MASK = {"swe": SWEBoxCrop("box_mask")}
 
 
 @pytest.fixture(scope="module")
@@ -54,22 +58,22 @@ def _saturated_fraction(chw: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("size", [None, 48])
-@pytest.mark.parametrize("crop", [None, {}, {"swe": "sector"}, {"us": "sector", "swe": "sector"}])
+@pytest.mark.parametrize("crop", [None, {}, {"swe": ROICrop()}, {"us": ROICrop(), "swe": ROICrop()}])
 def test_default_is_the_sector_crop_bit_for_bit(
     phantom_csv: Path, size: int | None, crop: dict[str, str] | None
 ) -> None:
-    ds = PairedImageDataset(phantom_csv, size=size, crop=crop)
+    ds = PairedImageDataset(phantom_csv, labels=METAVIR, size=size, crop=crop)
     for index in (0, len(ds) - 1):
         images = ds.images(index)
         for modality, path in ds.manifest[index].paths.items():
             assert torch.equal(images[modality], _old_recipe(path, size))
-    assert ds.crop == {"us": "sector", "swe": "sector"}
+    assert ds.crop_keys == {"us": "sector", "swe": "sector"}
     assert ds.applied_crops == dict.fromkeys((0, len(ds) - 1), {"us": "sector", "swe": "sector"})
 
 
 def test_box_crop_is_the_true_colour_box(phantom_csv: Path) -> None:
-    ds = PairedImageDataset(phantom_csv, crop=BOX)  # no resize: the crop's own size
-    frame_crops = PairedImageDataset(phantom_csv)
+    ds = PairedImageDataset(phantom_csv, labels=METAVIR, crop=BOX)  # no resize: the crop's own size
+    frame_crops = PairedImageDataset(phantom_csv, labels=METAVIR)
     for index, row in enumerate(ds.manifest):
         x0, y0, x1, y1 = phantom_truth(row).swe_box
         swe = ds.images(index)["swe"]
@@ -89,7 +93,7 @@ def test_box_crop_is_the_true_colour_box(phantom_csv: Path) -> None:
 
 
 def test_box_crop_pixels_are_the_frames(phantom_csv: Path) -> None:
-    ds = PairedImageDataset(phantom_csv, crop=BOX, size=32)
+    ds = PairedImageDataset(phantom_csv, labels=METAVIR, crop=BOX, size=32)
     path = ds.manifest[1].paths["swe"]
     frame = load_image(path)
     x0, y0, x1, y1 = detect_swe_box(frame)
@@ -98,8 +102,8 @@ def test_box_crop_pixels_are_the_frames(phantom_csv: Path) -> None:
 
 
 def test_box_mask_zeroes_everything_outside_the_box(phantom_csv: Path) -> None:
-    masked = PairedImageDataset(phantom_csv, crop=MASK)
-    sector = PairedImageDataset(phantom_csv)
+    masked = PairedImageDataset(phantom_csv, labels=METAVIR, crop=MASK)
+    sector = PairedImageDataset(phantom_csv, labels=METAVIR)
     for index, row in enumerate(masked.manifest):
         path = row.paths["swe"]
         frame = load_image(path)
@@ -117,7 +121,7 @@ def test_box_mask_zeroes_everything_outside_the_box(phantom_csv: Path) -> None:
 
 
 def test_box_mask_without_roi_uses_frame_coordinates(phantom_csv: Path) -> None:
-    ds = PairedImageDataset(phantom_csv, roi=False, crop=MASK)
+    ds = PairedImageDataset(phantom_csv, labels=METAVIR, roi=False, crop=MASK)
     frame = load_image(ds.manifest[0].paths["swe"])
     x0, y0, x1, y1 = detect_swe_box(frame)
     expected = np.zeros_like(frame)
@@ -128,7 +132,7 @@ def test_box_mask_without_roi_uses_frame_coordinates(phantom_csv: Path) -> None:
 @pytest.fixture
 def grey_swe_csv(phantom_csv: Path, tmp_path: Path) -> Path:
     """A pair whose "SWE" file is a B-mode frame: no colour box."""
-    row = read_manifest(phantom_csv)[0]
+    row = read_manifest(phantom_csv, labels=METAVIR)[0]
     csv = tmp_path / "grey.csv"
     csv.write_text(
         f"patient_id,us_path,swe_path,stage\nP1,{row.paths['us']},{row.paths['us']},F1\n"
@@ -140,14 +144,15 @@ def grey_swe_csv(phantom_csv: Path, tmp_path: Path) -> Path:
 def test_frame_without_a_box_fails_with_its_name_or_falls_back(
     grey_swe_csv: Path, mode: str
 ) -> None:
-    us_path = read_manifest(grey_swe_csv)[0].paths["us"]
+    us_path = read_manifest(grey_swe_csv, labels=METAVIR)[0].paths["us"]
     expected = (
         f"crop: expected an SWE colour box in {str(us_path)!r} (crop mode {mode!r} for modality "
         "'swe'), found none; crop_fallback=True keeps the sector crop instead"
     )
+    crop = {"swe": crop_from_name(mode)}
     with pytest.raises(ValueError, match=re.escape(expected)):
-        PairedImageDataset(grey_swe_csv, crop={"swe": mode}).images(0)
-    ds = PairedImageDataset(grey_swe_csv, crop={"swe": mode}, crop_fallback=True)
+        PairedImageDataset(grey_swe_csv, labels=METAVIR, crop=crop).images(0)
+    ds = PairedImageDataset(grey_swe_csv, labels=METAVIR, crop=crop, crop_fallback=True)
     with pytest.warns(SWEBoxNotFoundWarning, match="using its sector crop"):
         images = ds.images(0)
     assert torch.equal(images["swe"], _old_recipe(us_path, None))
@@ -159,36 +164,37 @@ def test_bad_crop_arguments(phantom_csv: Path) -> None:
         ValueError,
         match=re.escape("crop: expected modality keys among ['us', 'swe'], got 'elasto'"),
     ):
-        PairedImageDataset(phantom_csv, crop={"elasto": "swe_box"})
-    with pytest.raises(
-        ValueError, match=re.escape(f"crop: expected a mode in {CROP_MODES} for 'swe', got 'box'")
+        PairedImageDataset(phantom_csv, labels=METAVIR, crop={"elasto": SWEBoxCrop("box")})
+    with pytest.raises(  # crops are objects now: a mode string is refused, naming the modality
+        TypeError, match=re.escape("with a non-empty string key for 'swe', got 'box'")
     ):
-        PairedImageDataset(phantom_csv, crop={"swe": "box"})
+        PairedImageDataset(phantom_csv, labels=METAVIR,
+                           crop={"swe": "box"})  # type: ignore[dict-item]  # fmt: skip
     with pytest.raises(TypeError, match="crop: expected a mapping"):
-        PairedImageDataset(phantom_csv, crop="swe_box")  # type: ignore[arg-type]
+        PairedImageDataset(phantom_csv, labels=METAVIR, crop="swe_box")  # type: ignore[arg-type]
 
 
 def test_swe_input_names() -> None:
     assert SWE_INPUTS == ("frame", "box", "box_mask", "box_kpa")
-    assert swe_input_crop("frame", "swe") == {"swe": "sector"}
-    assert swe_input_crop("box", "swe") == {"swe": "swe_box"}
-    assert swe_input_crop("box_mask", "elasto") == {"elasto": "swe_box_mask"}
+    assert swe_crop("frame").key == "sector"
+    assert swe_crop("box").key == "swe_box"
+    assert swe_crop("box_mask").key == "swe_box_mask"
     with pytest.raises(
         ValueError,
         match=re.escape(
             "swe_input: expected one of ('frame', 'box', 'box_mask', 'box_kpa'), got 'roi'"
         ),
     ):
-        swe_input_crop("roi", "swe")
+        swe_crop("roi")
 
 
 def test_pipeline_keys_its_cache_by_crop(phantom_csv: Path) -> None:
-    manifest = read_manifest(phantom_csv)
+    manifest = read_manifest(phantom_csv, labels=METAVIR)
     frame = cached_crops(manifest, 32)
-    assert cached_crops(manifest, 32, crop={"swe": "sector"}) is frame
+    assert cached_crops(manifest, 32, crop={"swe": ROICrop()}) is frame
     box = cached_crops(manifest, 32, crop=BOX)
-    assert box is not frame and box.crop == {"us": "sector", "swe": "swe_box"}
-    assert box.applied_crops == dict.fromkeys(range(len(manifest)), box.crop)
+    assert box is not frame and box.crop_keys == {"us": "sector", "swe": "swe_box"}
+    assert box.applied_crops == dict.fromkeys(range(len(manifest)), box.crop_keys)
     test_set = eval_dataset(manifest, ("us", "swe"), 32, [0, 1], crop=BOX)
     train_set = train_dataset(manifest, ("us", "swe"), 32, [2, 3], "paper", crop=BOX)
     assert cached_crops(manifest, 32, crop=BOX) is box  # the data sets above reused it

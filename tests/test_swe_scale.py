@@ -1,4 +1,5 @@
-"""SWE boxes of any colour scale re-drawn on the reference scale (:mod:`mmfusion.data.swe_scale`)."""
+"""SWE boxes of any colour scale re-drawn on the reference scale
+(:mod:`mmfusion.elastography.standardise`)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,27 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mmfusion.data import (
-    SWE_SCALE_COLUMN,
     PairedImageDataset,
+    load_image,
+    read_manifest,
+    write_manifest,
+)
+from mmfusion.elastography import (
+    REFERENCE_COLORMAP,
+    REFERENCE_KPA_MAX,
+    SWE_INPUTS,
+    SWE_SCALE_COLUMN,
+    SWEBoxCrop,
     colourmap_lut,
     decode_swe_kpa,
     detect_colour_bar,
     detect_swe_box,
-    load_image,
-    read_manifest,
+    parse_swe_scale_kpa,
     standardise_swe_box,
-    write_manifest,
+    swe_crop,
+    swe_scale_kpa,
 )
-from mmfusion.data.pipeline import SWE_INPUTS, swe_input_crop
-from mmfusion.data.swe_scale import REFERENCE_COLORMAP, REFERENCE_KPA_MAX
-from mmfusion.liver import PhantomConfig, make_phantom_dataset
+from mmfusion.liver import METAVIR, PhantomConfig, make_phantom_dataset
 
 BOX = (20, 30, 100, 110)  # x0, y0, x1, y1 of the colour box in the synthetic frames
 BAR = (180, 20, 188, 140)  # the legend: 120 rows, low end at the bottom
@@ -142,14 +150,14 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("swe_scale_phantom")
     csv = make_phantom_dataset(root, n_patients=3, seed=0, workers=1,
                                config=PhantomConfig(width=400, height=300))  # fmt: skip
-    assert {r.extra["site"] for r in read_manifest(csv).rows} == {"A", "B", "C"}
+    assert {r.extra["site"] for r in read_manifest(csv, labels=METAVIR).rows} == {"A", "B", "C"}
     return csv
 
 
 def test_box_kpa_crop_reads_each_sites_scale_like_its_true_colour_map(three_sites: Path) -> None:
     """Decoding the crop on the reference scale gives the stiffness that the site's true colour
     map (which the crop never sees: it reads the legend) gives, to the legend's step."""
-    ds = PairedImageDataset(three_sites, crop={"swe": "swe_box_kpa"})
+    ds = PairedImageDataset(three_sites, labels=METAVIR, crop={"swe": SWEBoxCrop("box_kpa")})
     config = PhantomConfig(width=400, height=300)
     for index, row in enumerate(ds.manifest.rows):
         image = np.ascontiguousarray(ds.images(index)["swe"].permute(1, 2, 0).numpy())
@@ -170,7 +178,7 @@ def test_box_kpa_crop_reads_each_sites_scale_like_its_true_colour_map(three_site
 
 
 def test_box_kpa_needs_the_scale_column_or_a_default(three_sites: Path, tmp_path: Path) -> None:
-    manifest = read_manifest(three_sites)
+    manifest = read_manifest(three_sites, labels=METAVIR)
     rows = [
         {"patient_id": r.patient_id, "us_path": str(r.paths["us"]), "swe_path": str(r.paths["swe"]),
          "stage": r.stage}
@@ -180,16 +188,17 @@ def test_box_kpa_needs_the_scale_column_or_a_default(three_sites: Path, tmp_path
     with pytest.raises(ValueError, match=re.escape(
         "swe_scale_kpa: crop mode 'swe_box_kpa' needs the top of each SWE frame's colour scale in "
         "kPa; manifest line 2 has no swe_scale_kpa value; add the column or pass "
-        "PairedImageDataset(swe_scale_kpa=...)"
+        "SWEBoxCrop('box_kpa', scale_kpa=...)"  # the default scale moved to the crop
     )):  # fmt: skip
-        PairedImageDataset(bare, crop={"swe": "swe_box_kpa"})[0]
+        PairedImageDataset(bare, labels=METAVIR, crop={"swe": SWEBoxCrop("box_kpa")})[0]
     site_a = next(i for i, r in enumerate(manifest.rows) if r.extra["site"] == "A")
-    given = PairedImageDataset(bare, crop={"swe": "swe_box_kpa"}, swe_scale_kpa=40.0)
-    column = PairedImageDataset(three_sites, crop={"swe": "swe_box_kpa"})
+    given = PairedImageDataset(bare, labels=METAVIR,
+                               crop={"swe": SWEBoxCrop("box_kpa", scale_kpa=40.0)})  # fmt: skip
+    column = PairedImageDataset(three_sites, labels=METAVIR, crop={"swe": SWEBoxCrop("box_kpa")})
     assert float(manifest.rows[site_a].extra[SWE_SCALE_COLUMN]) == 40.0
     assert given.images(site_a)["swe"].equal(column.images(site_a)["swe"])
-    with pytest.raises(ValueError, match="swe_scale_kpa: expected a positive number of kPa, got -1"):
-        PairedImageDataset(bare, crop={"swe": "swe_box_kpa"}, swe_scale_kpa=-1)
+    with pytest.raises(ValueError, match="scale_kpa: expected a positive number of kPa, got -1"):
+        SWEBoxCrop("box_kpa", scale_kpa=-1)
 
 
 def test_the_manifest_validates_and_reads_the_scale_column(tmp_path: Path) -> None:
@@ -199,17 +208,21 @@ def test_the_manifest_validates_and_reads_the_scale_column(tmp_path: Path) -> No
     columns = ["patient_id", "us_path", "stage", SWE_SCALE_COLUMN]
     good = [{"patient_id": "P1", "us_path": "a.png", "stage": 0, SWE_SCALE_COLUMN: "70"},
             {"patient_id": "P2", "us_path": "b.png", "stage": 1, SWE_SCALE_COLUMN: ""}]  # fmt: skip
-    rows = read_manifest(write_manifest(tmp_path / "ok.csv", good, columns), verify="none").rows
-    assert [r.swe_scale_kpa for r in rows] == [70.0, None]
+    parsers = {SWE_SCALE_COLUMN: parse_swe_scale_kpa}  # the generic reader knows no column
+    rows = read_manifest(write_manifest(tmp_path / "ok.csv", good, columns), verify="none",
+                         labels=METAVIR, columns=parsers).rows  # fmt: skip
+    assert [swe_scale_kpa(r) for r in rows] == [70.0, None]
     bad = [{**good[0], SWE_SCALE_COLUMN: v} for v in ("-3", "0", "forty", "nan")]
     with pytest.raises(ManifestError) as err:
-        read_manifest(write_manifest(tmp_path / "bad.csv", bad, columns), verify="none")
-    assert err.value.problems == [
-        f"line {i + 2}: swe_scale_kpa {v!r} is not a positive number of kPa"
+        read_manifest(write_manifest(tmp_path / "bad.csv", bad, columns), verify="none",
+                      labels=METAVIR, columns=parsers)  # fmt: skip
+    assert err.value.problems == [  # the generic reader's wording around the parser's
+        f"line {i + 2}: swe_scale_kpa {v!r} is not valid: expected a positive number of kPa, "
+        f"got {v!r}"
         for i, v in enumerate(("-3", "0", "forty", "nan"))
     ]
 
 
 def test_swe_input_box_kpa() -> None:
     assert "box_kpa" in SWE_INPUTS
-    assert swe_input_crop("box_kpa", "swe") == {"swe": "swe_box_kpa"}
+    assert swe_crop("box_kpa").key == "swe_box_kpa"

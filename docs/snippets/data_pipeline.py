@@ -11,11 +11,13 @@ import mmfusion.liver as liver
 root = Path(tempfile.mkdtemp()) / "phantom"  # your data: a manifest CSV and images
 small = liver.PhantomConfig(width=192, height=144)  # default: 800 x 600 scanner frames
 csv = liver.make_phantom_dataset(root, n_patients=25, seed=0, config=small, workers=0)
-manifest = md.read_manifest(csv)  # validates every row; reports all problems at once
+# labels=: the label column and its classes (METAVIR: stages F0-F4 in a "stage" column);
+# without it, a "label" column of class indices. Checks every row, lists every problem.
+manifest = md.read_manifest(csv, labels=liver.METAVIR)
 print(len(manifest), "pairs of", len(set(manifest.groups)), "patients")
-print(manifest.stage_counts())
+print(manifest.label_counts())  # {"F0": ..., "F4": ...}
 
-train, test = md.patient_split(manifest, test_size=0.2, seed=0)  # stratified by stage
+train, test = md.patient_split(manifest, test_size=0.2, seed=0)  # stratified by class
 assert not set(train.groups) & set(test.groups)  # no patient on both sides: no leakage
 # ROI crop, resize to 96 px and cache; then the paired transforms at 64 px
 train_set = md.PairedImageDataset(train, md.train_transforms(64), cache=True, size=96)

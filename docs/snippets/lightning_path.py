@@ -5,7 +5,7 @@ import tempfile
 import lightning.pytorch as pl
 
 from mmfusion.lightning import FusionDataModule, FusionModule
-from mmfusion.liver import STAGE_NAMES, PhantomConfig, make_phantom_dataset
+from mmfusion.liver import METAVIR, PhantomConfig, make_phantom_dataset
 from mmfusion.models import create_model, get_preset
 
 root = tempfile.mkdtemp()
@@ -16,10 +16,11 @@ manifest = make_phantom_dataset(root, n_patients=10, config=small, workers=1)
 
 preset = get_preset("liver_fibrosis_quick")  # architecture + training recipe
 model = create_model("liver_fibrosis_quick", backbone="test_resnet", image_size=64)
-module = FusionModule(model, training=preset.training, class_names=STAGE_NAMES,
+module = FusionModule(model, training=preset.training, labels=METAVIR,  # class names
                       n_bootstrap=50)  # loss from the model's config: eq. (1)-(3)
 data = FusionDataModule.from_model(  # the model's modalities and image size
-    manifest, model, training=preset.training, batch_size=8, test_size=0.5)
+    manifest, model, training=preset.training, batch_size=8, test_size=0.5,
+    labels=METAVIR)  # the manifest's "stage" column: F0-F4
 # use_distributed_sampler=False: the data module's sampler is already sharded
 trainer = pl.Trainer(max_epochs=1, accelerator="cpu", default_root_dir=root,
                      logger=False, enable_progress_bar=False,

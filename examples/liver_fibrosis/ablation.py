@@ -39,7 +39,7 @@ from examples.liver_fibrosis.options import (
 )
 from examples.liver_fibrosis.runner import run_training, weights_check
 from mmfusion.files import atomic_write_text
-from mmfusion.models import TABLE_I, TABLE_I_ROWS
+from mmfusion.liver.presets import TABLE_I, TABLE_I_ROWS
 
 #: Table I rows: name -> ModelConfig changes (from the registry). The last one is the paper's model.
 CONFIGS: dict[str, dict[str, Any]] = {

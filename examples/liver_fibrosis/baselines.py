@@ -5,16 +5,17 @@ logistic regression on hand-made features (issue 13).
     python -m examples.liver_fibrosis.baselines --out runs/baselines --seed 1 --data my.csv
 
 * ``cutoffs``: the median stiffness in the SWE colour box (decoded from the colour scale,
-  :func:`mmfusion.data.decode_swe_kpa`) staged by the published 2D-SWE cut-offs
+  :func:`mmfusion.elastography.decode_swe_kpa`) staged by the published 2D-SWE cut-offs
   (:data:`mmfusion.liver.HERRMANN_2018`: F>=2, F>=3, F4; below F>=2 -> F1). No training.
 * ``logistic``: :class:`mmfusion.liver.LogisticBaseline` on eight numbers per pair (kPa median,
   IQR and valid fraction in the box; five B-mode texture statistics), fitted on the training
   patients of the same split the deep models use (``--seed``, ``--test-size``).
 
-Each frame's colour scale is read from its own legend (:func:`mmfusion.data.colour_bar_lut`), its
-top in kPa from the manifest's ``swe_scale_kpa`` column (the phantom writes it; scanners differ)
-or ``--kpa-max``. The B-mode statistics are taken at the box's place in the B-mode frame, mapped
-through both frames' ROIs (a dual-view SWE screen shows its fan elsewhere than the B-mode frame).
+Each frame's colour scale is read from its own legend
+(:func:`mmfusion.elastography.colour_bar_lut`), its top in kPa from the manifest's
+``swe_scale_kpa`` column (the phantom writes it; scanners differ; read with
+:func:`mmfusion.elastography.swe_scale_kpa`) or ``--kpa-max``. The B-mode statistics are taken
+at the box's place in the B-mode frame, mapped through both frames' ROIs (a dual-view SWE screen shows its fan elsewhere than the B-mode frame).
 
 Writes ``metrics.json`` (per pair and per patient, the same reports as a training run) into
 ``--out``.
@@ -34,16 +35,15 @@ import numpy as np
 from examples.liver_fibrosis.cli import CliError, run, say
 from examples.liver_fibrosis.options import preset_config
 from examples.liver_fibrosis.runs import check_free, load_manifest, prepare_phantom, write_json
-from mmfusion.data import (
-    ManifestRow,
+from mmfusion.data import ManifestRow, image_roi, load_image
+from mmfusion.elastography import (
     colour_bar_lut,
     detect_colour_bar,
     detect_swe_box,
-    image_roi,
-    load_image,
+    swe_scale_kpa,
 )
 from mmfusion.lightning import make_splits
-from mmfusion.liver import STAGE_NAMES
+from mmfusion.liver import METAVIR, STAGE_NAMES
 from mmfusion.metrics import classification_report, patient_report
 
 OUTPUTS = ("metrics.json",)
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 def reports(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_bootstrap: int, seed: int
             ) -> dict[str, Any]:
     """Pair-level and patient-level reports of one baseline."""
-    options = dict(num_classes=len(STAGE_NAMES), class_names=list(STAGE_NAMES), n_bootstrap=n_bootstrap,
+    options = dict(num_classes=METAVIR.num_classes, label_spec=METAVIR, n_bootstrap=n_bootstrap,
                    seed=seed)
     return {"pairs": classification_report(probs, labels, groups=groups, **options),
             "patients": patient_report(probs, labels, groups, **options)}
@@ -89,7 +89,7 @@ def pair_inputs(row: ManifestRow, kpa_max: float) -> dict[str, Any]:
     ux0, uy0, _, _ = image_roi(row.paths["us"], image=us).roi.bbox
     dx, dy = ux0 - sx0, uy0 - sy0
     x0, y0, x1, y1 = box
-    scale = row.swe_scale_kpa or kpa_max
+    scale = swe_scale_kpa(row) or kpa_max
     return {"us": us, "swe": swe, "box": box, "colormap": colour_bar_lut(swe, bar),
             "kpa_range": (0.0, scale), "us_box": (x0 + dx, y0 + dy, x1 + dx, y1 + dy)}
 

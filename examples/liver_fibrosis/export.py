@@ -93,7 +93,7 @@ def parity(model: torch.nn.Module, predictor: object, modalities: list[str], siz
 
 def export_facts(cfg: RunConfig, modalities: list[str]) -> dict[str, object]:
     """``to_onnx``'s metadata arguments for a run: normalisation, stage names, crop per input."""
-    crop = {m: mode for m, mode in (swe_crop(cfg) or {}).items() if m in modalities}
+    crop = {m: c.key for m, c in (swe_crop(cfg) or {}).items() if m in modalities}
     return {"mean": MEAN_STD[0], "std": MEAN_STD[1], "class_names": list(STAGE_NAMES), "crop": crop}
 
 

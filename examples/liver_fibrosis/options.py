@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
 import re
 import types
 import typing
@@ -196,6 +197,7 @@ def _docs(cls: type) -> dict[str, str]:
     """Field -> help text from the class docstring's ``Attributes:`` section."""
     doc = inspect.getdoc(cls) or ""
     section = doc.split("Attributes:", 1)[-1]
+    section = re.split(r"^\S", section, maxsplit=1, flags=re.M)[0]  # up to the next section
     helps: dict[str, str] = {}
     for match in re.finditer(r"^    (\w+): (.*?)(?=^    \w+: |\Z)", section, flags=re.M | re.S):
         helps[match.group(1)] = " ".join(match.group(2).split()).replace("%", "%%")  # argparse
@@ -214,6 +216,17 @@ def _csv(kind: type) -> Any:
     return parse
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object given on the command line (``--encoders '{"swe": {"name": "timm"}}'``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({err})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object {{...}}, got {text!r}")
+    return value
+
+
 def _add_field(parser: argparse.ArgumentParser, name: str, hint: Any, helps: dict[str, str]) -> None:
     flag = "--" + name.replace("_", "-")
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -227,6 +240,8 @@ def _add_field(parser: argparse.ArgumentParser, name: str, hint: Any, helps: dic
         kw["action"] = argparse.BooleanOptionalAction
     elif origin is tuple:
         kw["type"], kw["metavar"] = _csv(args[0]), "A,B"
+    elif origin is dict:  # fusion_kwargs, encoders
+        kw["type"], kw["metavar"] = _json_object, "JSON"
     elif hint in (int, float, str):
         kw["type"] = hint
     else:

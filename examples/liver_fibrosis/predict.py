@@ -58,9 +58,10 @@ from examples.liver_fibrosis.runs import (
     swe_crop,
     write_json,
 )
-from mmfusion.data import SWE_SCALE_COLUMN, Manifest, ManifestRow
+from mmfusion.data import Manifest, ManifestRow
 from mmfusion.data.pipeline import cached_crops, eval_dataset
-from mmfusion.liver.stages import STAGE_NAMES
+from mmfusion.elastography import SWE_SCALE_COLUMN, parse_swe_scale_kpa, swe_scale_kpa
+from mmfusion.liver.stages import METAVIR, STAGE_NAMES
 from mmfusion.metrics import AGGREGATION_METHODS, aggregate_patients
 from mmfusion.onnx_predictor import image_frame
 
@@ -172,15 +173,15 @@ def load_pair(cfg: RunConfig, paths: dict[str, str], swe_scale_kpa: float | None
     ``--manifest``, else 1, 2, ...); ``frames`` (from :func:`frames_of`) fixes each file's frame.
     """
     frames = frames if frames is not None else frames_of(paths, {}, None)
-    crop = {m: mode for m, mode in (swe_crop(cfg) or {}).items() if m in paths} or None
-    if crop and "swe_box_kpa" in crop.values() and swe_scale_kpa is None:
+    crop = {m: c for m, c in (swe_crop(cfg) or {}).items() if m in paths} or None
+    if crop and "swe_box_kpa" in {c.key for c in crop.values()} and swe_scale_kpa is None:
         raise CliError("--swe-scale-kpa: this model reads the SWE colour box on the reference "
                        "scale (trained with --swe-input box_kpa); give the top of the SWE "
                        "image's colour scale in kPa")
     extra = {f"{m}_frame": str(f["frame"]) for m, f in frames.items()}
     if swe_scale_kpa is not None:
         extra[SWE_SCALE_COLUMN] = repr(swe_scale_kpa)
-    row = ManifestRow(line=line, patient_id="input", stage=0,
+    row = ManifestRow(line=line, patient_id="input", label=0,
                       paths={m: Path(p) for m, p in paths.items()}, extra=extra)
     try:  # the source names the files: one view's crops are never another's
         manifest = Manifest((row,), tuple(paths), "command line: " + ", ".join(paths.values()))
@@ -207,7 +208,7 @@ def check_onnx_facts(path: str, facts: Any, cfg: RunConfig) -> None:
     """
     if facts is None:  # exported before the metadata was written: nothing to compare
         return
-    crops = swe_crop(cfg) or {}
+    crops = {m: c.key for m, c in (swe_crop(cfg) or {}).items()}
     expected = {"image_size": (cfg.model.image_size, cfg.model.image_size),
                 "crop": {m: crops.get(m, "sector") for m in facts.modalities},
                 "mean": tuple(MEAN_STD[0]), "std": tuple(MEAN_STD[1])}
@@ -273,7 +274,8 @@ def views_from_manifest(csv: str, patient: str | None, modalities: tuple[str, ..
     modality -> the row's frame column (``None`` where empty); view name -> manifest line."""
     from mmfusion.data import read_manifest
 
-    manifest = read_manifest(csv, verify="exists")
+    manifest = read_manifest(csv, labels=METAVIR, verify="exists",
+                             columns={SWE_SCALE_COLUMN: parse_swe_scale_kpa})
     patients = sorted(set(manifest.groups.tolist()))
     if patient is None:
         if len(patients) != 1:
@@ -287,7 +289,7 @@ def views_from_manifest(csv: str, patient: str | None, modalities: tuple[str, ..
              for r in rows}
     frames = {f"line {r.line}": {m: r.frame(m) for m in modalities} for r in rows}
     lines = {f"line {r.line}": r.line for r in rows}
-    return views, {f"line {r.line}": r.swe_scale_kpa for r in rows}, frames, lines
+    return views, {f"line {r.line}": swe_scale_kpa(r) for r in rows}, frames, lines
 
 
 def predict_view(model: Any, cfg: RunConfig, paths: dict[str, str], args: argparse.Namespace,

@@ -59,7 +59,7 @@ from examples.liver_fibrosis.runs import (  # noqa: F401 - resolve_device, swe_c
     write_json,
 )
 from mmfusion.files import atomic_write_text
-from mmfusion.liver.stages import STAGE_NAMES
+from mmfusion.liver import METAVIR
 from mmfusion.models import build_model
 
 PRECISION = {"bf16": "bf16-mixed", "fp16": "16-mixed", "off": "32-true"}
@@ -146,6 +146,7 @@ def make_datamodule(cfg: RunConfig, fold: int = 0, modalities: tuple[str, ...] |
         augment=cfg.training.augment, split=r.split, test_size=r.test_size, folds=r.folds, fold=fold,
         seed=r.seed, workers=r.workers, pin_memory=cuda, crop=swe_crop(cfg), val_size=r.val_size,
         prepare=None if manifest is not None else (lambda: prepare_phantom(cfg)),
+        labels=METAVIR,
     )
 
 
@@ -154,7 +155,7 @@ def make_module(cfg: RunConfig, model: torch.nn.Module) -> Any:
 
     if cfg.run.compile:
         model.compile()
-    return FusionModule(model, training=cfg.training, seed=cfg.run.seed, class_names=list(STAGE_NAMES),
+    return FusionModule(model, training=cfg.training, seed=cfg.run.seed, labels=METAVIR,
                         n_bootstrap=cfg.run.n_bootstrap, channels_last=cfg.run.channels_last)
 
 

@@ -26,13 +26,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from examples.liver_fibrosis.cli import CliError, say, warn
 from examples.liver_fibrosis.options import RunConfig
 from mmfusion.data import Manifest, read_manifest
+from mmfusion.elastography import SWE_SCALE_COLUMN, parse_swe_scale_kpa
 from mmfusion.files import (
     FolderLocked,
     atomic_write_text,
@@ -40,7 +41,11 @@ from mmfusion.files import (
     occupied,
     stale_temporary_files,
 )
+from mmfusion.liver import METAVIR
 from mmfusion.models import FusionClassifier, from_pretrained, save_pretrained
+
+if TYPE_CHECKING:
+    from mmfusion.data.crops import Crop
 
 #: Files and folders a training run writes (and ``evaluate`` adds: ``eval-*``); ``--overwrite``
 #: replaces exactly these.
@@ -88,13 +93,14 @@ def global_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
-def swe_crop(cfg: RunConfig) -> dict[str, str] | None:
-    """``--swe-input``'s crop for the SWE images (``None``: every image cropped to its sector)."""
-    from mmfusion.data.pipeline import swe_input_crop
+def swe_crop(cfg: RunConfig) -> dict[str, Crop] | None:
+    """``--swe-input``'s crop for the SWE images, ``{"swe": crop}`` (a crop of
+    :mod:`mmfusion.elastography`; ``None``: every image cropped to its sector)."""
+    from mmfusion.elastography import swe_crop as elastography_crop
 
     if cfg.run.swe_input == "frame" or "swe" not in cfg.model.modalities:
         return None
-    return swe_input_crop(cfg.run.swe_input, "swe")
+    return {"swe": elastography_crop(cfg.run.swe_input)}
 
 
 def require(*packages: str) -> None:
@@ -416,7 +422,9 @@ def load_manifest(cfg: RunConfig, verify: str = "header") -> Manifest:
         key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size, verify)
         manifest = _MANIFESTS.get(key)
         if manifest is None:
-            manifest = _MANIFESTS[key] = read_manifest(path, verify=verify)
+            manifest = _MANIFESTS[key] = read_manifest(
+                path, labels=METAVIR, verify=verify, columns={SWE_SCALE_COLUMN: parse_swe_scale_kpa}
+            )
     except ValueError as err:
         raise CliError(f"--data: {' '.join(str(err).split())}") from err
     missing = [m for m in cfg.model.modalities if m not in manifest.modalities]

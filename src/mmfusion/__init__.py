@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 #: Submodule -> the public names loaded from it on first use.
 _SUBMODULES = {
+    "mmfusion.labels": ["LabelSpec"],
     "mmfusion.losses": ["ConsistencyLoss", "EnsembleLoss", "LossOutput"],
     "mmfusion.nn": [
         "JOINT",
@@ -34,11 +35,20 @@ _SUBMODULES = {
         "EnsembleHead",
         "EnsembleOutput",
         "FeatureFusion",
+        "FeatureSpec",
         "FusionOutput",
         "ModalityEncoder",
         "MultiModalClassifier",
         "PooledEmbedding",
         "SpatialAttention",
+        "TabularEncoder",
+        "VectorEmbedding",
+        "create_encoder",
+        "create_fusion",
+        "list_encoders",
+        "list_fusions",
+        "register_encoder",
+        "register_fusion",
     ],
 }
 __getattr__, __dir__ = attach(__name__, _SUBMODULES)
@@ -46,6 +56,7 @@ __getattr__, __dir__ = attach(__name__, _SUBMODULES)
 __all__ = [*(name for names in _SUBMODULES.values() for name in names), "__version__"]
 
 if TYPE_CHECKING:  # what static analysers and IDEs see
+    from mmfusion.labels import LabelSpec
     from mmfusion.losses import ConsistencyLoss, EnsembleLoss, LossOutput
     from mmfusion.nn import (
         JOINT,
@@ -59,10 +70,19 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
         EnsembleHead,
         EnsembleOutput,
         FeatureFusion,
+        FeatureSpec,
         FusionOutput,
         ModalityEncoder,
         MultiModalClassifier,
         PooledEmbedding,
         SpatialAttention,
+        TabularEncoder,
+        VectorEmbedding,
+        create_encoder,
+        create_fusion,
+        list_encoders,
+        list_fusions,
+        register_encoder,
+        register_fusion,
     )
 

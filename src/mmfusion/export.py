@@ -2,8 +2,9 @@
 
 * :func:`to_onnx` - ``images -> combined class probabilities`` (the ensemble prediction of the
   paper's Fig. 3 and section III.D) through ``torch.onnx.export(..., dynamo=True)``: one input per
-  modality, named by the modality, ``[batch, C, H, W]`` float32 with a dynamic batch axis; one
-  output ``"probs"``, ``[batch, K]``. With ``availability_input=True`` a last input
+  modality, named by the modality, ``[batch, C, H, W]`` float32 (``[batch, F]`` for a tabular
+  modality, ``NaN`` where a value is missing) with a dynamic batch axis; one output ``"probs"``,
+  ``[batch, K]``. With ``availability_input=True`` a last input
   ``"available"``, ``[batch, M]`` bool, flags per sample which modalities are present, so one graph
   serves pairs with and without SWE (the model ignores a modality's pixels where it is ``False``).
 * :class:`OnnxPredictor` - a small wrapper around an ``onnxruntime.InferenceSession`` that takes and
@@ -86,8 +87,8 @@ class ProbabilitiesModule(nn.Module):
             ``available`` mask).
 
     Shape:
-        - Inputs: one ``[B, C_m, H, W]`` float tensor per modality (then the ``[B, M]`` bool
-          mask with ``availability_input``).
+        - Inputs: one ``[B, C_m, H, W]`` float tensor per modality (``[B, F]`` for a tabular
+          one), then the ``[B, M]`` bool mask with ``availability_input``.
         - Output: ``[B, K]`` probabilities (rows sum to 1).
 
     Example:
@@ -154,14 +155,20 @@ class ProbabilitiesModule(nn.Module):
         return self.model(images, available=available).probs
 
 
-def _in_channels(model: nn.Module, modality: str) -> int:
+def _input_shape(model: nn.Module, modality: str, hw: tuple[int, int]) -> tuple[int, ...]:
+    """One sample's input shape for ``modality``: the encoder's ``input_shape(hw)`` when it has
+    one (``(F,)`` for a tabular encoder), else ``(in_chans, H, W)``."""
     encoder = cast(nn.ModuleDict, model.encoders)[modality]
+    input_shape = getattr(encoder, "input_shape", None)
+    if callable(input_shape):
+        return tuple(int(n) for n in input_shape(hw))
     channels = getattr(encoder, "in_chans", None)
     if not isinstance(channels, int):
         raise ValueError(
-            f"model.encoders[{modality!r}]: cannot tell its input channels (no int .in_chans)"
+            f"model.encoders[{modality!r}]: cannot tell its input shape (no input_shape(image_size) "
+            "method, no int .in_chans)"
         )
-    return channels
+    return (channels, *hw)
 
 
 def check_finite_weights(model: nn.Module, name: str = "model") -> None:
@@ -325,8 +332,9 @@ def to_onnx(
 
     Returns:
         The path written. Graph inputs are named after the modalities,
-        ``[batch, C, H, W]`` float32 (then ``"available"``, ``[batch, M]`` bool, if asked for);
-        the output is ``"probs"``, ``[batch, K]``.
+        ``[batch, C, H, W]`` float32 (``[batch, F]`` for a tabular modality; then
+        ``"available"``, ``[batch, M]`` bool, if asked for); the output is ``"probs"``,
+        ``[batch, K]``.
 
     Raises:
         ImportError: ``onnx``/``onnxscript`` is missing (``pip install 'mmfusion[export]'``).
@@ -366,7 +374,7 @@ def to_onnx(
     dtype = param.dtype if param is not None else torch.float32
     names = wrapper.modalities
     examples = tuple(
-        torch.randn(batch_size_example, _in_channels(model, m), *hw, device=device, dtype=dtype)
+        torch.randn(batch_size_example, *_input_shape(model, m, hw), device=device, dtype=dtype)
         for m in names
     )
     input_names = list(names)

@@ -59,7 +59,10 @@ METADATA_PREFIX = "mmfusion."
 """Prefix of the ONNX ``metadata_props`` keys written by :func:`mmfusion.export.to_onnx`."""
 
 CROP_MODES = ("sector", "swe_box", "swe_box_mask", "swe_box_kpa")
-"""Crop modes of :func:`prepare_image` (those of :class:`mmfusion.data.PairedImageDataset`)."""
+"""Crop names of :func:`prepare_image`: the keys of :class:`mmfusion.data.ROICrop` and of the SWE
+crops of :mod:`mmfusion.elastography` (:data:`~mmfusion.elastography.SWE_CROP_NAMES`), as
+:attr:`PairedImageDataset.applied_crops <mmfusion.data.PairedImageDataset.applied_crops>` records
+them."""
 
 #: How the inputs are made, in words (stored in the file for a reader without this module).
 PREPROCESSING = (
@@ -257,37 +260,30 @@ def _region_record(found: Any, path: str | os.PathLike) -> tuple[dict[str, Any] 
 def _crop(
     image: np.ndarray, path: str | os.PathLike, mode: str, swe_scale_kpa: float | None
 ) -> tuple[np.ndarray, str | None, dict[str, Any] | None, int]:
-    """``image`` cropped by ``mode``, as :class:`~mmfusion.data.PairedImageDataset` does."""
-    from mmfusion.data.elastography import detect_swe_box
+    """``image`` cropped by the crop named ``mode``, as
+    :class:`~mmfusion.data.PairedImageDataset` crops it (the SWE crops come from
+    :mod:`mmfusion.elastography`)."""
     from mmfusion.data.file_roi import image_roi
+    from mmfusion.elastography.crops import crop_from_name
 
-    box = detect_swe_box(image) if mode != "sector" else None
-    if mode != "sector" and box is None:
+    crop = crop_from_name(mode)
+    if mode == "swe_box_kpa" and swe_scale_kpa is None:
         raise ValueError(
-            f"crop: expected an SWE colour box in {str(path)!r} (crop mode {mode!r}), found none"
+            f"swe_scale_kpa: crop mode 'swe_box_kpa' needs the top of the SWE colour scale "
+            f"of {str(path)!r} in kPa, got None"
         )
-    if mode == "swe_box":
-        x0, y0, x1, y1 = box  # type: ignore[misc]
-        return np.ascontiguousarray(image[y0:y1, x0:x1]), None, None, 0
-    if mode == "swe_box_kpa":
-        if swe_scale_kpa is None:
-            raise ValueError(
-                f"swe_scale_kpa: crop mode 'swe_box_kpa' needs the top of the SWE colour scale "
-                f"of {str(path)!r} in kPa, got None"
-            )
-        from mmfusion.data.swe_scale import standardise_swe_box
-
-        return standardise_swe_box(image, swe_scale_kpa, box=box), None, None, 0
-    found = image_roi(path, image=image)
+    found = image_roi(path, image=image) if getattr(crop, "uses_roi", True) else None
+    if mode == "sector":
+        assert found is not None
+        cropped = found.roi.crop(image)
+    else:
+        cropped = crop.crop_frame(  # type: ignore[attr-defined]
+            image, None if found is None else found.roi, scale_kpa=swe_scale_kpa,
+            where=repr(str(path)),
+        )  # fmt: skip
+    if found is None:
+        return cropped, None, None, 0
     region, tissue = _region_record(found, path)
-    cropped = found.roi.crop(image)
-    if mode == "swe_box_mask":
-        ox, oy = found.roi.bbox[:2]
-        x0, y0, x1, y1 = box  # type: ignore[misc]
-        inside = (slice(max(y0 - oy, 0), max(y1 - oy, 0)), slice(max(x0 - ox, 0), max(x1 - ox, 0)))
-        masked = np.zeros_like(cropped)
-        masked[inside] = cropped[inside]
-        cropped = masked
     return cropped, found.source, region, tissue
 
 

@@ -7,16 +7,17 @@
 - :mod:`~mmfusion.data.file_roi`: a file's ROI: its DICOM tissue region, else contour detection.
 - :mod:`~mmfusion.data.transforms`: paired geometric and per-modality intensity transforms.
 - :mod:`~mmfusion.data.augmentation`: the paper's offline flip/shift expansion as a plan.
-- :mod:`~mmfusion.data.manifest`: CSV manifest reading with full validation.
-- :mod:`~mmfusion.data.dataset`: paired-image data set with ROI crop and cache.
+- :mod:`~mmfusion.data.manifest`: CSV manifest reading with full validation; labels parsed with a
+  :class:`~mmfusion.labels.LabelSpec` (also importable from here).
+- :mod:`~mmfusion.data.crops`: the crop protocol (a plug-in per modality) and the default ROI crop.
+- :mod:`~mmfusion.data.dataset`: paired-image data set (images and tabular values) with ROI,
+  crops and cache.
 - :mod:`~mmfusion.data.splits`: patient-level and leave-one-site-out splits, and the warned
   image-level and paper (augment, then split) splits.
 - :mod:`~mmfusion.data.seeded`: per-sample seeds, so augmentation does not depend on the workers.
-- :mod:`~mmfusion.data.elastography`: the SWE colour box and its stiffness in kPa.
-- :mod:`~mmfusion.data.swe_scale`: SWE boxes of any scanner re-drawn on one colour scale.
 
-This package never imports :mod:`mmfusion.nn`. The liver phantom and the METAVIR stage vocabulary
-live in :mod:`mmfusion.liver`.
+This package never imports :mod:`mmfusion.nn` nor any domain package: a domain (e.g. the liver's
+phantom and METAVIR label spec) builds on it.
 
 The names below load on first use (PEP 562): ``import mmfusion.data.manifest`` does not import
 torch, and ``from mmfusion.data import PairedImageDataset`` imports what that class needs.
@@ -30,15 +31,20 @@ from mmfusion._lazy import attach
 
 #: Submodule -> the public names loaded from it on first use.
 _SUBMODULES = {
+    "mmfusion.labels": ["LabelSpec"],
     "mmfusion.data.augmentation": [
         "AugmentationItem",
         "PlannedAugmentationDataset",
         "balanced_augmentation_plan",
     ],
+    "mmfusion.data.crops": [
+        "Crop",
+        "CropNotFoundError",
+        "CropNotFoundWarning",
+        "ROICrop",
+    ],
     "mmfusion.data.dataset": [
-        "CROP_MODES",
         "PairedImageDataset",
-        "SWEBoxNotFoundWarning",
     ],
     "mmfusion.data.dicom": [
         "FlatFrameWarning",
@@ -47,13 +53,6 @@ _SUBMODULES = {
         "dicom_frame_count",
         "dicom_regions",
         "is_dicom",
-    ],
-    "mmfusion.data.elastography": [
-        "colour_bar_lut",
-        "colourmap_lut",
-        "decode_swe_kpa",
-        "detect_colour_bar",
-        "detect_swe_box",
     ],
     "mmfusion.data.file_roi": [
         "ImageROI",
@@ -67,7 +66,6 @@ _SUBMODULES = {
         "max_image_pixels",
     ],
     "mmfusion.data.manifest": [
-        "SWE_SCALE_COLUMN",
         "Manifest",
         "ManifestError",
         "ManifestRow",
@@ -92,9 +90,6 @@ _SUBMODULES = {
         "patient_split",
         "site_splits",
     ],
-    "mmfusion.data.swe_scale": [
-        "standardise_swe_box",
-    ],
     "mmfusion.data.transforms": [
         "AVAILABLE_KEY",
         "AsImages",
@@ -118,7 +113,8 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
         PlannedAugmentationDataset,
         balanced_augmentation_plan,
     )
-    from mmfusion.data.dataset import CROP_MODES, PairedImageDataset, SWEBoxNotFoundWarning
+    from mmfusion.data.crops import Crop, CropNotFoundError, CropNotFoundWarning, ROICrop
+    from mmfusion.data.dataset import PairedImageDataset
     from mmfusion.data.dicom import (
         FlatFrameWarning,
         MissingDecoderError,
@@ -126,13 +122,6 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
         dicom_frame_count,
         dicom_regions,
         is_dicom,
-    )
-    from mmfusion.data.elastography import (
-        colour_bar_lut,
-        colourmap_lut,
-        decode_swe_kpa,
-        detect_colour_bar,
-        detect_swe_box,
     )
     from mmfusion.data.file_roi import ImageROI, image_roi
     from mmfusion.data.io import (
@@ -143,7 +132,6 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
         max_image_pixels,
     )
     from mmfusion.data.manifest import (
-        SWE_SCALE_COLUMN,
         Manifest,
         ManifestError,
         ManifestRow,
@@ -160,7 +148,6 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
         patient_split,
         site_splits,
     )
-    from mmfusion.data.swe_scale import standardise_swe_box
     from mmfusion.data.transforms import (
         AVAILABLE_KEY,
         IMAGENET_MEAN,
@@ -173,4 +160,5 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
         train_transforms,
         zero_unavailable,
     )
+    from mmfusion.labels import LabelSpec
 

@@ -3,8 +3,10 @@
 Paper II.B: "All data were subjected to horizontal flipping and translated 5 pixels to the left and
 5 pixels to the right. Additionally, to balance the number of samples in each class, data
 augmentation included horizontal translation ranging from 0 to 10 pixels for classes with fewer
-samples." Hence every sample x {original, flip, shift -5, shift +5} (4 per sample: F4's 94 give
-376), then extra shifts for the smaller stages until each reaches the target (about 1,100).
+samples." Hence every sample x {original, flip, shift -5, shift +5} (4 per sample: the paper's 94
+F4 pairs give 376), then extra shifts for the smaller classes until each reaches the target (about
+1,100 in the paper). The plan balances whatever classes the labels hold (any label set: the
+class indices of a manifest's :class:`~mmfusion.labels.LabelSpec`).
 
 Apply the plan to the TRAINING part of a patient-level split only (docs/paper_map.rst "Decisions").
 """
@@ -166,8 +168,10 @@ class PlannedAugmentationDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, k: int) -> dict[str, Any]:
         index, flip, shift = self.plan[k]
         sample = dict(self.dataset[index])
-        keys = getattr(self.dataset, "modalities", None) or [
-            key for key, v in sample.items() if isinstance(v, torch.Tensor) and v.ndim == 3
+        # images only: a tabular modality's [F] vector is neither flipped nor shifted
+        keys = [
+            key for key in getattr(self.dataset, "modalities", None) or sample
+            if isinstance(sample.get(key), torch.Tensor) and sample[key].ndim == 3
         ]
         draw = FlipShift(torch.tensor([flip]), torch.tensor([shift]))
         for key in keys:

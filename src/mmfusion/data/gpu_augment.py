@@ -13,7 +13,8 @@ negative); columns that come from outside the image are filled with ``fill``::
     out[b, :, :, x] = src[b, :, :, x - shift[b]]   if 0 <= x - shift[b] < W else fill
     src[b] = image[b] mirrored if flip[b] else image[b]
 
-Works for any dtype (``uint8`` before normalisation, where ``fill=0`` is black, or float).
+Works for any dtype (``uint8`` before normalisation, where ``fill=0`` is black, or float). A
+tabular modality's ``[B, F]`` values are no image: :func:`random_flip_shift` passes them through.
 """
 
 from __future__ import annotations
@@ -136,41 +137,59 @@ def random_flip_shift(
     fill: float | Sequence[float] = 0.0,
     generator: torch.Generator | None = None,
 ) -> tuple[dict[str, Tensor], FlipShift]:
-    """Flip and shift every sample of a paired batch, with the same draw for all its modalities.
+    """Flip and shift every sample of a paired batch, with the same draw for all its images.
 
     Args:
-        batch: modality -> ``[B, C, H, W]`` images (same ``B``, ``W`` and device for all).
+        batch: modality -> ``[B, C, H, W]`` images (same ``B``, ``W`` and device for all), or
+            ``[B, F]`` values of a tabular modality, returned untouched (the same object).
         flip_p: Probability of a horizontal flip per sample.
         max_shift: Largest horizontal shift in pixels, drawn uniformly in ``[-max_shift, max_shift]``.
         fill: Value shifted in (0: black for ``uint8`` images before normalisation).
         generator: Optional generator on the batch's device.
 
     Returns:
-        ``(augmented, draw)``: modality -> augmented images, and the :class:`FlipShift` used.
+        ``(augmented, draw)``: modality -> augmented images (tabular values as given), and the
+        :class:`FlipShift` used.
 
     Example:
-        >>> pair = {"us": torch.rand(8, 3, 16, 16), "swe": torch.rand(8, 3, 16, 16)}
+        >>> pair = {"us": torch.rand(8, 3, 16, 16), "labs": torch.rand(8, 4)}
         >>> out, draw = random_flip_shift(pair, generator=torch.Generator().manual_seed(0))
-        >>> out["us"].shape, draw.shift.shape
-        (torch.Size([8, 3, 16, 16]), torch.Size([8]))
+        >>> out["us"].shape, draw.shift.shape, out["labs"] is pair["labs"]
+        (torch.Size([8, 3, 16, 16]), torch.Size([8]), True)
     """
     if not isinstance(batch, Mapping) or not batch:
         raise ValueError(
             f"batch: expected a non-empty mapping modality -> [B, C, H, W], got {batch!r}"
         )
-    images = {name: _check_images(x, f"batch[{name!r}]") for name, x in batch.items()}
-    first = next(iter(images.values()))
-    for name, x in images.items():
-        if x.shape[0] != first.shape[0] or x.shape[3] != first.shape[3] or x.device != first.device:
+    vectors = {name: x for name, x in batch.items() if isinstance(x, Tensor) and x.ndim == 2}
+    images = {
+        name: _check_images(x, f"batch[{name!r}]") for name, x in batch.items()
+        if name not in vectors
+    }  # fmt: skip
+    first = next(iter(images.values()), None)
+    size = int(next(iter(batch.values())).shape[0])
+    for name, x in {**images, **vectors}.items():
+        if x.shape[0] != size:
             raise ValueError(
-                f"batch[{name!r}]: every modality needs the same batch size, width and device; "
-                f"got {tuple(x.shape)} on {x.device} vs {tuple(first.shape)} on {first.device}"
+                f"batch[{name!r}]: every modality needs the same batch size; got "
+                f"{tuple(x.shape)}, expected {size} samples"
             )
+    for name, x in images.items():
+        assert first is not None
+        if x.shape[3] != first.shape[3] or x.device != first.device:
+            raise ValueError(
+                f"batch[{name!r}]: every image modality needs the same batch size, width and "
+                f"device; got {tuple(x.shape)} on {x.device} vs {tuple(first.shape)} on "
+                f"{first.device}"
+            )
+    device = first.device if first is not None else next(iter(batch.values())).device
     draw = draw_flip_shift(
-        int(first.shape[0]),
+        size,
         flip_p=flip_p,
         max_shift=max_shift,
-        device=first.device,
+        device=device,
         generator=generator,
     )
-    return {name: apply_flip_shift(x, draw, fill) for name, x in images.items()}, draw
+    out = {name: apply_flip_shift(x, draw, fill) if name in images else x
+           for name, x in batch.items()}  # fmt: skip
+    return out, draw

@@ -12,12 +12,13 @@ The glue between :mod:`mmfusion.data`'s pieces that every training or evaluation
 * :func:`planned_dataset` serves items of an augmentation plan (:func:`paper_plan`), e.g. both
   sides of the paper's augment-then-split protocol (:func:`~mmfusion.data.augmented_image_split`).
 
-Every function takes an optional ``crop={modality: mode}`` (see
-:class:`~mmfusion.data.PairedImageDataset`; :func:`swe_input_crop` turns ``"frame"`` / ``"box"``
-into one), which is part of the crop cache's key.
+Every function takes an optional ``crop={modality: crop}`` (crop objects of
+:mod:`mmfusion.data.crops`; see :class:`~mmfusion.data.PairedImageDataset`), whose keys are part
+of the crop cache's key.
 
-Items are ``{modality: float [3, H, W], "label": int, "patient_id": str, "index": int}`` plus
-``"available"`` where the data set yields availability masks. Every sample is drawn under its own
+Items are ``{modality: float [3, H, W] (image) or [F] (tabular, NaN = missing), "label": int,
+"patient_id": str, "index": int}`` plus ``"available"`` where the data set yields availability
+masks. Every sample is drawn under its own
 seed (:class:`~mmfusion.data.SeededSampler` hands out ``(index, seed)`` keys), so the augmentation
 stream does not depend on worker processes, the number of processes or where a run was resumed.
 """
@@ -38,58 +39,30 @@ from mmfusion.data.augmentation import (
     PlannedAugmentationDataset,
     balanced_augmentation_plan,
 )
-from mmfusion.data.dataset import PairedImageDataset, _check_crop
+from mmfusion.data.crops import DEFAULT_CROP, Crop, check_crops
+from mmfusion.data.dataset import PairedImageDataset
 from mmfusion.data.manifest import Manifest
 from mmfusion.data.seeded import SeededDataset
-from mmfusion.data.transforms import eval_transforms, train_transforms
+from mmfusion.data.transforms import (
+    default_intensity_transforms,
+    eval_transforms,
+    train_transforms,
+)
 
 __all__ = [
     "AUGMENT_MODES",
-    "SWE_INPUTS",
     "ModelInputs",
     "cached_crops",
     "eval_dataset",
     "paper_plan",
     "planned_dataset",
-    "swe_input_crop",
     "train_dataset",
 ]
 
 #: Training augmentation modes of :func:`train_dataset`.
 AUGMENT_MODES = ("paper", "online", "none")
 
-#: What an SWE input shows (:func:`swe_input_crop`): the sector of the whole SWE frame, B-mode
-#: texture around the colour box included (the paper's input), the colour box only, the sector
-#: with everything outside the box zeroed, or the colour box re-drawn on one reference colour
-#: scale through the frame's legend.
-SWE_INPUTS = ("frame", "box", "box_mask", "box_kpa")
-_SWE_INPUT_MODES = {
-    "frame": "sector", "box": "swe_box", "box_mask": "swe_box_mask", "box_kpa": "swe_box_kpa",
-}  # fmt: skip
-
 _CROPS: dict[tuple[Any, ...], PairedImageDataset] = {}
-
-
-def swe_input_crop(swe_input: str, modality: str) -> dict[str, str]:
-    """The ``crop=`` argument that gives modality ``modality`` the SWE input ``swe_input``.
-
-    Args:
-        swe_input: ``"frame"`` (the sector crop, paper II.B), ``"box"`` (the elastography colour
-            box only: no B-mode texture reaches an "SWE" encoder), ``"box_mask"`` (the sector
-            crop, zero outside the box) or ``"box_kpa"`` (the colour box on the reference colour
-            scale, :func:`~mmfusion.data.standardise_swe_box`: the same stiffness gives the same
-            colours whatever the scanner's scale).
-        modality: The SWE modality's key in the manifest (e.g. ``"swe"``).
-
-    Returns:
-        ``{modality: mode}``, e.g. ``swe_input_crop("box", "swe") == {"swe": "swe_box"}``.
-
-    Raises:
-        ValueError: Unknown ``swe_input``.
-    """
-    if swe_input not in _SWE_INPUT_MODES:
-        raise ValueError(f"swe_input: expected one of {SWE_INPUTS}, got {swe_input!r}")
-    return {modality: _SWE_INPUT_MODES[swe_input]}
 
 
 def _file_state(path: Path) -> tuple[str, int, int, int, int] | tuple[str]:
@@ -106,10 +79,12 @@ def _file_state(path: Path) -> tuple[str, int, int, int, int] | tuple[str]:
 
 def _content_key(manifest: Manifest) -> tuple[Any, ...]:
     """The part of the crop cache's key that a manifest contributes: per row, its label and
-    patient (served with the crops), its extra columns (frames, SWE colour scale: what a crop
-    reads from a row), and per modality the file's state (:func:`_file_state`)."""
+    patient (served with the crops), its extra columns (frames and whatever else a crop reads
+    from a row), its tabular values, and per image modality the file's state
+    (:func:`_file_state`)."""
     rows = tuple(
-        (row.line, row.patient_id, row.stage, tuple(sorted(row.extra.items())),
+        (row.line, row.patient_id, row.label, tuple(sorted(row.extra.items())),
+         tuple((m, tuple(map(repr, v))) for m, v in row.tabular.items()),
          tuple((m, None if p is None else _file_state(p)) for m, p in row.paths.items()))
         for row in manifest.rows
     )  # fmt: skip
@@ -121,7 +96,7 @@ def cached_crops(
     image_size: int,
     num_threads: int = 2,
     *,
-    crop: Mapping[str, str] | None = None,
+    crop: Mapping[str, Crop] | None = None,
     crop_fallback: bool = False,
 ) -> PairedImageDataset:
     """Uint8 ROI crops of every pair of ``manifest``, resized to ``image_size`` and cached in memory.
@@ -130,28 +105,32 @@ def cached_crops(
     share the cache); later calls in the same process (folds, ablations, evaluation) reuse it. One
     manifest's crops are kept at a time.
 
-    The cache key identifies what is cached: for every row its label, patient and extra columns
-    (its frames and SWE colour scale among them), and per modality the file (absolute path,
-    device, inode, size and modification time in ns); the manifest's modalities; ``image_size``; and the crop (``crop`` and
-    ``crop_fallback``, passed to :class:`~mmfusion.data.PairedImageDataset`; ``"sector"`` entries
-    are the default: ``{"swe": "sector"}`` and None share crops). So one-row manifests of
-    different files never share crops, whatever their ``source`` and line numbers, and an image
-    rewritten at the same path is decoded again. Costs one ``stat`` per file and call.
+    The cache key identifies what is cached: for every row its label, patient, extra columns
+    (its frames and whatever else a crop reads from a row) and tabular values, and per image
+    modality the file (absolute path, device, inode, size and modification time in ns); the
+    manifest's modalities; ``image_size``; and the crops (the ``key`` of each modality's crop,
+    which names every parameter of the crop, and ``crop_fallback``, passed to
+    :class:`~mmfusion.data.PairedImageDataset`; crops with equal keys are the same crop:
+    ``{"swe": ROICrop()}`` and None share crops, two crops with other parameters never do). So
+    one-row manifests of different files never share crops, whatever their ``source`` and line
+    numbers, and an image rewritten at the same path is decoded again. Costs one ``stat`` per
+    file and call.
 
     Raises:
         ValueError: A file cannot be decoded or cropped; the message names the manifest line
             (where it has one), the modality and the file.
     """
-    modes = _check_crop(crop, manifest.modalities)
-    crop_key = tuple(sorted((m, mode) for m, mode in modes.items() if mode != "sector"))
+    images = tuple(m for m in manifest.modalities if m not in manifest.tabular)
+    crops = check_crops(crop, images)
+    crop_key = tuple(sorted((m, c.key) for m, c in crops.items() if c.key != DEFAULT_CROP.key))
     key = (_content_key(manifest), image_size, crop_key,
            bool(crop_fallback) and bool(crop_key))  # fmt: skip
     if key not in _CROPS:
-        crops = PairedImageDataset(
-            manifest, cache=True, size=image_size, crop=modes, crop_fallback=crop_fallback
+        cached = PairedImageDataset(
+            manifest, cache=True, size=image_size, crop=crops, crop_fallback=crop_fallback
         ).preload(num_threads)
         _CROPS.clear()
-        _CROPS[key] = crops
+        _CROPS[key] = cached
     return _CROPS[key]
 
 
@@ -181,7 +160,7 @@ def eval_dataset(
     image_size: int,
     indices: Sequence[int] | None = None,
     *,
-    crop: Mapping[str, str] | None = None,
+    crop: Mapping[str, Crop] | None = None,
     crop_fallback: bool = False,
 ) -> SeededDataset:
     """Deterministic samples (cached crop -> normalise) of ``manifest`` (or its rows ``indices``).
@@ -201,7 +180,7 @@ def train_dataset(
     augment: str = "online",
     seed: int = 0,
     *,
-    crop: Mapping[str, str] | None = None,
+    crop: Mapping[str, Crop] | None = None,
     crop_fallback: bool = False,
 ) -> SeededDataset:
     """Training samples of ``manifest``'s rows ``indices`` with the augmentation mode ``augment``.
@@ -221,7 +200,10 @@ def train_dataset(
         plan = paper_plan(full.labels[list(indices)], image_size, seed)
         return _seeded(PlannedAugmentationDataset(part, plan), modalities, eval_transforms(image_size))
     if augment == "online":
-        return _seeded(part, modalities, train_transforms(image_size, max_shift=shift))
+        # the default intensity jitter of the modalities this data set has (none for "ct" alone)
+        intensity = {m: t for m, t in default_intensity_transforms().items() if m in modalities}
+        transform = train_transforms(image_size, max_shift=shift, intensity=intensity)
+        return _seeded(part, modalities, transform)
     return _seeded(part, modalities, eval_transforms(image_size))
 
 
@@ -235,7 +217,7 @@ def paper_plan(
     px); the plan of ``train_dataset(augment="paper")``.
 
     Args:
-        labels: ``[N]`` stage of each pair the plan indexes (e.g. ``manifest.labels``).
+        labels: ``[N]`` class label of each pair the plan indexes (e.g. ``manifest.labels``).
         image_size: Model input side in pixels (the shifts are in these pixels).
         seed: Seed of the extra items.
 
@@ -254,7 +236,7 @@ def planned_dataset(
     image_size: int,
     items: Sequence[AugmentationItem],
     *,
-    crop: Mapping[str, str] | None = None,
+    crop: Mapping[str, Crop] | None = None,
     crop_fallback: bool = False,
 ) -> SeededDataset:
     """Deterministic samples of plan ``items`` whose indices are rows of ``manifest``.

@@ -1,4 +1,4 @@
-"""Patient-level train/test splits, stratified by stage (docs/paper_map.rst "Decisions").
+"""Patient-level train/test splits, stratified by class (docs/paper_map.rst "Decisions").
 
 Each patient contributes several image pairs; a random image-level split puts other views of a
 test patient into training and overstates accuracy. :func:`patient_split` and
@@ -12,6 +12,9 @@ Two leaking splits are kept to measure the leak, and warn:
 - :func:`augmented_image_split` is the paper's protocol (II.B, IV.B): augment every pair first,
   then split the augmented items at random 80/20, so most test items have a flipped or shifted
   copy of the same pair in training.
+
+Messages and warnings name the classes with the manifest's :attr:`~mmfusion.data.Manifest.label_spec`
+(``F0`` ... ``F4`` for a liver manifest read with ``labels=METAVIR``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, trai
 
 from mmfusion.data.augmentation import AugmentationItem
 from mmfusion.data.manifest import Manifest
-from mmfusion.liver.stages import STAGE_NAMES
 
 __all__ = [
     "LeakageWarning",
@@ -46,41 +48,58 @@ def _check_manifest(manifest: Manifest) -> None:
         raise TypeError(f"manifest: expected a Manifest, got {type(manifest).__name__}")
 
 
-def _patients_per_stage(manifest: Manifest) -> dict[int, int]:
-    per_stage: dict[int, set[str]] = {}
+def _names(manifest: Manifest) -> tuple[str, ...]:
+    """The class names of the manifest's label spec."""
+    spec = manifest.label_spec
+    assert spec is not None  # Manifest sets one
+    return spec.names
+
+
+def _noun(manifest: Manifest) -> tuple[str, str]:
+    """What messages call a class, singular and plural: the label spec's column (``"stage"``,
+    ``"stages"`` for the liver), or ``"class"``, ``"classes"`` for the generic ``label``."""
+    spec = manifest.label_spec
+    column = "label" if spec is None else spec.column
+    one = "class" if column == "label" else column.replace("_", " ")
+    return one, one + ("es" if one.endswith(("s", "x", "sh", "ch")) else "s")
+
+
+def _patients_per_class(manifest: Manifest) -> dict[int, int]:
+    per_class: dict[int, set[str]] = {}
     for row in manifest:
-        per_stage.setdefault(row.stage, set()).add(row.patient_id)
-    return {stage: len(p) for stage, p in sorted(per_stage.items())}
+        per_class.setdefault(row.label, set()).add(row.patient_id)
+    return {label: len(p) for label, p in sorted(per_class.items())}
 
 
 def _folds(manifest: Manifest, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     dummy = np.zeros(len(manifest))
-    with warnings.catch_warnings():  # small stages are checked and reported by the callers
+    with warnings.catch_warnings():  # small classes are checked and reported by the callers
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         return list(splitter.split(dummy, manifest.labels, manifest.groups))
 
 
 def _fold_problem(manifest: Manifest, k: int) -> str | None:
     """Why scikit-learn's ``StratifiedGroupKFold`` cannot make ``k`` folds, or None: it needs
-    ``k`` patients, and a stage with at least ``k`` pairs."""
+    ``k`` patients, and a class with at least ``k`` pairs."""
     n_patients = len(set(manifest.groups))
     if n_patients < k:
         return f"{k} folds need at least {k} patients, the manifest has {n_patients}"
     largest = int(np.bincount(manifest.labels).max()) if len(manifest) else 0
     if largest < k:
-        return f"{k} folds need a stage with at least {k} pairs, the largest stage has {largest}"
+        one, _ = _noun(manifest)
+        return f"{k} folds need a {one} with at least {k} pairs, the largest {one} has {largest}"
     return None
 
 
 def _split_fold(manifest: Manifest, k: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The first ``k``-fold fold (in seeded order) with every stage on both sides, or None."""
+    """The first ``k``-fold fold (in seeded order) with every class on both sides, or None."""
     if _fold_problem(manifest, k) is not None:
         return None
-    stages = set(manifest.labels)
+    classes = set(manifest.labels)
     labels = manifest.labels
     for train_idx, test_idx in _folds(manifest, k, seed):
-        if set(labels[train_idx]) == stages and set(labels[test_idx]) == stages:
+        if set(labels[train_idx]) == classes and set(labels[test_idx]) == classes:
             return train_idx, test_idx
     return None
 
@@ -95,22 +114,24 @@ def _fraction_for(k: int) -> float:
 
 
 def _counts(manifest: Manifest) -> str:
-    patients = ", ".join(f"{STAGE_NAMES[s]}: {n}" for s, n in _patients_per_stage(manifest).items())
+    names = _names(manifest)
+    patients = ", ".join(f"{names[c]}: {n}" for c, n in _patients_per_class(manifest).items())
     pairs = np.bincount(manifest.labels) if len(manifest) else np.zeros(0, np.int64)
-    listed = ", ".join(f"{STAGE_NAMES[s]}: {int(n)}" for s, n in enumerate(pairs) if n)
-    return f"patients per stage: {patients}; pairs per stage: {listed}"
+    listed = ", ".join(f"{names[c]}: {int(n)}" for c, n in enumerate(pairs) if n)
+    one, _ = _noun(manifest)
+    return f"patients per {one}: {patients}; pairs per {one}: {listed}"
 
 
 def patient_split(
     manifest: Manifest, test_size: float = 0.2, seed: int = 0, *, name: str = "test_size"
 ) -> tuple[Manifest, Manifest]:
-    """Split by patient into train and test, stratified by stage.
+    """Split by patient into train and test, stratified by class.
 
     Implemented as one fold of scikit-learn's ``StratifiedGroupKFold`` with
     ``k = round(1 / test_size)`` folds (test_size 0.2 -> 5 folds, one fold for test), so the test
     share is ``1 / k`` of the pairs, approximately. The first fold (in seeded order) that has every
-    stage on both sides is used; a stage needs at least 2 patients (``k`` to be safe), and some
-    stage needs ``k`` pairs.
+    class on both sides is used; a class needs at least 2 patients (``k`` to be safe), and some
+    class needs ``k`` pairs.
 
     Args:
         manifest: The validated manifest.
@@ -123,9 +144,9 @@ def patient_split(
         ``(train, test)`` manifests; no patient appears in both.
 
     Raises:
-        ValueError: If ``test_size`` is out of range, or no fold keeps every stage on both sides
+        ValueError: If ``test_size`` is out of range, or no fold keeps every class on both sides
             (also when there are too few patients or pairs for ``k`` folds): the message names
-            ``name``, lists the patients and pairs per stage, and gives a larger ``test_size``
+            ``name``, lists the patients and pairs per class, and gives a larger ``test_size``
             that works, or says that none does.
     """
     _check_manifest(manifest)
@@ -135,13 +156,14 @@ def patient_split(
     found = _split_fold(manifest, k, seed)
     if found is not None:
         return manifest.subset(found[0]), manifest.subset(found[1])
-    why = _fold_problem(manifest, k) or "no fold keeps every stage on both sides"
+    one, many = _noun(manifest)
+    why = _fold_problem(manifest, k) or f"no fold keeps every {one} on both sides"
     works = next((j for j in range(k - 1, 1, -1) if _split_fold(manifest, j, seed) is not None), 0)
     hint = (
         f"{name}={_fraction_for(works)} ({works} folds) works"
         if works
-        else "no test share works: each stage needs at least 2 patients (to be on both sides), "
-        "so add patients of the small stages"
+        else f"no test share works: each {one} needs at least 2 patients (to be on both sides), "
+        f"so add patients of the small {many}"
     )
     raise ValueError(
         f"{name}: {name}={test_size} splits by patient as one fold of {k} "
@@ -152,9 +174,9 @@ def patient_split(
 def patient_kfold(
     manifest: Manifest, k: int = 5, seed: int = 0, *, name: str = "k"
 ) -> list[tuple[Manifest, Manifest]]:
-    """K-fold cross-validation by patient, stratified by stage (``StratifiedGroupKFold``).
+    """K-fold cross-validation by patient, stratified by class (``StratifiedGroupKFold``).
 
-    Every pair is in exactly one test fold; no patient is on both sides of any fold. A stage with
+    Every pair is in exactly one test fold; no patient is on both sides of any fold. A class with
     at least ``k`` patients appears in every test fold.
 
     Args:
@@ -167,7 +189,7 @@ def patient_kfold(
         ``k`` pairs of ``(train, test)`` manifests.
 
     Raises:
-        ValueError: If ``k < 2``, there are fewer patients than folds, or no stage has ``k``
+        ValueError: If ``k < 2``, there are fewer patients than folds, or no class has ``k``
             pairs; the message names ``name`` and the largest number of folds that works.
     """
     _check_manifest(manifest)
@@ -179,11 +201,12 @@ def patient_kfold(
         most = min(largest, len(set(manifest.groups)))
         hint = f"use {name} <= {most}" if most >= 2 else "add patients"
         raise ValueError(f"{name}: {problem}; {_counts(manifest)}; {hint}")
-    small = {STAGE_NAMES[s]: n for s, n in _patients_per_stage(manifest).items() if n < k}
+    names = _names(manifest)
+    small = {names[c]: n for c, n in _patients_per_class(manifest).items() if n < k}
     if small:
         warnings.warn(
-            f"patient_kfold: stages with fewer than {name}={k} patients will be missing from "
-            f"some test folds: {small}",
+            f"patient_kfold: {_noun(manifest)[1]} with fewer than {name}={k} patients will be "
+            f"missing from some test folds: {small}",
             UserWarning,
             stacklevel=2,
         )
@@ -235,8 +258,8 @@ def site_splits(manifest: Manifest, column: str = "site") -> list[tuple[Manifest
     ``column``, an extra CSV column (:attr:`~mmfusion.data.ManifestRow.extra`). The test side of
     split ``i`` is every pair of the ``i``-th site in sorted (string) order, so its site is the
     ``column`` value of ``test[0]``. Every pair is tested exactly once, and a patient is at one
-    site, so no patient is on both sides. Stages are not stratified: each site keeps its own
-    stage mix. A stage that only one site has is missing from the training side when that site is
+    site, so no patient is on both sides. Classes are not stratified: each site keeps its own
+    class mix. A class that only one site has is missing from the training side when that site is
     held out; that is warned.
 
     Args:
@@ -264,14 +287,14 @@ def site_splits(manifest: Manifest, column: str = "site") -> list[tuple[Manifest
     splits = [(manifest.subset(tr), manifest.subset(te))
               for tr, te in sorted(folds, key=lambda fold: sites[fold[1][0]])]  # fmt: skip
     untrained = {
-        name: [STAGE_NAMES[s] for s in sorted(set(test.labels) - set(train.labels))]
+        name: [_names(manifest)[c] for c in sorted(set(test.labels) - set(train.labels))]
         for name, (train, test) in zip(names, splits, strict=True)
         if set(test.labels) - set(train.labels)
     }
     if untrained:
         warnings.warn(
-            "site_splits: stages that only one site has are missing from the training side when "
-            f"that site is held out: {untrained}",
+            f"site_splits: {_noun(manifest)[1]} that only one site has are missing from the "
+            f"training side when that site is held out: {untrained}",
             UserWarning,
             stacklevel=2,
         )
@@ -281,7 +304,7 @@ def site_splits(manifest: Manifest, column: str = "site") -> list[tuple[Manifest
 def image_split(
     manifest: Manifest, test_size: float = 0.2, seed: int = 0
 ) -> tuple[Manifest, Manifest]:
-    """Image-level random split of the pairs, stratified by stage, before augmentation: LEAKS.
+    """Image-level random split of the pairs, stratified by class, before augmentation: LEAKS.
 
     Pairs of one patient end up on both sides, so test accuracy is optimistic; augment the training
     side only, then no pair (and no augmented copy of one) is on both sides. This is not the
@@ -322,7 +345,7 @@ def augmented_image_split(
     """The paper's protocol: augment first, then split the augmented items at random (II.B, IV.B).
 
     The items of ``plan`` (e.g. :func:`~mmfusion.data.balanced_augmentation_plan` over every pair
-    of ``manifest``) are split at random, stratified by their pair's stage, with scikit-learn's
+    of ``manifest``) are split at random, stratified by their pair's class, with scikit-learn's
     ``train_test_split``. A pair's original, flipped and shifted copies then land on both sides:
     with 4 or more items per pair and ``test_size=0.2``, nearly every test item has a near-copy in
     training (and other views of its patient), so test accuracy is optimistic. Use only to
@@ -343,7 +366,7 @@ def augmented_image_split(
 
     Raises:
         TypeError: ``manifest`` is not a Manifest.
-        ValueError: ``test_size`` out of range, an item index outside the manifest, or a stage
+        ValueError: ``test_size`` out of range, an item index outside the manifest, or a class
             with too few items to stratify.
     """
     _check_manifest(manifest)
@@ -365,7 +388,9 @@ def augmented_image_split(
             stratify=manifest.labels[sources],
         )  # fmt: skip
     except ValueError as error:
-        raise ValueError(f"plan: cannot split its items stratified by stage: {error}") from error
+        raise ValueError(
+            f"plan: cannot split its items stratified by {_noun(manifest)[0]}: {error}"
+        ) from error
     train_pos, test_pos = np.sort(train_pos), np.sort(test_pos)
     in_train = set(sources[train_pos].tolist())
     copied = sum(int(sources[k]) in in_train for k in test_pos)

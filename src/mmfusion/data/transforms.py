@@ -21,6 +21,12 @@ modality's image is a zero placeholder of the pair's shape. The paired transform
 any image (so shapes stay equal and one geometry is drawn per pair), except :class:`SectorCrop`,
 which leaves it as it is (a blank frame has no scan sector); the data sets then reset it to zeros
 with :func:`zero_unavailable`, since normalisation turns zeros into a constant.
+
+Tabular modalities: a sample's 1-D tensors (``[F]`` values of a tabular modality, NaN where
+missing) are not images. :func:`train_transforms` and :func:`eval_transforms` pass them through
+untouched (no flip, shift, resize or normalisation), :class:`AsImages` does not wrap them,
+:class:`PerModality` touches only the modalities it names, and :func:`zero_unavailable` sets an
+unavailable one to NaN (missing values), not to zeros (which would read as measured zeros).
 """
 
 from __future__ import annotations
@@ -79,16 +85,28 @@ def _unavailable(sample: Any) -> list[str]:
     return missing
 
 
+def _is_vector(value: Any) -> bool:
+    """Whether ``value`` is a tabular modality's ``[F]`` values (a plain 1-D tensor)."""
+    return (
+        isinstance(value, torch.Tensor)
+        and not isinstance(value, tv_tensors.TVTensor)
+        and value.ndim == 1
+    )
+
+
 def zero_unavailable(sample: Mapping[str, Any]) -> Sample:
-    """Reset the images of unavailable modalities to zeros (same shape, dtype and type).
+    """Reset the images of unavailable modalities to zeros (same shape, dtype and type), and
+    the values of unavailable tabular modalities to NaN.
 
     Transforms change a zero placeholder (normalisation makes it ``-mean / std``); the data sets
     call this after their transform, so a missing modality's image is always exactly zero. The
-    model ignores it anyway where ``available`` is ``False``.
+    model ignores it anyway where ``available`` is ``False``. A tabular modality's ``[F]``
+    (floating-point) values become NaN, the tabular encoders' "missing": a zero would be a
+    measured value.
 
     Args:
-        sample: One sample dict: modality -> ``[C, H, W]`` tensor, and optionally
-            ``"available": {modality: bool}``. Without flags it is returned unchanged.
+        sample: One sample dict: modality -> ``[C, H, W]`` image or ``[F]`` tabular values, and
+            optionally ``"available": {modality: bool}``. Without flags it is returned unchanged.
 
     Returns:
         A new dict (or ``sample`` itself when nothing is missing).
@@ -105,6 +123,9 @@ def zero_unavailable(sample: Mapping[str, Any]) -> Sample:
     out = dict(sample)
     for key in missing:
         image = out[key]
+        if _is_vector(image) and image.is_floating_point():
+            out[key] = torch.full_like(image, float("nan"))
+            continue
         zeros = torch.zeros_like(image.as_subclass(torch.Tensor))
         is_tv = isinstance(image, tv_tensors.TVTensor)
         out[key] = tv_tensors.wrap(zeros, like=image) if is_tv else zeros
@@ -114,7 +135,8 @@ def zero_unavailable(sample: Mapping[str, Any]) -> Sample:
 class AsImages(torch.nn.Module):
     """Wrap every plain ``[C, H, W]`` tensor of a sample dict as ``tv_tensors.Image``.
 
-    Tensors of other ranks and non-tensor values (label, patient id) are left as they are.
+    Tensors of other ranks (a tabular modality's ``[F]`` values) and non-tensor values (label,
+    patient id) are left as they are.
     """
 
     def forward(self, sample: Sample) -> Sample:
@@ -214,6 +236,30 @@ def default_intensity_transforms() -> dict[str, Callable[[Any], Any]]:
     }
 
 
+class _PairedCompose(v2.Compose):
+    """``v2.Compose`` whose steps see a sample dict without its tabular entries (1-D tensors),
+    which come back untouched, in their place (a sample without any image comes back as is).
+
+    (torchvision would treat a plain tensor as an image where a sample holds no
+    ``tv_tensors.Image``, e.g. a tabular-only sample.)
+    """
+
+    def forward(self, *inputs: Any) -> Any:
+        if len(inputs) != 1 or not isinstance(inputs[0], Mapping):
+            return super().forward(*inputs)
+        sample = inputs[0]
+        aside = {k: v for k, v in sample.items() if _is_vector(v)}
+        if not aside:
+            return super().forward(*inputs)
+        rest = {k: v for k, v in sample.items() if k not in aside}
+        if not any(isinstance(v, torch.Tensor) for v in rest.values()):
+            return dict(sample)  # no image to transform
+        out = super().forward(rest)
+        merged = {k: aside[k] if k in aside else out[k] for k in sample if k in aside or k in out}
+        merged.update({k: v for k, v in out.items() if k not in merged})
+        return merged
+
+
 def _head(size: tuple[int, int], roi_crop: bool, roi_fallback: bool) -> list[Any]:
     steps: list[Any] = [AsImages()]
     if roi_crop:
@@ -246,7 +292,8 @@ def train_transforms(
     Pipeline: (ROI crop) -> resize to ``size`` -> per-modality intensity -> random horizontal
     flip -> random horizontal shift by an integer in ``[-max_shift, max_shift]`` pixels (at the
     resized resolution, black fill) -> float in [0, 1] -> normalise. Flip and shift are drawn once
-    per sample and applied to every modality.
+    per sample and applied to every image modality; tabular ``[F]`` values pass through
+    untouched.
 
     Args:
         size: Output ``(H, W)`` (or ``size x size``).
@@ -275,7 +322,7 @@ def train_transforms(
     if max_shift > 0:
         # RandomAffine draws tx = round(U(-f * W, f * W)) pixels: f * W = max_shift exactly.
         steps.append(v2.RandomAffine(degrees=0.0, translate=(max_shift / out_size[1], 0.0), fill=0))
-    return v2.Compose(steps + _tail(mean, std))
+    return _PairedCompose(steps + _tail(mean, std))
 
 
 def eval_transforms(
@@ -286,7 +333,8 @@ def eval_transforms(
     roi_crop: bool = False,
     roi_fallback: bool = False,
 ) -> v2.Compose:
-    """Deterministic evaluation pipeline: (ROI crop) -> resize -> normalise.
+    """Deterministic evaluation pipeline: (ROI crop) -> resize -> normalise (images only;
+    tabular ``[F]`` values pass through untouched).
 
     Args:
         size: Output ``(H, W)`` (or ``size x size``).
@@ -298,4 +346,5 @@ def eval_transforms(
     Returns:
         A ``v2.Compose``; output modalities are float32 ``[3, H, W]`` plain tensors.
     """
-    return v2.Compose(_head(check_size(size, "size"), roi_crop, roi_fallback) + _tail(mean, std))
+    steps = _head(check_size(size, "size"), roi_crop, roi_fallback) + _tail(mean, std)
+    return _PairedCompose(steps)

@@ -1,7 +1,7 @@
 """A LightningDataModule over a manifest: patient split, the paper's augmentation, seeded samples.
 
 :class:`FusionDataModule` reads a manifest (CSV path or :class:`~mmfusion.data.Manifest`), splits it
-by patient (stratified by stage, paper II.B with the correction in docs/paper_map.rst; or the warned image-level
+by patient (stratified by class, paper II.B with the correction in docs/paper_map.rst; or the warned image-level
 split, or patient K-fold, or leave-one-site-out), decodes every pair once into an in-memory crop
 cache (:func:`mmfusion.data.pipeline.cached_crops`), and serves training samples with one of the
 augmentation modes (``"paper"``: the offline balanced flip/shift plan; ``"online"``; ``"none"``)
@@ -12,6 +12,9 @@ Build the Trainer with ``use_distributed_sampler=False`` (the sampler is already
 
 ``prepare_data`` calls ``prepare`` (e.g. generating a phantom) once per node, before any process
 reads the manifest.
+
+The labels are whatever the manifest's :class:`~mmfusion.labels.LabelSpec` says (``labels=``, as
+for :func:`~mmfusion.data.read_manifest`): any number of classes, named in the split messages.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from mmfusion.data.crops import Crop
 from mmfusion.data.manifest import Manifest, read_manifest
 from mmfusion.data.pipeline import (
     AUGMENT_MODES,
@@ -43,6 +47,7 @@ from mmfusion.data.splits import (
     patient_split,
     site_splits,
 )
+from mmfusion.labels import LabelSpec
 from mmfusion.models.config import TrainingConfig
 
 __all__ = ["FusionDataModule", "Split", "make_splits"]
@@ -95,7 +100,7 @@ def make_splits(manifest: Manifest, split: str = "patient", test_size: float = 0
 
     Raises:
         ValueError: Unknown ``split``, K-fold with the image or site split, or a manifest that
-            cannot be split so (e.g. a stage with fewer patients than folds; no ``site`` column,
+            cannot be split so (e.g. a class with fewer patients than folds; no ``site`` column,
             a patient at two sites or fewer than 2 sites).
     """
     if split not in SPLITS or split == "paper":
@@ -128,8 +133,9 @@ class FusionDataModule(pl.LightningDataModule):
     """Training and held-out data of one split of a manifest.
 
     Args:
-        manifest: A manifest CSV path or a :class:`~mmfusion.data.Manifest`.
-        modalities: The modalities the model takes (each must be a manifest column).
+        manifest: A manifest CSV path or a :class:`~mmfusion.data.Manifest` (which carries its
+            label spec and tabular modalities).
+        modalities: The modalities the model takes (each must be a manifest modality).
         image_size: Model input side in pixels.
         batch_size: Training pairs per step and process (evaluation uses ``max(batch_size, 32)``).
         augment: ``"paper"``, ``"online"`` or ``"none"``.
@@ -149,16 +155,25 @@ class FusionDataModule(pl.LightningDataModule):
         prepare: Called once per node by ``prepare_data`` (e.g. to generate a data set).
         pin_memory: Pin host memory (use on CUDA).
         val_size: Fraction of the *training* patients held out as a validation split (stratified
-            by stage; e.g. to fit a calibration temperature, or to select a checkpoint), served by
+            by class; e.g. to fit a calibration temperature, or to select a checkpoint), served by
             :meth:`val_dataloader`; 0 (default): no validation split, ``trainer.fit`` runs no
             validation and ``trainer.validate`` is refused (the held-out test patients are never
             served under the validation name).
-        crop: Modality -> crop mode of :class:`~mmfusion.data.PairedImageDataset` (e.g.
-            ``{"swe": "swe_box"}``: the SWE input is its colour box only); ``None``: every image
-            is cropped to its scan sector.
+        crop: Modality -> crop (:mod:`mmfusion.data.crops`; e.g. a domain's crop to an SWE
+            colour box), passed to :class:`~mmfusion.data.PairedImageDataset`; ``None``: every
+            image is cropped to its scan sector (:class:`~mmfusion.data.ROICrop`).
+        labels: The :class:`~mmfusion.labels.LabelSpec` to read a manifest path with (e.g. the
+            liver's METAVIR stages); ``None``: a ``label`` column of class indices (see
+            :func:`~mmfusion.data.read_manifest`). Not with a :class:`~mmfusion.data.Manifest`
+            of another spec.
+        columns: Column -> parser of extra columns to validate when reading a manifest path
+            (``read_manifest(columns=)``); not with a :class:`~mmfusion.data.Manifest`.
+        tabular: Tabular modality -> its numeric columns, for a manifest path
+            (``read_manifest(tabular=)``); not with a :class:`~mmfusion.data.Manifest`.
 
     Raises:
-        ValueError: An argument out of range (the message names it).
+        ValueError: An argument out of range (the message names it), or ``labels``,
+            ``columns`` or ``tabular`` that a given :class:`~mmfusion.data.Manifest` contradicts.
         FileNotFoundError: ``manifest`` is a path that is not a file (checked here, unless
             ``prepare`` is to write it).
 
@@ -166,11 +181,21 @@ class FusionDataModule(pl.LightningDataModule):
     augmentation from a :class:`~mmfusion.models.TrainingConfig`).
 
     Example:
-        >>> import tempfile
-        >>> from mmfusion.liver import PhantomConfig, make_phantom_dataset
-        >>> csv = make_phantom_dataset(tempfile.mkdtemp(), n_patients=10, workers=1,
-        ...     config=PhantomConfig(width=256, height=192, stage_prevalence=(1, 1, 1, 1, 1)))
-        >>> dm = FusionDataModule(csv, ("us", "swe"), image_size=64, batch_size=4, test_size=0.5)
+        >>> import tempfile, cv2, numpy as np
+        >>> from pathlib import Path
+        >>> from mmfusion.data import write_manifest
+        >>> from mmfusion.labels import LabelSpec
+        >>> root, rows = Path(tempfile.mkdtemp()), []
+        >>> for p in range(8):  # 8 patients, one pair each: a bright fan on black per image
+        ...     for m in ("us", "swe"):
+        ...         image = np.zeros((96, 128, 3), np.uint8)
+        ...         _ = cv2.ellipse(image, (64, 4), (88, 88), 0, 40, 140, (90 + 20 * p,) * 3, -1)
+        ...         _ = cv2.imwrite(str(root / f"P{p}_{m}.png"), image)
+        ...     rows.append({"patient_id": f"P{p}", "us_path": f"P{p}_us.png",
+        ...                  "swe_path": f"P{p}_swe.png", "label": ("benign", "malignant")[p % 2]})
+        >>> csv = write_manifest(root / "manifest.csv", rows)
+        >>> dm = FusionDataModule(csv, ("us", "swe"), image_size=64, batch_size=4, test_size=0.5,
+        ...                       labels=LabelSpec(("benign", "malignant")))
         >>> dm.setup("fit")
         >>> batch = next(iter(dm.train_dataloader()))
         >>> batch["us"].shape, sorted(batch)[:3]
@@ -193,8 +218,11 @@ class FusionDataModule(pl.LightningDataModule):
         workers: int = 0,
         prepare: Callable[[], object] | None = None,
         pin_memory: bool = False,
-        crop: Mapping[str, str] | None = None,
+        crop: Mapping[str, Crop] | None = None,
         val_size: float = 0.0,
+        labels: LabelSpec | None = None,
+        columns: Mapping[str, Callable[[str], object]] | None = None,
+        tabular: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         checks = [
@@ -215,9 +243,23 @@ class FusionDataModule(pl.LightningDataModule):
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        if prepare is None and not isinstance(manifest, Manifest):
+        if labels is not None and not isinstance(labels, LabelSpec):
+            raise ValueError(f"labels: expected a LabelSpec (mmfusion.labels) or None, got "
+                             f"{type(labels).__name__}")
+        if isinstance(manifest, Manifest):
+            if labels is not None and labels != manifest.label_spec:
+                raise ValueError(f"labels: the Manifest carries its own label spec "
+                                 f"{manifest.label_spec}, got another {labels}; read the manifest "
+                                 "with read_manifest(path, labels=...) or pass the path")
+            if columns is not None or tabular is not None:
+                raise ValueError(f"{'columns' if columns is not None else 'tabular'}: applies when "
+                                 "a manifest path is read; a Manifest was read already (pass it "
+                                 "to read_manifest instead)")
+        elif prepare is None:
             _check_manifest_file(manifest)
         self._manifest_source = manifest
+        self.labels = labels
+        self._columns, self._tabular = columns, tabular
         self.modalities = tuple(modalities)
         self.image_size, self.batch_size = int(image_size), int(batch_size)
         self.augment, self.split_kind, self.test_size = augment, split, float(test_size)
@@ -290,7 +332,9 @@ class FusionDataModule(pl.LightningDataModule):
         """Read (once) and check the manifest: every model modality must be a column."""
         if self.manifest is None:
             source = self._manifest_source
-            manifest = source if isinstance(source, Manifest) else read_manifest(source, verify="exists")
+            manifest = (source if isinstance(source, Manifest)
+                        else read_manifest(source, verify="exists", labels=self.labels,
+                                           columns=self._columns, tabular=self._tabular))
             missing = [m for m in self.modalities if m not in manifest.modalities]
             if missing:
                 raise ValueError(

@@ -12,9 +12,9 @@ Batches are mappings ``{modality: [B, 3, H, W], "label": [B], "patient_id": [B] 
 (:class:`mmfusion.lightning.FusionDataModule` yields them).
 
 Checkpoints carry the module's hyperparameters as plain JSON types (the model's
-:class:`~mmfusion.models.ModelConfig` as a dict, the training config, seed, class names...), so
-``FusionModule.load_from_checkpoint(path)`` rebuilds the model and loads its weights without
-unpickling any object (``weights_only=True``).
+:class:`~mmfusion.models.ModelConfig` as a dict, the training config, seed, the label spec as a
+dict...), so ``FusionModule.load_from_checkpoint(path)`` rebuilds the model and loads its weights
+without unpickling any object (``weights_only=True``).
 
 A non-finite training loss stops training at once (:class:`FloatingPointError`, before the step
 is applied), and non-finite evaluation probabilities are an error (:class:`Predictions`).
@@ -41,6 +41,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from mmfusion.data.seeded import sample_seed
+from mmfusion.labels import LabelSpec
 from mmfusion.lightning.predictions import Predictions
 from mmfusion.losses import EnsembleLoss
 from mmfusion.metrics import (
@@ -72,7 +73,13 @@ class FusionModule(pl.LightningModule):
             from when ``model`` is ``None`` (``load_from_checkpoint`` passes it); with a
             ``model``, it must be the model's own.
         seed: Seed of the per-epoch generator reseeding (use the run's seed).
-        class_names: Names of the classes in reports (default ``"0"``, ``"1"``, ...).
+        labels: The classes' :class:`~mmfusion.labels.LabelSpec` (or its
+            :meth:`~mmfusion.labels.LabelSpec.to_dict`, as a checkpoint holds it): the reports
+            name the classes by it, give the kappa and cut-off AUROCs only for ordered classes,
+            and the spec's named cut-offs (e.g. the liver's METAVIR spec: ``auc_f2plus``, ...).
+            ``None``: classes ``"0"``, ``"1"``, ... (or ``class_names``) taken as ordered.
+        class_names: Names of the classes in reports, without a ``labels`` spec (default
+            ``"0"``, ``"1"``, ...); not with ``labels``.
         n_bootstrap: Bootstrap resamples of the metric intervals (0: none).
         channels_last: Feed images in channels-last memory format (faster convolutions on GPUs).
 
@@ -85,6 +92,7 @@ class FusionModule(pl.LightningModule):
     Raises:
         TypeError: ``model`` is not a :class:`~mmfusion.nn.MultiModalClassifier`.
         ValueError: Neither ``model`` nor ``model_config``, a ``model_config`` other than the
+            model's, ``labels`` with ``class_names`` or with a class count other than the
             model's, or an argument out of range.
 
     Example:
@@ -109,6 +117,7 @@ class FusionModule(pl.LightningModule):
         class_names: Sequence[str] | None = None,
         n_bootstrap: int = 1000,
         channels_last: bool = False,
+        labels: LabelSpec | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         model = _resolve_model(model, model_config)
@@ -124,11 +133,14 @@ class FusionModule(pl.LightningModule):
                 loss = EnsembleLoss()
         if n_bootstrap < 0:
             raise ValueError(f"n_bootstrap: expected >= 0, got {n_bootstrap}")
+        labels = _resolve_labels(labels, class_names, model)
         self.model = model
         self.loss_fn = loss
         self.training_config = training or TrainingConfig()
         self.seed = int(seed)
-        self.class_names = list(class_names) if class_names is not None else None
+        self.labels = labels
+        self.class_names = (list(labels.names) if labels is not None
+                            else list(class_names) if class_names is not None else None)
         self.n_bootstrap = int(n_bootstrap)
         self.channels_last = bool(channels_last)
         self.predictions: Predictions | None = None
@@ -146,6 +158,7 @@ class FusionModule(pl.LightningModule):
             "training": self.training_config.to_dict(),
             "seed": self.seed,
             "class_names": self.class_names,
+            "labels": None if labels is None else labels.to_dict(),
             "n_bootstrap": self.n_bootstrap,
             "channels_last": self.channels_last,
         })
@@ -392,8 +405,9 @@ class FusionModule(pl.LightningModule):
             calibration entry also has ``temperature`` and ``ece_scaled``.
         """
         k = predictions.probs["ensemble"].shape[1]
-        options = dict(num_classes=k, class_names=self.class_names, n_bootstrap=self.n_bootstrap,
-                       seed=self.seed)
+        names = {"label_spec": self.labels} if self.labels is not None else {
+            "class_names": self.class_names}
+        options = dict(num_classes=k, **names, n_bootstrap=self.n_bootstrap, seed=self.seed)
 
         def one(probs: np.ndarray, rows: np.ndarray | slice = slice(None)) -> dict[str, Any]:
             return classification_report(probs[rows], predictions.labels[rows],
@@ -427,6 +441,28 @@ def _patterns(available: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _resolve_labels(labels: LabelSpec | Mapping[str, Any] | None,
+                    class_names: Sequence[str] | None,
+                    model: MultiModalClassifier) -> LabelSpec | None:
+    """``labels`` as a :class:`LabelSpec` (a checkpoint gives its dict), checked against
+    ``class_names`` and the model's class count."""
+    if labels is None:
+        return None
+    if isinstance(labels, Mapping):
+        labels = LabelSpec.from_dict(labels)
+    if not isinstance(labels, LabelSpec):
+        raise ValueError(f"labels: expected a LabelSpec (mmfusion.labels), its dict or None, got "
+                         f"{type(labels).__name__}")
+    if class_names is not None and list(class_names) != list(labels.names):
+        raise ValueError(f"class_names: not with labels= (the label spec names the classes "
+                         f"{list(labels.names)}), got {list(class_names)}")
+    k = getattr(getattr(model, "config", None), "num_classes", None)
+    if isinstance(k, int) and k != labels.num_classes:
+        raise ValueError(f"labels: the label spec has {labels.num_classes} classes "
+                         f"{list(labels.names)}, the model predicts {k}")
+    return labels
 
 
 def _resolve_model(model: MultiModalClassifier | None,

@@ -3,7 +3,9 @@
 Everything that knows about livers lives here; :mod:`mmfusion.nn`, :mod:`mmfusion.losses`,
 :mod:`mmfusion.metrics` and :mod:`mmfusion.data` are about images, modalities and ordered classes.
 
-- :mod:`~mmfusion.liver.stages`: METAVIR fibrosis stages F0-F4 and how a manifest writes them.
+- :mod:`~mmfusion.liver.stages`: METAVIR fibrosis stages F0-F4 and how a manifest writes them:
+  :data:`~mmfusion.liver.METAVIR`, the liver's :class:`~mmfusion.labels.LabelSpec` (read a liver
+  manifest with ``read_manifest(path, labels=METAVIR)``).
 - :mod:`~mmfusion.liver.phantom`: the procedural liver phantom, the embedded default data set
   (paired B-mode + SWE frames, the paper's data being private; docs/paper_map.rst).
 - :mod:`~mmfusion.liver.cutoffs`: the clinician's baseline, stage from stiffness by published
@@ -12,15 +14,15 @@ Everything that knows about livers lives here; :mod:`mmfusion.nn`, :mod:`mmfusio
   logistic regression (loads scikit-learn and OpenCV on first use, like the phantom).
 
 The phantom's names are importable from here (``from mmfusion.liver import make_phantom_dataset``);
-they load on first use, so ``mmfusion.data`` can read the stage vocabulary without loading the
-phantom.
+they load on first use, so importing the stage vocabulary does not load the phantom.
 """
 
 from __future__ import annotations
 
 from mmfusion._lazy import attach
+from mmfusion.liver import presets  # noqa: F401 - registers the liver's models (create_model)
 from mmfusion.liver.cutoffs import HERRMANN_2018, SweCutoffs, stage_from_kpa
-from mmfusion.liver.stages import NUM_STAGES, STAGE_NAMES, parse_stage, stage_name
+from mmfusion.liver.stages import METAVIR, NUM_STAGES, STAGE_NAMES, parse_stage, stage_name
 
 _PHANTOM_NAMES = (
     "GENERATOR_VERSION",
@@ -45,6 +47,7 @@ _BASELINE_NAMES = ("FEATURE_NAMES", "LogisticBaseline", "baseline_features", "pa
 
 __all__ = [
     "HERRMANN_2018",
+    "METAVIR",
     "NUM_STAGES",
     "STAGE_NAMES",
     "SweCutoffs",

@@ -4,13 +4,13 @@ What a deep fusion model must beat besides the cut-offs of :mod:`mmfusion.liver.
 hand-made numbers per image pair and a linear classifier (scikit-learn, standardised features).
 
 Features (:data:`FEATURE_NAMES`), all read inside the SWE colour box (found by
-:func:`mmfusion.data.detect_swe_box` unless given). The B-mode statistics use the same rectangle of
-the B-mode frame: the two frames of a pair show the same anatomy at the same pixel positions (dual
-display; the phantom's pairs share their geometry), so this is the liver tissue the stiffness was
-measured in.
+:func:`mmfusion.elastography.detect_swe_box` unless given). The B-mode statistics use the same
+rectangle of the B-mode frame: the two frames of a pair show the same anatomy at the same pixel
+positions (dual display; the phantom's pairs share their geometry), so this is the liver tissue
+the stiffness was measured in.
 
 - ``swe_median_kpa``, ``swe_iqr_kpa``: median and interquartile range of the decoded stiffness
-  (:func:`mmfusion.data.decode_swe_kpa`), void pixels left out.
+  (:func:`mmfusion.elastography.decode_swe_kpa`), void pixels left out.
 - ``swe_valid_fraction``: share of colour-coded pixels in the box.
 - ``us_mean``, ``us_sd``: mean and standard deviation of the B-mode grey levels.
 - ``us_local_sd``: mean local standard deviation in a window of ``min(H, W) / 60`` pixels (speckle
@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mmfusion.data.elastography import decode_swe_kpa, detect_swe_box
+from mmfusion.elastography.colour import decode_swe_kpa, detect_swe_box
 from mmfusion.liver.stages import NUM_STAGES
 
 __all__ = ["FEATURE_NAMES", "LogisticBaseline", "baseline_features", "pair_features"]
@@ -97,9 +97,10 @@ def pair_features(
         us: B-mode frame, uint8 ``[H, W]`` or RGB ``[H, W, 3]``.
         swe: SWE frame, uint8 RGB ``[H, W, 3]``, same ``H, W`` as ``us``.
         box: ``(x0, y0, x1, y1)`` end-exclusive SWE colour box; detected if None.
-        kpa_range: The colour scale's range in kPa (see :func:`mmfusion.data.decode_swe_kpa`).
-        colormap: The colour scale (see :func:`mmfusion.data.decode_swe_kpa`; e.g. the frame's own
-            legend read by :func:`mmfusion.data.colour_bar_lut`).
+        kpa_range: The colour scale's range in kPa (see
+            :func:`mmfusion.elastography.decode_swe_kpa`).
+        colormap: The colour scale (see :func:`mmfusion.elastography.decode_swe_kpa`; e.g. the
+            frame's own legend read by :func:`mmfusion.elastography.colour_bar_lut`).
         us_box: Where the B-mode statistics are taken in ``us``; None: ``box`` (the same place,
             right when both frames show the fan at the same position; a dual-view SWE screen
             shows it elsewhere).

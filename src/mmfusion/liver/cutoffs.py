@@ -85,7 +85,7 @@ def stage_from_kpa(
 
     Args:
         median_kpa: Median stiffness in kPa, a number or an array of any shape (e.g. one value per
-            image pair, see :func:`mmfusion.data.decode_swe_kpa`).
+            image pair, see :func:`mmfusion.elastography.decode_swe_kpa`).
         cutoffs: The cut-offs; default :data:`HERRMANN_2018`.
         below_f2: Stage given below the F>=2 cut-off: 0 or 1.
 

@@ -49,8 +49,10 @@ def format_report(report: Mapping[str, Any]) -> str:
     Returns:
         A multi-line string (no trailing newline): sample counts, accuracy and macro AUROC with
         their intervals and the number of valid resamples each comes from (or "interval not
-        reported" when too few resamples define the metric), macro sensitivity/specificity and kappa, the cut-off AUROCs, and
-        per-class sensitivity/specificity/AUROC/support. Undefined values print as ``n/a``.
+        reported" when too few resamples define the metric), macro sensitivity/specificity, and
+        for ordered classes the kappa and the cut-off AUROCs ("class >= c", named by class), and
+        per-class sensitivity/specificity/AUROC/support. Undefined values print as ``n/a``; a
+        report of nominal classes (no ``qwk``, no ``cutoff_aucs``) has neither line.
     """
     groups = "" if report.get("n_groups") is None else f" from {report['n_groups']} patients"
     unit = ""
@@ -58,21 +60,27 @@ def format_report(report: Mapping[str, Any]) -> str:
         ci = report["ci"]
         unit = f"; bootstrap over {ci['unit']}s, B={ci['n_bootstrap']}"
     names = report["class_names"]
+    qwk = f", QWK {_num(report['qwk'])}" if "qwk" in report else ""
     lines = [
         f"n={report['n']} pairs{groups}, {report['num_classes']} classes{unit}",
         f"accuracy {_num(report['accuracy'])}{_interval(report, 'accuracy')}, "
         f"macro AUC {_num(report['auc_macro'])}{_interval(report, 'auc_macro')}",
         f"macro sensitivity {_num(report['sensitivity_macro'])}, "
-        f"macro specificity {_num(report['specificity_macro'])}, QWK {_num(report['qwk'])}",
-        "cut-off AUC: "
-        + ", ".join(
-            f">={names[int(cut[2:])]} {_num(auc)}" for cut, auc in report["cutoff_aucs"].items()
-        ),
+        f"macro specificity {_num(report['specificity_macro'])}{qwk}",
+    ]
+    if report.get("cutoff_aucs"):
+        lines.append(
+            "cut-off AUC: "
+            + ", ".join(
+                f">={names[int(cut[2:])]} {_num(auc)}" for cut, auc in report["cutoff_aucs"].items()
+            )
+        )
+    lines.append(
         "per class sens/spec/AUC (n): "
         + ", ".join(
             f"{name} {_num(v['sensitivity'], 2)}/{_num(v['specificity'], 2)}/"
             f"{_num(v['auc'], 2)} ({v['support']})"
             for name, v in report["per_class"].items()
-        ),
-    ]
+        )
+    )
     return "\n".join(lines)

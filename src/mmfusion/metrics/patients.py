@@ -1,7 +1,7 @@
 """Per-patient answers: combine the view-level probabilities of each patient, then report.
 
-A patient is staged once (one biopsy, one METAVIR stage), but is scanned in several views, each an
-image pair with its own prediction. The paper reports per image pair (section IV); a clinician
+A patient has one true class (for the liver: one biopsy, one METAVIR stage), but is scanned in
+several views, each an image pair with its own prediction. The paper reports per image pair (section IV); a clinician
 wants one answer per patient. :func:`aggregate_patients` combines a patient's ``V`` view
 probabilities ``p_1 .. p_V`` (each ``[K]``) into one ``[K]`` row; :func:`patient_report` is
 :func:`~mmfusion.metrics.classification_report` on those rows (one row per patient, so the
@@ -14,20 +14,21 @@ Methods, and when a clinician would ask for each:
   views are roughly equally informative. The usual choice.
 - ``"geometric_mean"``: ``p ∝ (p_1 * ... * p_V) ** (1 / V)``, renormalised to sum to 1 (the
   exponential of the mean log-probabilities; each probability is floored at ``1e-12`` first, so
-  that one view's exact 0 does not zero a stage outright; a patient with a single view keeps its
+  that one view's exact 0 does not zero a class outright; a patient with a single view keeps its
   probabilities unchanged).
   Its arg-max is the product's, i.e. the naive-Bayes combination of views taken as independent
   evidence; the ``1 / V`` power keeps a patient with many views from looking more certain than one
   with few, so probabilities stay comparable across patients (for the AUROC). A consensus rule: a
-  stage that any view finds implausible is pulled down hard. For repeated views of good quality.
-- ``"max_stage"``: the most advanced stage predicted in any view. The patient's probabilities are
-  those of one view: the view whose arg-max stage is highest; ties are broken by that stage's
-  probability (higher wins), then by the probabilities of the higher stages, from the highest
-  down (a view with more mass on advanced stages wins); views equal in all of this have equal
-  probabilities. The patient's arg-max is then the highest stage seen, and its AUROC ranks
-  patients by that view's probabilities. A worst-view rule, like the pathologist's (METAVIR stages
-  the most advanced fibrosis in the sample): for screening, where missing advanced fibrosis or
-  cirrhosis costs more than a false alarm; expect more false positives.
+  class that any view finds implausible is pulled down hard. For repeated views of good quality.
+- ``"max_stage"``: for ordered classes, the most advanced class predicted in any view (the name
+  says "stage", as in the liver's fibrosis stages). The patient's probabilities are those of one
+  view: the view whose arg-max class is highest; ties are broken by that class's probability
+  (higher wins), then by the probabilities of the higher classes, from the highest down (a view
+  with more mass on advanced classes wins); views equal in all of this have equal probabilities.
+  The patient's arg-max is then the highest class seen, and its AUROC ranks patients by that
+  view's probabilities. A worst-view rule, like the pathologist's (METAVIR stages the most
+  advanced fibrosis in the sample): for screening, where missing an advanced class costs more than
+  a false alarm; expect more false positives. Meaningless for nominal classes.
 
 Every method is invariant to the order of the rows: views are combined in a canonical order, so
 shuffling them gives the same result to the last bit.
@@ -35,13 +36,13 @@ shuffling them gives the same result to the last bit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from mmfusion.metrics._inputs import _to_numpy, as_labels, as_probs
-from mmfusion.metrics.report import classification_report
+from mmfusion.metrics.report import LabelSpecLike, classification_report
 
 __all__ = ["AGGREGATION_METHODS", "PatientPredictions", "aggregate_patients", "patient_report"]
 
@@ -61,7 +62,7 @@ class PatientPredictions(NamedTuple):
         patient_ids: ``[P]`` patient ids, sorted (as :func:`numpy.unique` sorts them).
         probs: ``[P, K]`` float64 combined probabilities, rows summing to 1 (within the
             tolerance the input rows have).
-        labels: ``[P]`` int64 stage of each patient, or ``None`` when no labels were given.
+        labels: ``[P]`` int64 class of each patient, or ``None`` when no labels were given.
     """
 
     patient_ids: np.ndarray
@@ -102,7 +103,7 @@ def aggregate_patients(
     Args:
         probs: ``[N, K]`` class probabilities of the views (rows sum to 1), numpy or torch.
         groups: ``[N]`` patient id of each view (strings or integers).
-        labels: Optional ``[N]`` integer stage of each view; all views of a patient must agree.
+        labels: Optional ``[N]`` integer class of each view; all views of a patient must agree.
         method: ``"mean"``, ``"geometric_mean"`` or ``"max_stage"``.
 
     Returns:
@@ -172,6 +173,8 @@ def patient_report(
     method: AggregationMethod = "mean",
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
+    label_spec: LabelSpecLike | None = None,
+    cutoffs: Mapping[str, int] | None = None,
     n_bootstrap: int = 1000,
     ci: float = 0.95,
     seed: int | None = 0,
@@ -180,16 +183,20 @@ def patient_report(
 
     :func:`aggregate_patients` combines each patient's views with ``method``, then
     :func:`~mmfusion.metrics.classification_report` scores the ``P`` patient rows (accuracy,
-    macro AUROC, sensitivity/specificity, QWK, cut-off AUROCs, and bootstrap intervals that
-    resample patients).
+    macro AUROC, sensitivity/specificity, for ordered classes QWK and cut-off AUROCs, and bootstrap
+    intervals that resample patients).
 
     Args:
         probs: ``[N, K]`` view-level probabilities (rows sum to 1).
-        labels: ``[N]`` stage of each view; all views of a patient must agree.
+        labels: ``[N]`` class of each view; all views of a patient must agree.
         groups: ``[N]`` patient id of each view.
         method: ``"mean"``, ``"geometric_mean"`` or ``"max_stage"`` (see the module docs).
         num_classes: ``K``; ``None`` takes it from ``probs``.
-        class_names: ``K`` unique names; default ``["0", ..., "K-1"]``.
+        class_names: ``K`` unique names; default ``["0", ..., "K-1"]``. Not with ``label_spec``.
+        label_spec: The classes' :class:`~mmfusion.labels.LabelSpec` (names, order, named
+            cut-offs), as for :func:`~mmfusion.metrics.classification_report`.
+        cutoffs: Named cut-offs ``{key: c}``, as for
+            :func:`~mmfusion.metrics.classification_report`.
         n_bootstrap: Bootstrap resamples of patients; ``0`` skips the intervals.
         ci: Coverage of the percentile intervals, in ``(0, 1)``.
         seed: Seed of the resampling.
@@ -218,6 +225,8 @@ def patient_report(
         groups=ids,
         num_classes=num_classes,
         class_names=class_names,
+        label_spec=label_spec,
+        cutoffs=cutoffs,
         n_bootstrap=n_bootstrap,
         ci=ci,
         seed=seed,

@@ -2,7 +2,8 @@
 
 Knowing its configuration is what lets a model be saved whole (architecture + weights) and rebuilt
 anywhere: :meth:`FusionClassifier.save_pretrained` writes ``config.json`` and
-``model.safetensors``; :func:`mmfusion.models.from_pretrained` reads them back.
+``model.safetensors`` (:mod:`mmfusion.models.checkpoint`); :func:`mmfusion.models.from_pretrained`
+reads them back.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path
 
 from torch import nn
 
+from mmfusion.models.checkpoint import write_model
 from mmfusion.models.config import ModelConfig
-from mmfusion.nn import EnsembleHead, MultiModalClassifier
+from mmfusion.nn.heads import EnsembleHead
+from mmfusion.nn.model import MultiModalClassifier
 
 __all__ = ["FusionClassifier"]
 
@@ -74,6 +77,5 @@ class FusionClassifier(MultiModalClassifier):
             FileExistsError: ``directory`` already holds a saved model and ``overwrite`` is false.
             ValueError: The parameters hold NaN or Inf (a diverged model is never saved).
         """
-        from mmfusion.models.pretrained import save_pretrained
-
-        return save_pretrained(self, directory, overwrite=overwrite, normalization=normalization)
+        return write_model(self, self.config, directory, overwrite=overwrite,
+                           normalization=normalization)

@@ -3,18 +3,24 @@
 :class:`ModelConfig` and :class:`TrainingConfig` hold the paper's values as their defaults (sections
 III.B-III.E and docs/paper_map.rst); they are the single source of truth for them. Presets
 (:mod:`mmfusion.models.registry`) are named instances with some fields replaced, and a run's
-``config.json`` stores both as plain JSON.
+``config.json`` stores both as plain JSON. A configuration names its fusion and its encoders by
+their registry names (:mod:`mmfusion.nn.registry`), with JSON keyword arguments, so a fusion or an
+encoder of your own is configured, saved and loaded like the built-in ones.
+
+This module imports no torch (the registries know the built-in names without it).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
-from mmfusion._checks import (
+from mmfusion._values import (
     check_choice,
     check_int,
     check_number,
@@ -22,6 +28,7 @@ from mmfusion._checks import (
     is_int,
     short_repr,
 )
+from mmfusion.nn.registry import check_encoder_name, check_fusion_name
 
 __all__ = ["MAX_IMAGE_SIZE", "MAX_NUM_CLASSES", "MAX_WIDTH", "ModelConfig", "TrainingConfig",
            "config_from_dict"]
@@ -45,14 +52,17 @@ class ModelConfig:
     Attributes:
         modalities: Modality names in fusion order (``("us", "swe")``: B-mode, then SWE). One name
             gives a single-modal model (Table I rows "US" and "SWE").
-        fusion: ``"attention"`` (the paper's branch, III.C) or ``"late"`` (global average pooling
-            and one FC layer, Table I); ignored for one modality.
+        fusion: A registered fusion (:func:`~mmfusion.nn.list_fusions`): ``"attention"`` (the
+            paper's branch, III.C), ``"late"`` (global average pooling and one FC layer, Table I),
+            or one of your own (:func:`~mmfusion.nn.register_fusion`); ignored for one modality.
         loss: ``"multi"``: ``L_total = CE_us + CE_swe + CE_joint + alpha L_C``, predicting with the
             ensemble (III.D); ``"single"``: ``CE_joint`` only, predicting with the joint branch.
-        backbone: timm model name of every encoder (ResNet-50 in the paper).
+        backbone: timm model name of every encoder that :attr:`encoders` does not set otherwise
+            (ResNet-50 in the paper).
         image_size: Input side in pixels, 32 to :data:`MAX_IMAGE_SIZE` (4096) (the flattened
             heads depend on it; 224 in the paper).
-        frozen_stages: Encoder stages frozen, stem included (3 in the paper, III.E).
+        frozen_stages: Encoder stages frozen, stem included (3 in the paper, III.E), for every
+            ``"timm"`` encoder that does not set its own.
         hidden: Hidden widths of the single-modal classifiers (three FC layers in the paper; the
             widths are not given there, these put the model at 127.9 M parameters); each 1 to
             :data:`MAX_WIDTH` (65536).
@@ -65,10 +75,28 @@ class ModelConfig:
         alpha: Consistency-loss weight (eq. (3): 0.2).
         modality_dropout: Per-sample probability of hiding a modality while training (0: the
             paper's model never sees a missing modality).
+        fusion_kwargs: More keyword arguments of the fusion (JSON values; ``None``: none), e.g.
+            ``{"reduced_channels": [64, 32]}`` for ``"attention"``; ``embed_dim`` is the field
+            above.
+        encoders: Modality -> the encoder of that modality (``None``: none listed):
+            ``{"name": <registered encoder>, **keyword arguments}`` (JSON values), e.g.
+            ``{"labs": {"name": "tabular", "columns": ["age", "ast"]}}`` or
+            ``{"swe": {"name": "timm", "backbone": "resnet18"}}``. A modality not listed gets ``{"name": "timm", "backbone": backbone, "frozen_stages":
+            frozen_stages}``, and a ``"timm"`` entry takes those two from the fields above unless
+            it sets them; :meth:`encoder` gives the resolved entry. Weights are not part of the
+            configuration (``weights=`` of :func:`~mmfusion.models.build_model`).
+
+    Example:
+        >>> cfg = ModelConfig(modalities=("us", "labs"), backbone="test_resnet",
+        ...                   encoders={"labs": {"name": "tabular", "columns": ["age", "ast"]}})
+        >>> cfg.encoder("us"), cfg.encoder("labs")["name"]
+        ({'name': 'timm', 'backbone': 'test_resnet', 'frozen_stages': 3}, 'tabular')
+        >>> ModelConfig(**cfg.to_dict()) == cfg
+        True
     """
 
     modalities: tuple[str, ...] = ("us", "swe")
-    fusion: Literal["attention", "late"] = "attention"
+    fusion: str = "attention"
     loss: Literal["multi", "single"] = "multi"
     backbone: str = "resnet50"
     image_size: int = 224
@@ -79,6 +107,8 @@ class ModelConfig:
     num_classes: int = 5
     alpha: float = 0.2
     modality_dropout: float = 0.0
+    fusion_kwargs: dict[str, object] | None = field(default=None, hash=False)
+    encoders: dict[str, dict[str, object]] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         """Check every field's type and range (a bool is not an int, a string is not a sequence).
@@ -94,7 +124,7 @@ class ModelConfig:
         hidden = check_sequence(self.hidden, "hidden", widths)
         if not all(is_int(h) and 1 <= h <= MAX_WIDTH for h in hidden):
             raise ValueError(f"hidden: expected {widths}, got {short_repr(self.hidden)}")
-        check_choice(self.fusion, "fusion", ("attention", "late"))
+        check_fusion_name(self.fusion, "fusion")
         check_choice(self.loss, "loss", ("multi", "single"))
         if not (isinstance(self.backbone, str) and self.backbone):
             raise ValueError(f"backbone: expected a timm model name, got {short_repr(self.backbone)}")
@@ -109,6 +139,8 @@ class ModelConfig:
             "alpha": check_number(self.alpha, "alpha", 0),
             "modality_dropout": check_number(self.modality_dropout, "modality_dropout", 0, 1,
                                              high_open=True),
+            "fusion_kwargs": _fusion_kwargs({} if self.fusion_kwargs is None else self.fusion_kwargs),
+            "encoders": _encoders({} if self.encoders is None else self.encoders, mods),
         }
         if len(mods) < 2 and values["modality_dropout"] != 0.0:
             raise ValueError(f"modality_dropout: needs two or more modalities, got {mods!r}")
@@ -119,6 +151,21 @@ class ModelConfig:
     def is_fused(self) -> bool:
         """True when the model has a fusion branch (two or more modalities)."""
         return len(self.modalities) > 1
+
+    def encoder(self, modality: str) -> dict[str, Any]:
+        """The encoder entry of ``modality`` (a copy): ``{"name": ..., **keyword arguments}``.
+
+        Raises:
+            ValueError: ``modality`` is not one of :attr:`modalities`.
+        """
+        if modality not in self.modalities:
+            raise ValueError(f"modality: expected one of {list(self.modalities)}, got {modality!r}")
+        entries = self.encoders or {}
+        entry = copy.deepcopy(entries.get(modality, {"name": "timm"}))
+        if entry["name"] == "timm":
+            entry.setdefault("backbone", self.backbone)
+            entry.setdefault("frozen_stages", self.frozen_stages)
+        return entry
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with ``changes`` applied (validated; unknown names are an error)."""
@@ -174,6 +221,49 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
         return _plain(dataclasses.asdict(self))
+
+
+def _json_mapping(value: object, name: str) -> dict[str, Any]:
+    """``value`` as plain JSON data (a dict with str keys; tuples become lists), or a ValueError."""
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{name}: expected a mapping with str keys, got {short_repr(value)}")
+    try:
+        return json.loads(json.dumps(dict(value), allow_nan=False))
+    except (TypeError, ValueError, RecursionError) as err:
+        raise ValueError(
+            f"{name}: expected JSON values (str, numbers, bools, None, lists, mappings), got "
+            f"{short_repr(value)} ({type(err).__name__}: {err})"
+        ) from None
+
+
+def _fusion_kwargs(value: object) -> dict[str, Any]:
+    kwargs = _json_mapping(value, "fusion_kwargs")
+    if "embed_dim" in kwargs:
+        raise ValueError("fusion_kwargs: 'embed_dim' is set by the embed_dim field; remove it here")
+    return kwargs
+
+
+def _encoders(value: object, modalities: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    entries = _json_mapping(value, "encoders")
+    unknown = [m for m in entries if m not in modalities]
+    if unknown:
+        raise ValueError(f"encoders: unknown modality name(s) {unknown}; modalities are "
+                         f"{list(modalities)}")
+    out = {}
+    for modality in modalities:  # in modality order
+        if modality not in entries:
+            continue
+        name = f"encoders[{modality!r}]"
+        entry = _json_mapping(entries[modality], name)
+        if "name" not in entry:
+            raise ValueError(f"{name}: expected a 'name' key (a registered encoder, e.g. 'timm' "
+                             f"or 'tabular'), got {short_repr(entry)}")
+        check_encoder_name(entry["name"], f"{name}['name']")
+        if "weights" in entry:
+            raise ValueError(f"{name}: weights are not part of the architecture; pass weights= to "
+                             "create_model / build_model instead")
+        out[modality] = entry
+    return out
 
 
 def _plain(value: Any) -> Any:

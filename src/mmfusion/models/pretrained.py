@@ -1,31 +1,22 @@
-"""Whole-model persistence: ``config.json`` (architecture) + ``model.safetensors`` (weights).
+"""Whole-model persistence: save a :class:`FusionClassifier`, load it back, read what it was trained with.
 
-Nothing is pickled: the configuration is JSON, the tensors are safetensors. The format::
-
-    config.json        {"format": "mmfusion.model/1", "mmfusion_version": "...",
-                        "model": {<ModelConfig fields>},
-                        "normalization": {"mean": [...], "std": [...]}, ...}
-                        (other keys are kept and ignored)
-    model.safetensors  the model's state dict (frozen BatchNorm statistics included); its
-                       metadata records what the weights were trained with: "modalities" (JSON
-                       list, in fusion order), "image_size", "num_classes",
-                       "normalization_mean" and "normalization_std" (JSON lists)
-
-Loading checks, before any model is built, that ``config.json`` agrees with that record and that
-its sizes fit the tensor shapes of the weights file (read from its header, without loading the
+The format (``config.json`` + ``model.safetensors``, nothing pickled) is described in
+:mod:`mmfusion.models.checkpoint`. Loading checks, before any model is built, that
+``config.json`` agrees with the weights file's record of what the weights were trained with and
+that its sizes fit the tensor shapes of the weights file (read from its header, without loading the
 tensors), and refuses weights that hold NaN or Inf. Files saved before the record existed (their
-metadata holds only the format) still load; for them only the tensor shapes are checked.
+metadata holds only the format) still load; for them only the tensor shapes are checked. A
+configuration that names a fusion or an encoder that is not registered is refused with one error
+naming it: import the module that registers it first.
 
-A training run folder of the liver fibrosis example has the same two files, so
-``from_pretrained("runs/liver_fibrosis")`` loads a trained run.
+A training run folder written with :func:`save_pretrained` has the same two files, so
+``from_pretrained("runs/my_run")`` loads a trained run.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,73 +24,21 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from mmfusion.files import atomic_save_tensors, atomic_write_text
 from mmfusion.models.builder import build_model
+from mmfusion.models.checkpoint import (
+    CONFIG_FILE,
+    DIVERGED,
+    FORMAT,
+    WEIGHTS_FILE,
+    TrainedWith,
+    non_finite,
+    write_model,
+)
 from mmfusion.models.classifier import FusionClassifier
 from mmfusion.models.config import ModelConfig, config_from_dict
 
 __all__ = ["CONFIG_FILE", "FORMAT", "WEIGHTS_FILE", "TrainedWith", "from_pretrained", "load_weights",
            "read_model_config", "read_trained_with", "save_pretrained"]
-
-FORMAT = "mmfusion.model/1"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-
-_DIVERGED = ("the model diverged during training: train again with a lower learning rate (and "
-             "watch the training loss)")
-
-
-@dataclass(frozen=True)
-class TrainedWith:
-    """What a model's weights were trained with, as recorded in the weights file's metadata.
-
-    Attributes:
-        modalities: Modality names in fusion order.
-        image_size: Input side in pixels.
-        num_classes: Number of classes.
-        mean: Per-channel normalisation mean of the input images.
-        std: Per-channel normalisation standard deviation.
-    """
-
-    modalities: tuple[str, ...]
-    image_size: int
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def to_metadata(self) -> dict[str, str]:
-        """The safetensors metadata entries (strings; lists as JSON)."""
-        return {
-            "modalities": json.dumps(list(self.modalities)),
-            "image_size": str(self.image_size),
-            "num_classes": str(self.num_classes),
-            "normalization_mean": json.dumps(list(self.mean)),
-            "normalization_std": json.dumps(list(self.std)),
-        }
-
-    @classmethod
-    def from_metadata(cls, metadata: Mapping[str, str], path: Path) -> TrainedWith | None:
-        """Read :meth:`to_metadata`'s entries; ``None`` for a file saved without them.
-
-        Raises:
-            ValueError: The entries are there but unreadable.
-        """
-        keys = ("modalities", "image_size", "num_classes", "normalization_mean", "normalization_std")
-        if not any(k in metadata for k in keys):
-            return None
-        try:
-            values = {k: json.loads(metadata[k]) for k in keys}
-            return cls(
-                modalities=tuple(str(m) for m in values["modalities"]),
-                image_size=int(values["image_size"]),
-                num_classes=int(values["num_classes"]),
-                mean=tuple(float(v) for v in values["normalization_mean"]),
-                std=tuple(float(v) for v in values["normalization_std"]),
-            )
-        except (KeyError, TypeError, ValueError, RecursionError) as err:
-            raise ValueError(f"weights: {path} holds an unreadable record of its training in its "
-                             f"metadata ({type(err).__name__}: {err}); expected the entries {list(keys)}"
-                             ) from err
 
 
 def save_pretrained(
@@ -142,27 +81,8 @@ def save_pretrained(
             f"build_model), got {type(model).__name__}; a hand-assembled MultiModalClassifier has "
             "no configuration to save: save its state_dict with safetensors instead"
         )
-    mean, std = _check_normalization(normalization)
-    folder = Path(directory)
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"directory: {folder} exists and is not a folder")
-    taken = [n for n in (CONFIG_FILE, WEIGHTS_FILE) if (folder / n).exists()]
-    if taken and not overwrite:
-        raise FileExistsError(
-            f"directory: {folder} already holds {', '.join(taken)}; pass overwrite=True to replace it"
-        )
-    state = model.state_dict()
-    bad = _non_finite(state)
-    if bad:
-        raise ValueError(f"model: {len(bad)} tensor(s) hold NaN/Inf values (first: {', '.join(bad[:3])})"
-                         f"; {_DIVERGED}. Nothing was saved to {folder}")
-    config = model.config
-    record = TrainedWith(config.modalities, config.image_size, config.num_classes, mean, std)
-    document = {"format": FORMAT, "mmfusion_version": _version(), **dict(extra or {}),
-                "model": config.to_dict(), "normalization": {"mean": list(mean), "std": list(std)}}
-    atomic_save_tensors(state, folder / WEIGHTS_FILE, {"format": FORMAT, **record.to_metadata()})
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
-    return folder
+    return write_model(model, model.config, directory, overwrite=overwrite, extra=extra,
+                       normalization=normalization)
 
 
 def read_model_config(directory: str | Path) -> ModelConfig:
@@ -210,10 +130,10 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise ValueError(f"weights: {path} is not a readable safetensors file ({err})") from err
-    bad = _non_finite(tensors)
+    bad = non_finite(tensors)
     if bad:
         raise ValueError(f"weights: {path} holds NaN/Inf values in {len(bad)} tensor(s) (first: "
-                         f"{', '.join(bad[:3])}); {_DIVERGED}")
+                         f"{', '.join(bad[:3])}); {DIVERGED}")
     target = _unwrap(model)
     _check_shapes({k: tuple(v.shape) for k, v in target.state_dict().items()},
                   {k: tuple(v.shape) for k, v in tensors.items()}, path)
@@ -261,31 +181,6 @@ def from_pretrained(directory: str | Path, *, map_location: str | torch.device =
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def _check_normalization(
-    normalization: tuple[Sequence[float], Sequence[float]] | None,
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` as float tuples (ImageNet's for ``None``)."""
-    if normalization is None:
-        from mmfusion.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-        return tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
-    expected = "normalization: expected (mean, std), two equally long sequences of finite numbers " \
-               "with std > 0"
-    try:
-        mean, std = (tuple(float(v) for v in values) for values in normalization)
-    except (TypeError, ValueError):
-        raise ValueError(f"{expected}, got {normalization!r}") from None
-    finite = all(math.isfinite(v) for v in (*mean, *std))
-    if not (mean and len(mean) == len(std) and finite and min(std) > 0):
-        raise ValueError(f"{expected}, got {normalization!r}")
-    return mean, std
-
-
-def _non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
-    """Names of the floating-point tensors that hold NaN or Inf, in order."""
-    return [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def _read_document(directory: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -403,9 +298,3 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
             model = model.module
         else:
             return model
-
-
-def _version() -> str:
-    from mmfusion import __version__
-
-    return __version__

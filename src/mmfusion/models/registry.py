@@ -1,31 +1,27 @@
 """The model registry, in timm's manner: named presets of :class:`ModelConfig` + :class:`TrainingConfig`.
 
-``create_model("liver_fibrosis_paper")`` builds the paper's network (127.9 M parameters);
-``list_models()`` lists every name. Registered here:
+:func:`register_model` names a :class:`Preset`; :func:`~mmfusion.models.create_model` builds it by
+name and :func:`list_models` lists the names. A domain package registers its presets when it is
+imported, and names itself in the ``mmfusion.plugins`` entry-point group
+(:data:`mmfusion.nn.registry.PLUGIN_GROUP`) so that its names are found without the user
+importing it: the first lookup of an unknown name, and every :func:`list_models`, load the
+plug-ins first (:func:`mmfusion.nn.registry.load_plugins`). The presets of the paper's network
+and its Table I variants come that way from the domain package of the paper.
 
-* ``liver_fibrosis_paper``: the paper's model and training protocol (ResNet-50, 224 px, stages 1-3
-  frozen, attention fusion, ensemble loss; Adam 7e-5, batch 4, 40 epochs, offline augmentation).
-* ``liver_fibrosis_quick``: a small network that trains on a 2-core CPU in minutes and still learns
-  (resnet10t from scratch, 96 px, pooled single-modal heads; Adam 1e-3 with a cosine schedule).
-* ``liver_fibrosis_texture``: the quick network at 128 px, which resolves the B-mode texture
-  better (picked by measuring the B-mode branch on the phantom; ``examples/liver_fibrosis/RESULTS.md``).
-* The Table I variants of each: ``<base>_us``, ``<base>_swe``, ``<base>_late_single``,
-  ``<base>_late_multi``, ``<base>_att_single`` (``<base>`` itself is "att + multi").
-
-Register your own with :func:`register_model`.
+This module imports no torch: a domain registers its presets without loading the network code.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Any
 
-from mmfusion.models.builder import Weights, build_model
-from mmfusion.models.classifier import FusionClassifier
-from mmfusion.models.config import ModelConfig, TrainingConfig, config_from_dict
+from mmfusion._values import short_repr
+from mmfusion.models.config import ModelConfig, TrainingConfig
+from mmfusion.nn.registry import load_plugins
 
-__all__ = ["TABLE_I", "TABLE_I_ROWS", "Preset", "create_model", "get_preset", "list_models", "register_model"]
+__all__ = ["Preset", "get_preset", "list_models", "register_model"]
 
 
 @dataclass(frozen=True)
@@ -36,106 +32,56 @@ class Preset:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     description: str = ""
 
+    def __post_init__(self) -> None:
+        """Check the field types.
 
-TABLE_I: dict[str, dict[str, Any]] = {
-    "us": dict(modalities=("us",)),
-    "swe": dict(modalities=("swe",)),
-    "late_single": dict(fusion="late", loss="single"),
-    "late_multi": dict(fusion="late", loss="multi"),
-    "att_single": dict(fusion="attention", loss="single"),
-}
-"""Table I's variants as :class:`ModelConfig` changes (the base itself is att + multi)."""
+        Raises:
+            TypeError: ``model`` is not a :class:`ModelConfig`, ``training`` not a
+                :class:`TrainingConfig` or ``description`` not a str.
+        """
+        for name, value, kind in (("model", self.model, ModelConfig),
+                                  ("training", self.training, TrainingConfig),
+                                  ("description", self.description, str)):
+            if not isinstance(value, kind):
+                raise TypeError(f"{name}: expected a {kind.__name__}, got {type(value).__name__}")
 
-TABLE_I_ROWS: dict[str, str] = {
-    "us": "US", "swe": "SWE", "late_single": "US+SWE+late+single", "late_multi": "US+SWE+late+multi",
-    "att_single": "US+SWE+att+single", "": "US+SWE+att+multi",
-}
-"""Registry suffix -> the row name of the paper's Table I (``""``: the base model)."""
 
 _REGISTRY: dict[str, Preset] = {}
 
 
-def register_model(name: str, preset: Preset, *, table_i: bool = False) -> None:
-    """Register ``preset`` as ``name`` (and, with ``table_i``, its Table I variants).
+def register_model(name: str, preset: Preset) -> None:
+    """Register ``preset`` as ``name``.
 
     Raises:
-        ValueError: The name is taken.
+        ValueError: The name is empty or taken.
+        TypeError: ``preset`` is not a :class:`Preset`.
     """
-    names = [name] + ([f"{name}_{suffix}" for suffix in TABLE_I] if table_i else [])
-    taken = [n for n in names if n in _REGISTRY]
-    if taken:
-        raise ValueError(f"name: {taken} already registered")
+    if not (isinstance(name, str) and name):
+        raise ValueError(f"name: expected a non-empty str, got {short_repr(name)}")
+    if not isinstance(preset, Preset):
+        raise TypeError(f"preset: expected a Preset, got {type(preset).__name__}")
+    if name in _REGISTRY:
+        raise ValueError(f"name: {[name]} already registered")
     _REGISTRY[name] = preset
-    if table_i:
-        for suffix, changes in TABLE_I.items():
-            row = TABLE_I_ROWS[suffix]
-            _REGISTRY[f"{name}_{suffix}"] = Preset(
-                preset.model.replace(**changes), preset.training, f"{preset.description} - Table I: {row}"
-            )
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Registered names matching the shell-style ``pattern``, sorted."""
+    """Registered names matching the shell-style ``pattern``, sorted (plug-ins loaded first)."""
+    load_plugins()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
 
 
 def get_preset(name: str) -> Preset:
-    """The :class:`Preset` registered as ``name``.
+    """The :class:`Preset` registered as ``name`` (plug-ins are loaded if it is not known yet).
 
     Raises:
-        ValueError: Unknown name (the message lists the registered ones).
+        ValueError: Unknown name (the message lists the registered ones and close matches).
     """
     if name not in _REGISTRY:
-        raise ValueError(f"name: unknown model {name!r}; registered: {', '.join(list_models())}")
+        load_plugins()
+    if name not in _REGISTRY:
+        names = list_models()
+        close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"name: unknown model {name!r}; registered: {', '.join(names)}{hint}")
     return _REGISTRY[name]
-
-
-def create_model(name: str, *, weights: Weights = None, **overrides: Any) -> FusionClassifier:
-    """Build the registered model ``name``, with :class:`ModelConfig` fields replaced by ``overrides``.
-
-    Args:
-        name: A registered name (:func:`list_models`), e.g. ``"liver_fibrosis_paper"``.
-        weights: Encoder initialisation: ``None`` (random; nothing is downloaded), a local weights
-            file, ``"imagenet"`` (timm's pretrained weights via the Hugging Face cache, downloaded
-            only then), or a mapping modality -> one of those.
-        **overrides: :class:`ModelConfig` fields, e.g. ``backbone="resnet18"``, ``image_size=128``
-            (timm's ``pretrained=True`` is ``weights="imagenet"`` here; an unknown name is an
-            error with a hint).
-
-    Returns:
-        The :class:`FusionClassifier` (train mode), which carries its configuration.
-
-    Example:
-        >>> from mmfusion.models import create_model
-        >>> model = create_model("liver_fibrosis_quick", backbone="test_resnet", image_size=64)
-        >>> model.config.modalities
-        ('us', 'swe')
-    """
-    base = get_preset(name).model
-    config = config_from_dict(ModelConfig, {**base.to_dict(), **overrides}, f"create_model({name!r})")
-    return build_model(config, weights=weights)
-
-
-register_model(
-    "liver_fibrosis_paper",
-    Preset(ModelConfig(), TrainingConfig(), "the paper's network and training protocol (Jiang et al.)"),
-    table_i=True,
-)
-_QUICK = Preset(
-    ModelConfig(backbone="resnet10t", image_size=96, frozen_stages=0, hidden=(64,),
-                head_pool="avg", embed_dim=64),
-    TrainingConfig(epochs=8, batch_size=32, lr=1e-3, weight_decay=1e-4, schedule="cosine",
-                   augment="online"),
-    "a small network that trains on a 2-core CPU in minutes (resnet10t from scratch, 96 px)",
-)
-register_model("liver_fibrosis_quick", _QUICK, table_i=True)
-register_model(
-    "liver_fibrosis_texture",
-    Preset(
-        _QUICK.model.replace(image_size=128),
-        _QUICK.training,
-        "the quick network at 128 px, which resolves the B-mode speckle texture better "
-        "(picked by measurement on the phantom; under 10 min per run on a 2-core CPU)",
-    ),
-    table_i=True,
-)

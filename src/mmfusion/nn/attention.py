@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfusion._checks import check_tensor
+from mmfusion.nn._validation import checking
 
 
 class SpatialAttention(nn.Module):
@@ -52,7 +53,8 @@ class SpatialAttention(nn.Module):
         Returns:
             ``[B, 1, H, W]`` weights in ``(0, 1)``.
         """
-        check_tensor(x, "x", ndim=4)
+        if checking():  # not again inside a fusion module that has checked its maps
+            check_tensor(x, "x", ndim=4)
         pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
         return torch.sigmoid(self.conv(pooled))
 
@@ -127,11 +129,12 @@ class ChannelAttentionBlock(nn.Module):
         Returns:
             ``[B, out_channels]`` weights in ``(0, 1)``.
         """
-        check_tensor(x, "x", ndim=4)
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"x: expected {self.in_channels} channels, got shape {tuple(x.shape)}"
-            )
+        if checking():
+            check_tensor(x, "x", ndim=4)
+            if x.shape[1] != self.in_channels:
+                raise ValueError(
+                    f"x: expected {self.in_channels} channels, got shape {tuple(x.shape)}"
+                )
         return torch.sigmoid(self.fc2(self.act(self.fc1(x.mean(dim=(2, 3))))))
 
     def forward(self, x: Tensor, target: Tensor | None = None) -> Tensor:
@@ -145,14 +148,15 @@ class ChannelAttentionBlock(nn.Module):
             ``target * channel_weights(x)[:, :, None, None]``, shaped like ``target``.
         """
         target = x if target is None else target
-        check_tensor(target, "target", ndim=4)
-        if target.shape[1] != self.out_channels:
-            raise ValueError(
-                f"target: expected {self.out_channels} channels, got shape {tuple(target.shape)}"
-            )
-        if target.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"target: batch size {target.shape[0]} differs from x's batch size {x.shape[0]}"
-            )
+        if checking():
+            check_tensor(target, "target", ndim=4)
+            if target.shape[1] != self.out_channels:
+                raise ValueError(
+                    f"target: expected {self.out_channels} channels, got shape {tuple(target.shape)}"
+                )
+            if target.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"target: batch size {target.shape[0]} differs from x's batch size {x.shape[0]}"
+                )
         weights = self.channel_weights(x)
         return target * weights[:, :, None, None].to(target.dtype)

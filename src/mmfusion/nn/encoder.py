@@ -5,7 +5,7 @@ modality, independent weights, stage-4 (``layer4``) feature map as output, and t
 strategy of section III.E (stem and stages 1-3 frozen, stage 4 fine-tuned). Any timm model with a
 ``features_only`` mode works the same way: CNNs, and transformers (ViT, DeiT, Swin, hybrids), whose
 maps come out as ``[B, C, H, W]`` too. Stages are found by name from timm's ``feature_info``, never
-by position.
+by position. Registered as the encoder ``"timm"`` (:func:`~mmfusion.nn.create_encoder`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from timm.models._features import FeatureGetterNet, FeatureHookNet
 from torch import Tensor, nn
 
 from mmfusion._checks import check_tensor
+from mmfusion.nn._validation import checking
+from mmfusion.nn.registry import FeatureSpec, register_encoder
 
 WeightsSpec = str | os.PathLike | bool | None
 
@@ -89,6 +91,7 @@ def similar_backbones(name: str, limit: int = 5) -> list[str]:
     return [candidate for *_, candidate in sorted(scored)[:limit]]
 
 
+@register_encoder("timm")
 class ModalityEncoder(nn.Module):
     """A timm backbone in ``features_only`` mode that returns the last stage's feature map.
 
@@ -238,6 +241,33 @@ class ModalityEncoder(nn.Module):
             module.eval()
         return self
 
+    def feature_spec(self, image_size: int | tuple[int, int]) -> FeatureSpec:
+        """What the encoder gives for ``image_size`` inputs: a map (``C``, ``(H', W')``).
+
+        Computed by one dry run (:meth:`feature_shape`).
+        """
+        c, h, w = self.feature_shape(image_size)
+        return FeatureSpec("map", c, (h, w))
+
+    def input_shape(self, image_size: int | tuple[int, int]) -> tuple[int, int, int]:
+        """One sample's input shape ``(in_chans, H, W)`` for ``image_size`` (an int or (H, W))."""
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        return self.in_chans, int(h), int(w)
+
+    def check_input(self, x: object, name: str = "x") -> None:
+        """Check one batch of input images (what :meth:`forward` checks when called directly).
+
+        Raises:
+            TypeError: ``x`` is not a floating-point tensor.
+            ValueError: ``x`` is not ``[B, in_chans, H, W]``; the message names ``name``.
+        """
+        check_tensor(x, name, ndim=4)
+        if x.shape[1] != self.in_chans:  # type: ignore[union-attr]
+            raise ValueError(
+                f"{name}: expected {self.in_chans} channels ([B, {self.in_chans}, H, W]), "
+                f"got shape {tuple(x.shape)}"  # type: ignore[union-attr]
+            )
+
     def feature_shape(self, image_size: int | tuple[int, int]) -> tuple[int, int, int]:
         """Shape ``(C, H', W')`` of the output map for an input of ``image_size`` pixels.
 
@@ -261,12 +291,8 @@ class ModalityEncoder(nn.Module):
         Returns:
             ``[B, out_channels, H', W']`` feature map of the last stage.
         """
-        check_tensor(x, "x", ndim=4)
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"x: expected {self.in_chans} channels ([B, {self.in_chans}, H, W]), "
-                f"got shape {tuple(x.shape)}"
-            )
+        if checking():  # not again inside MultiModalClassifier, which has checked its inputs
+            self.check_input(x, "x")
         if self._frozen_module_names and self.frozen_no_grad:
             x = x.detach()  # with the frozen parameters, autograd records nothing before stage k+1
         features = self.body(x)

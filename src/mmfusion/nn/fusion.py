@@ -2,7 +2,7 @@
 
 Each modality's stage-4 map is turned into a feature vector ``f_m`` of ``embed_dim`` values by its
 own *embedding* module; the vectors are concatenated in the fusion module's fixed modality order
-into the fused vector ``[f_m1, f_m2, ...]``. Two embeddings are provided:
+into the fused vector ``[f_m1, f_m2, ...]``. Three embeddings are provided:
 
 * :class:`AttentionEmbedding` - the paper's attention branch: channel-group pooling 2048 -> 512,
   1x1 convolution 512 -> 256, :class:`~mmfusion.nn.SpatialAttention`,
@@ -10,10 +10,14 @@ into the fused vector ``[f_m1, f_m2, ...]``. Two embeddings are provided:
   pooling, fully connected 2048 -> 256.
 * :class:`PooledEmbedding` - the "late" fusion baseline of Table I: global average pooling,
   fully connected 2048 -> 256.
+* :class:`VectorEmbedding` - a modality whose encoder gives a vector ``[B, D]`` (e.g.
+  :class:`~mmfusion.nn.TabularEncoder`): fully connected ``D -> embed_dim``, in either fusion.
 
 :class:`AttentionFusion` and :class:`ConcatFusion` build one embedding per modality for any number
-of modalities. A modality that is absent (left out of the input mapping, or flagged absent per
-sample) is replaced by a learned placeholder vector, so the fused vector keeps its layout.
+of modalities, and are registered as the fusions ``"attention"`` and ``"late"``
+(:func:`~mmfusion.nn.create_fusion`). A modality that is absent (left out of the input mapping, or
+flagged absent per sample) is replaced by a learned placeholder vector, so the fused vector keeps
+its layout.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from mmfusion._checks import (
     check_modality_keys,
     check_tensor,
 )
+from mmfusion.nn._validation import checking, validated
 from mmfusion.nn.attention import ChannelAttentionBlock, SpatialAttention
 from mmfusion.nn.pooling import ChannelGroupPool
+from mmfusion.nn.registry import FeatureSpec, register_fusion
 
 
 @dataclass
@@ -62,7 +68,8 @@ class AttentionEmbedding(nn.Module):
         in_channels: Channels ``C`` of the encoder map (2048 for ResNet-50).
         embed_dim: Size of ``f_m`` (256 in the paper).
         reduced_channels: ``(r1, r2)``: channels after the group pooling and after the 1x1
-            convolution ((512, 256) in the paper). ``r1`` must divide ``in_channels``.
+            convolution ((512, 256) in the paper). ``r1`` must divide ``in_channels``. ``None``:
+            the paper's ratios, :func:`~mmfusion.nn.fusion.paper_reduction` of ``in_channels``.
         hidden_channels: Hidden width of the channel attention block (``C // 4``: 512 by default).
         kernel_size: Kernel of the spatial attention convolution.
 
@@ -71,16 +78,21 @@ class AttentionEmbedding(nn.Module):
         - Output: ``([B, embed_dim], [B, 1, H, W] or None)``.
     """
 
+    input_ndim = 4
+    """Dimensions of the input, batch included (a map)."""
+
     def __init__(
         self,
         in_channels: int,
         embed_dim: int = 256,
-        reduced_channels: tuple[int, int] = (512, 256),
+        reduced_channels: tuple[int, int] | None = (512, 256),
         hidden_channels: int | None = None,
         kernel_size: int = 7,
     ) -> None:
         super().__init__()
-        if len(tuple(reduced_channels)) != 2:
+        if reduced_channels is None:
+            reduced_channels = paper_reduction(in_channels)
+        if isinstance(reduced_channels, str) or len(tuple(reduced_channels)) != 2:
             raise ValueError(
                 f"reduced_channels: expected two ints (pooled, convolved), got {reduced_channels!r}"
             )
@@ -109,6 +121,9 @@ class PooledEmbedding(nn.Module):
         - Output: ``([B, embed_dim], None)`` (no attention map).
     """
 
+    input_ndim = 4
+    """Dimensions of the input, batch included (a map)."""
+
     def __init__(self, in_channels: int, embed_dim: int = 256) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -119,12 +134,61 @@ class PooledEmbedding(nn.Module):
         return self.proj(x.mean(dim=(2, 3))), None
 
 
+class VectorEmbedding(nn.Module):
+    """A vector modality's branch (e.g. a tabular encoder's output): ``Linear(D -> embed_dim)``.
+
+    Args:
+        in_channels: Size ``D`` of the encoder's vector.
+        embed_dim: Size of ``f_m``.
+
+    Shape:
+        - Input: ``[B, D]``.
+        - Output: ``([B, embed_dim], None)`` (no attention map).
+
+    Example:
+        >>> VectorEmbedding(12, 8)(torch.randn(2, 12))[0].shape
+        torch.Size([2, 8])
+    """
+
+    input_ndim = 2
+    """Dimensions of the input, batch included (a vector)."""
+
+    def __init__(self, in_channels: int, embed_dim: int = 256) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.proj = nn.Linear(in_channels, embed_dim)
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Embed one modality's vector (``return_attention`` is accepted and ignored)."""
+        return self.proj(x), None
+
+
+def paper_reduction(channels: int) -> tuple[int, int]:
+    """The attention branch's ``reduced_channels`` at the paper's ratios for ``channels`` inputs.
+
+    The paper pools 2048 channels to 512 and convolves them to 256 (section III.C): a quarter,
+    then an eighth. For other widths: the largest divisor of ``channels`` not above
+    ``channels // 4`` (at least 1), then half of it (at least 1).
+
+    Example:
+        >>> paper_reduction(2048), paper_reduction(96), paper_reduction(9)
+        ((512, 256), (24, 12), (1, 1))
+    """
+    quarter = max(1, channels // 4)
+    pooled = next(d for d in range(quarter, 0, -1) if channels % d == 0)
+    return pooled, max(1, pooled // 2)
+
+
 class FeatureFusion(nn.Module):
     """Concatenate per-modality embeddings in a fixed order, with placeholders for absent ones.
 
     The generic container behind :class:`AttentionFusion` and :class:`ConcatFusion`; pass your own
-    embedding modules (each maps ``[B, C, H, W]`` to ``([B, embed_dim], attention or None)``) to
-    build another fusion.
+    embedding modules (each maps ``[B, C, H, W]`` - or ``[B, D]`` when its ``input_ndim`` is 2 -
+    to ``([B, embed_dim], attention or None)``) to build another fusion.
+
+    Called directly, it checks its inputs; called by
+    :class:`~mmfusion.nn.MultiModalClassifier`, which has checked them, it does not check them
+    again, and the embeddings' layers skip their checks in both cases.
 
     Args:
         embedders: modality name -> embedding module; the mapping's order is the fusion order.
@@ -175,8 +239,9 @@ class FeatureFusion(nn.Module):
         """Fuse the feature maps of the given modalities.
 
         Args:
-            feature_maps: modality -> ``[B, C_m, H, W]`` encoder maps; any subset of
-                :attr:`modalities` when ``allow_missing`` is true, all of them otherwise.
+            feature_maps: modality -> ``[B, C_m, H, W]`` encoder maps (``[B, D_m]`` vectors for a
+                vector modality); any subset of :attr:`modalities` when ``allow_missing`` is true,
+                all of them otherwise.
             available: optional modality -> bool ``[B]``: per-sample presence flags; a sample
                 flagged ``False`` gets the placeholder instead of its vector.
             return_attention: Also return the spatial attention maps.
@@ -184,6 +249,18 @@ class FeatureFusion(nn.Module):
         Returns:
             A :class:`FusionOutput` with ``fused`` of shape ``[B, len(modalities) * embed_dim]``.
         """
+        if checking():
+            batch, masks = self._check_inputs(feature_maps, available)
+        else:  # checked by the caller (MultiModalClassifier)
+            batch = next(iter(feature_maps.values())).shape[0]
+            masks = dict(available) if available is not None else None
+        with validated():
+            return self._fuse(feature_maps, masks, batch, return_attention)
+
+    def _check_inputs(
+        self, feature_maps: Mapping[str, Tensor], available: Mapping[str, Tensor] | None
+    ) -> tuple[int, dict[str, Tensor] | None]:
+        """The batch size and the availability masks of checked inputs."""
         if not isinstance(feature_maps, Mapping):
             raise TypeError(
                 f"feature_maps: expected a mapping name -> [B, C, H, W] tensor, "
@@ -193,15 +270,23 @@ class FeatureFusion(nn.Module):
             feature_maps.keys(), self.modalities, "feature_maps", require_all=not self.allow_missing
         )
         for name, x in feature_maps.items():
-            check_tensor(x, f"feature_maps[{name!r}]", ndim=4)
+            check_tensor(x, f"feature_maps[{name!r}]",
+                         ndim=getattr(self.embedders[name], "input_ndim", 4))
             expected = getattr(self.embedders[name], "in_channels", x.shape[1])
             if x.shape[1] != expected:
                 raise ValueError(
                     f"feature_maps[{name!r}]: expected {expected} channels, got shape {tuple(x.shape)}"
                 )
         batch = batch_size_of(feature_maps, "feature_maps")
-        masks = check_availability(available, self.modalities, batch)
+        return batch, check_availability(available, self.modalities, batch)
 
+    def _fuse(
+        self,
+        feature_maps: Mapping[str, Tensor],
+        masks: dict[str, Tensor] | None,
+        batch: int,
+        return_attention: bool,
+    ) -> FusionOutput:
         features: dict[str, Tensor] = {}
         attention: dict[str, Tensor] = {}
         parts: list[Tensor] = []
@@ -230,9 +315,10 @@ class FeatureFusion(nn.Module):
         )
 
 
-def _channels_by_modality(
-    in_channels: Mapping[str, int] | int, modalities: Sequence[str] | None
-) -> dict[str, int]:
+def _specs_by_modality(
+    in_channels: Mapping[str, int | FeatureSpec] | int, modalities: Sequence[str] | None
+) -> dict[str, FeatureSpec]:
+    """Modality -> :class:`FeatureSpec` (an int is a map of that many channels)."""
     if isinstance(in_channels, Mapping):
         channels = dict(in_channels)
         if modalities is not None and tuple(modalities) != tuple(channels):
@@ -249,31 +335,46 @@ def _channels_by_modality(
         channels = {m: in_channels for m in modalities}
     else:
         raise TypeError(
-            f"in_channels: expected an int or a mapping name -> int, got {type(in_channels).__name__}"
+            "in_channels: expected an int or a mapping name -> int or FeatureSpec, got "
+            f"{type(in_channels).__name__}"
         )
     if not channels:
         raise ValueError("modalities: expected at least one modality, got none")
     if len(set(channels)) != len(channels) or not all(isinstance(m, str) for m in channels):
         raise ValueError(f"modalities: expected distinct string names, got {list(channels)}")
+    specs: dict[str, FeatureSpec] = {}
     for name, c in channels.items():
-        if not isinstance(c, int) or c < 1:
-            raise ValueError(f"in_channels[{name!r}]: expected a positive int, got {c!r}")
-    return channels
+        if isinstance(c, FeatureSpec):
+            specs[name] = c
+            continue
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise ValueError(
+                f"in_channels[{name!r}]: expected a positive int or a FeatureSpec, got {c!r}"
+            )
+        specs[name] = FeatureSpec("map", c)
+    return specs
 
 
+@register_fusion("attention")
 class AttentionFusion(FeatureFusion):
     """The paper's attention-weighted fusion for any number of modalities (section III.C, Fig. 3-4).
 
-    One :class:`AttentionEmbedding` per modality, each with its own weights; the vectors are
-    concatenated in ``modalities`` order (the order of ``in_channels`` when it is a mapping) into the
-    fused vector (512-d for two modalities and ``embed_dim=256``).
+    One :class:`AttentionEmbedding` per map modality, each with its own weights (a vector
+    modality, such as a tabular encoder's output, gets a :class:`VectorEmbedding`); the vectors
+    are concatenated in ``modalities`` order (the order of ``in_channels`` when it is a mapping)
+    into the fused vector (512-d for two modalities and ``embed_dim=256``). Registered as the
+    fusion ``"attention"``.
 
     Args:
-        in_channels: Encoder channels: one int for every modality, or modality -> channels.
+        in_channels: What the encoders give: one int (channels of a map) for every modality, or
+            modality -> channels or :class:`~mmfusion.nn.FeatureSpec` (what
+            :func:`~mmfusion.nn.create_fusion` passes).
         modalities: Modality names in fusion order (the paper's are ``("us", "swe")``). Default:
             the keys of ``in_channels``, which must then be a mapping.
         embed_dim: Size of each modality vector ``f_m``.
-        reduced_channels: ``(pooled, convolved)`` channels of the attention input (512, 256).
+        reduced_channels: ``(pooled, convolved)`` channels of the attention input, for every map
+            modality; ``None`` (default): the paper's ratios for each map's channels
+            (:func:`~mmfusion.nn.fusion.paper_reduction`: (512, 256) for ResNet-50's 2048).
         hidden_channels: Hidden width of the channel attention block (``C // 4``).
         kernel_size: Spatial attention kernel.
         allow_missing: Accept absent modalities (see :class:`FeatureFusion`).
@@ -290,20 +391,22 @@ class AttentionFusion(FeatureFusion):
 
     def __init__(
         self,
-        in_channels: Mapping[str, int] | int,
+        in_channels: Mapping[str, int | FeatureSpec] | int,
         modalities: Sequence[str] | None = None,
         *,
         embed_dim: int = 256,
-        reduced_channels: tuple[int, int] = (512, 256),
+        reduced_channels: tuple[int, int] | None = None,
         hidden_channels: int | None = None,
         kernel_size: int = 7,
         allow_missing: bool = True,
         placeholders_in_graph: bool = False,
     ) -> None:
-        channels = _channels_by_modality(in_channels, modalities)
+        specs = _specs_by_modality(in_channels, modalities)
         embedders = {
-            m: AttentionEmbedding(c, embed_dim, reduced_channels, hidden_channels, kernel_size)
-            for m, c in channels.items()
+            m: AttentionEmbedding(s.channels, embed_dim, reduced_channels, hidden_channels,
+                                  kernel_size)
+            if s.kind == "map" else VectorEmbedding(s.channels, embed_dim)
+            for m, s in specs.items()
         }
         super().__init__(
             embedders, embed_dim, allow_missing=allow_missing,
@@ -311,13 +414,16 @@ class AttentionFusion(FeatureFusion):
         )
 
 
+@register_fusion("late")
 class ConcatFusion(FeatureFusion):
     """The "late" fusion baseline of Table I: per modality GAP -> Linear, then concatenation.
 
-    Same interface as :class:`AttentionFusion`, without attention (``attention`` is always empty).
+    Same interface as :class:`AttentionFusion`, without attention (``attention`` is always empty);
+    a vector modality gets a :class:`VectorEmbedding`. Registered as the fusion ``"late"``.
 
     Args:
-        in_channels: Encoder channels: one int for every modality, or modality -> channels.
+        in_channels: What the encoders give: one int (channels of a map) for every modality, or
+            modality -> channels or :class:`~mmfusion.nn.FeatureSpec`.
         modalities: Modality names in fusion order (as for :class:`AttentionFusion`).
         embed_dim: Size of each modality vector.
         allow_missing: Accept absent modalities (see :class:`FeatureFusion`).
@@ -332,15 +438,19 @@ class ConcatFusion(FeatureFusion):
 
     def __init__(
         self,
-        in_channels: Mapping[str, int] | int,
+        in_channels: Mapping[str, int | FeatureSpec] | int,
         modalities: Sequence[str] | None = None,
         *,
         embed_dim: int = 256,
         allow_missing: bool = True,
         placeholders_in_graph: bool = False,
     ) -> None:
-        channels = _channels_by_modality(in_channels, modalities)
-        embedders = {m: PooledEmbedding(c, embed_dim) for m, c in channels.items()}
+        specs = _specs_by_modality(in_channels, modalities)
+        embedders = {
+            m: PooledEmbedding(s.channels, embed_dim) if s.kind == "map"
+            else VectorEmbedding(s.channels, embed_dim)
+            for m, s in specs.items()
+        }
         super().__init__(
             embedders, embed_dim, allow_missing=allow_missing,
             placeholders_in_graph=placeholders_in_graph,

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfusion._checks import batch_size_of, check_availability, check_tensor
+from mmfusion.nn._validation import checking, validated
 
 JOINT = "joint"
 """Name of the fusion (joint) branch in logits mappings and loss components."""
@@ -81,8 +82,14 @@ class ClassifierHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Classify a batch of maps ``[B, C, H, W]`` or vectors ``[B, D]`` into logits."""
-        check_tensor(x, "x", ndim=(2, 4))
+        """Classify a batch of maps ``[B, C, H, W]`` or vectors ``[B, D]`` into logits.
+
+        The tensor is checked when the head is called directly, not inside
+        :class:`EnsembleHead`; the feature count is compared in both cases (an int comparison,
+        and the only place where a flattening head sees an input of another image size).
+        """
+        if checking():
+            check_tensor(x, "x", ndim=(2, 4))
         if self.pool == "avg" and x.ndim == 4:
             x = x.mean(dim=(2, 3))
         x = x.flatten(1)
@@ -114,7 +121,9 @@ class EnsembleHead(nn.Module):
     The combined prediction is ``sum_b w_b a_b softmax(z_b) / sum_b w_b a_b`` over the branches
     ``b``, with weights ``w_b`` (equal by default, docs/paper_map.rst) and ``a_b`` the per-sample availability
     of the branch's modality (the joint branch is always available). Single-modal heads receive the
-    encoder maps; the joint head receives the fused vector.
+    encoder outputs (maps or vectors); the joint head receives the fused vector. Called directly,
+    it checks its inputs; inside :class:`~mmfusion.nn.MultiModalClassifier` it does not check them
+    again.
 
     Args:
         branch_heads: modality name -> head for that modality's map (may be empty).
@@ -164,7 +173,8 @@ class EnsembleHead(nn.Module):
         """Run every head whose input is present and combine their probabilities.
 
         Args:
-            feature_maps: modality -> ``[B, C, H, W]`` encoder map (absent modalities are skipped).
+            feature_maps: modality -> ``[B, C, H, W]`` encoder map or ``[B, D]`` vector (absent
+                modalities are skipped).
             fused: ``[B, D]`` fused vector; required when there is a joint head.
             available: optional modality -> bool ``[B]`` per-sample availability.
 
@@ -172,16 +182,21 @@ class EnsembleHead(nn.Module):
             :class:`EnsembleOutput` with the logits of every branch that ran and the combined
             probabilities ``[B, K]``.
         """
-        if self.joint_head is not None:
-            check_tensor(fused, "fused", ndim=2)
         present = {m: x for m, x in feature_maps.items() if m in self.branch_heads}
         sized = {**present, JOINT: fused} if fused is not None else present
-        batch = batch_size_of(sized, "feature_maps/fused")
-        masks = check_availability(available, list(feature_maps), batch) or {}
+        if checking():
+            if self.joint_head is not None:
+                check_tensor(fused, "fused", ndim=2)
+            batch = batch_size_of(sized, "feature_maps/fused")
+            masks = check_availability(available, list(feature_maps), batch) or {}
+        else:  # checked by the caller (MultiModalClassifier)
+            batch = next(iter(sized.values())).shape[0] if sized else 0
+            masks = dict(available or {})
 
-        logits: dict[str, Tensor] = {m: self.branch_heads[m](x) for m, x in present.items()}
-        if self.joint_head is not None:
-            logits[JOINT] = self.joint_head(fused)
+        with validated():
+            logits: dict[str, Tensor] = {m: self.branch_heads[m](x) for m, x in present.items()}
+            if self.joint_head is not None:
+                logits[JOINT] = self.joint_head(fused)
         if not logits:
             raise ValueError(
                 f"feature_maps: none of the branch modalities {list(self.branch_heads)} was given"

@@ -6,6 +6,10 @@ modality name -> tensor mapping; the encoders' mapping order is the model's moda
 
 Beyond the paper, the container handles a missing modality: leave it out of the input mapping, or
 flag it per sample in ``available``; with ``modality_dropout`` it also learns to do so.
+
+The container is the public entry point: it checks its inputs once (each modality's through its
+encoder's ``check_input`` when the encoder has one) and runs encoders, fusion and head without
+checking them again.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfusion._checks import batch_size_of, check_availability, check_modality_keys, check_tensor
+from mmfusion.nn._validation import checking, validated
 from mmfusion.nn.heads import EnsembleHead
 
 
@@ -28,7 +33,7 @@ class ClassifierOutput:
     Attributes:
         logits: branch name -> ``[B, K]`` logits (modality names and ``"joint"``).
         probs: ``[B, K]`` combined class probabilities (float32).
-        features: modality -> ``[B, D]`` fusion vector ``f_m`` (empty without fusion).
+        features: modality -> ``[B, d]`` fusion vector ``f_m`` (empty without fusion).
         available: modality -> bool ``[B]`` availability actually used (after modality dropout);
             only the modalities that were given appear.
         attention: modality -> ``[B, 1, h, w]`` spatial attention maps when asked for, else ``None``.
@@ -45,8 +50,11 @@ class MultiModalClassifier(nn.Module):
     """Encoders per modality, an optional fusion module and an ensemble head.
 
     Args:
-        encoders: modality name -> encoder (``[B, C_in, H, W] -> [B, C, h, w]``), e.g.
-            :class:`~mmfusion.nn.ModalityEncoder`. Its order is the model's modality order.
+        encoders: modality name -> encoder (``[B, C_in, H, W] -> [B, C, h, w]``, e.g.
+            :class:`~mmfusion.nn.ModalityEncoder`; or a vector encoder such as
+            :class:`~mmfusion.nn.TabularEncoder`, ``[B, F] -> [B, D]``). Its order is the model's
+            modality order. An encoder's ``check_input(x, name)``, when it has one, checks that
+            modality's input; other encoders get any floating-point tensor.
         fusion: a fusion module (:class:`~mmfusion.nn.AttentionFusion`,
             :class:`~mmfusion.nn.ConcatFusion`, ...) over the same modalities, or ``None``.
         head: the :class:`~mmfusion.nn.EnsembleHead`. Its branch heads must name encoder modalities;
@@ -130,8 +138,9 @@ class MultiModalClassifier(nn.Module):
         """Classify a batch of image tuples.
 
         Args:
-            inputs: modality -> ``[B, C_in, H, W]`` normalised float images. Any non-empty subset
-                of :attr:`modalities`; a modality left out is treated as absent for every sample.
+            inputs: modality -> ``[B, C_in, H, W]`` normalised float images (``[B, F]`` rows for a
+                tabular modality). Any non-empty subset of :attr:`modalities`; a modality left out
+                is treated as absent for every sample.
             available: optional modality -> bool ``[B]``: per-sample presence of a given modality
                 (its pixels are then ignored where ``False``).
             return_attention: also return the fusion's spatial attention maps.
@@ -139,15 +148,46 @@ class MultiModalClassifier(nn.Module):
         Returns:
             A :class:`ClassifierOutput`.
         """
+        if checking():
+            batch, masks = self.check_inputs(inputs, available)
+        else:  # inside another container that has checked them
+            batch, masks = next(iter(inputs.values())).shape[0], dict(available or {})
+        with validated():
+            return self._classify(inputs, masks, batch, return_attention)
+
+    def check_inputs(
+        self, inputs: object, available: Mapping[str, Tensor] | None = None
+    ) -> tuple[int, dict[str, Tensor]]:
+        """Check a forward pass's inputs, as :meth:`forward` does.
+
+        Returns:
+            The batch size and the availability masks (an empty dict when none were given).
+
+        Raises:
+            TypeError, ValueError: Naming the input (``inputs['us']``, ``available``) and what
+                was expected.
+        """
         if not isinstance(inputs, Mapping):
             raise TypeError(
                 f"inputs: expected a mapping modality name -> [B, C, H, W] tensor, got {type(inputs).__name__}"
             )
         check_modality_keys(inputs.keys(), self.modalities, "inputs")
         for name, x in inputs.items():
-            check_tensor(x, f"inputs[{name!r}]", ndim=4)
+            check_input = getattr(self.encoders[name], "check_input", None)
+            if callable(check_input):
+                check_input(x, f"inputs[{name!r}]")
+            else:
+                check_tensor(x, f"inputs[{name!r}]")
         batch = batch_size_of(inputs, "inputs")
-        masks = check_availability(available, inputs.keys(), batch) or {}
+        return batch, check_availability(available, inputs.keys(), batch) or {}
+
+    def _classify(
+        self,
+        inputs: Mapping[str, Tensor],
+        masks: dict[str, Tensor],
+        batch: int,
+        return_attention: bool,
+    ) -> ClassifierOutput:
         given = [m for m in self.modalities if m in inputs]
         device = inputs[given[0]].device
         avail = {m: masks.get(m, torch.ones(batch, dtype=torch.bool, device=device)) for m in given}

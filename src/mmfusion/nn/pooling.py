@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mmfusion._checks import check_tensor
+from mmfusion.nn._validation import checking
 
 
 class ChannelGroupPool(nn.Module):
@@ -42,10 +43,13 @@ class ChannelGroupPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Pool ``x`` of shape ``[B, in_channels, H, W]`` to ``[B, out_channels, H, W]``."""
-        check_tensor(x, "x", ndim=4)
-        b, c, h, w = x.shape
-        if c != self.in_channels:
-            raise ValueError(f"x: expected {self.in_channels} channels, got shape {tuple(x.shape)}")
+        if checking():  # not again inside a fusion module that has checked its maps
+            check_tensor(x, "x", ndim=4)
+            if x.shape[1] != self.in_channels:
+                raise ValueError(
+                    f"x: expected {self.in_channels} channels, got shape {tuple(x.shape)}"
+                )
+        b, _, h, w = x.shape
         if self.group_size == 1:
             return x
         return x.reshape(b, self.out_channels, self.group_size, h, w).mean(dim=2)

@@ -43,6 +43,7 @@ import numpy as np
 
 from mmfusion.data.manifest import ManifestRow, write_manifest
 from mmfusion.data.roi import detect_sector
+from mmfusion.elastography.scale_column import SWE_SCALE_COLUMN
 from mmfusion.liver.phantom.cohort import PatientLatent
 from mmfusion.liver.phantom.config import PhantomConfig
 from mmfusion.liver.phantom.generator import LiverPhantom, PhantomPair, PhantomTruth
@@ -62,7 +63,7 @@ _GEOM = tuple(f.name for f in fields(SectorGeometry))
 COLUMNS = (
     "patient_id", "us_path", "swe_path", "stage", "site", "style", "view", "stiffness_kpa",
     "latent_stiffness_kpa", "texture", "latent_texture", *_BOX, *_GEOM, "width", "height",
-    "swe_shift", "swe_scale_kpa",
+    "swe_shift", SWE_SCALE_COLUMN,
 )  # fmt: skip
 
 
@@ -81,7 +82,7 @@ def _truth_columns(truth: PhantomTruth, config: PhantomConfig) -> dict[str, obje
         "width": truth.width,
         "height": truth.height,
         "swe_shift": truth.swe_shift,
-        "swe_scale_kpa": f"{config.style(truth.site).kpa_max:g}",
+        SWE_SCALE_COLUMN: f"{config.style(truth.site).kpa_max:g}",
     }
 
 

@@ -16,8 +16,8 @@ colour bar (the legend) beside the fan. Everything else (text, ruler, logos) is 
   legend), NaN where a pixel is not colour-coded.
 
 Boxes are ``(x0, y0, x1, y1)`` pixel bounds, end-exclusive (``image[y0:y1, x0:x1]`` is the box),
-as :attr:`mmfusion.data.SectorROI.bbox` and the phantom's ground truth, so a box maps into a ROI
-crop with :meth:`mmfusion.data.SectorROI.box_to_crop`. Images are RGB, as
+as :attr:`mmfusion.data.SectorROI.bbox` and the liver phantom's ground truth, so a box maps into a
+ROI crop with :meth:`mmfusion.data.SectorROI.box_to_crop`. Images are RGB, as
 :func:`mmfusion.data.load_image` returns them (``cv2.imread`` gives BGR: convert first).
 """
 
@@ -132,7 +132,8 @@ def detect_swe_box(
     Coloured pixels (HSV saturation >= ``min_saturation`` and value >= ``min_value``: grey
     B-mode, text and rulers have saturation near 0) are closed with an elliptic kernel, so void
     pixels inside the box do not split it, and grouped into connected components. Components at
-    least :data:`~mmfusion.data.elastography.BAR_ASPECT` times longer than wide are legends (colour bars) and never the box.
+    least :data:`~mmfusion.elastography.BAR_ASPECT` times longer than wide are legends
+    (colour bars) and never the box.
     The box is the largest remaining component, joined with the remaining components within
     ``merge_gap`` pixels of its bounds (a vessel crossing the whole box leaves two pieces); its
     bounds are those of the coloured pixels, so the closing does not enlarge it, except that a
@@ -258,7 +259,8 @@ def detect_colour_bar(
 
     Returns:
         ``(x0, y0, x1, y1)`` end-exclusive bounds of the bar's coloured pixels, or ``None`` if
-        there is no component at least :data:`~mmfusion.data.elastography.BAR_ASPECT` times longer than wide.
+        there is no component at least :data:`~mmfusion.elastography.BAR_ASPECT` times
+        longer than wide.
 
     Raises:
         TypeError: ``image`` is not a uint8 numpy array.

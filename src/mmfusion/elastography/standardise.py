@@ -1,18 +1,20 @@
-"""One colour scale for SWE frames from different scanners: re-draw the colour box through its legend.
+"""One colour scale for SWE frames of any scanner: re-draw the colour box through its legend.
 
 Scanners code stiffness on their own colour scales (JET, rainbow, reversed maps) up to their own
 top in kPa (40, 60, 70 kPa, ...), so the same liver is red on one machine and green on another. A
 network trained on two sites' colours misreads a third's (the phantom's leave-one-site-out result,
 ``examples/liver_fibrosis/RESULTS.md``). :func:`standardise_swe_box` removes that shift before a
-network sees the box: it reads the frame's own legend (:func:`~mmfusion.data.detect_colour_bar`,
-:func:`~mmfusion.data.colour_bar_lut`), decodes the box into kPa with it
-(:func:`~mmfusion.data.decode_swe_kpa`) and draws the kPa again on one reference scale
-(:data:`REFERENCE_COLORMAP` from 0 to :data:`REFERENCE_KPA_MAX` kPa). Pixels that are not
+network sees the box: it reads the frame's own legend
+(:func:`~mmfusion.elastography.detect_colour_bar`, :func:`~mmfusion.elastography.colour_bar_lut`),
+decodes the box into kPa with it (:func:`~mmfusion.elastography.decode_swe_kpa`) and draws the
+kPa again on one reference scale (:data:`REFERENCE_COLORMAP` from 0 to :data:`REFERENCE_KPA_MAX`
+kPa). Pixels that are not
 colour-coded (void, vessels, text) become black, as in the masked inputs.
 
 The legend gives the colours but not its numbers: the top of the scale in kPa comes from the
-caller (the manifest's ``swe_scale_kpa`` column, :attr:`~mmfusion.data.ManifestRow.swe_scale_kpa`,
-for :class:`~mmfusion.data.PairedImageDataset`'s crop mode ``"swe_box_kpa"``).
+caller (the manifest's ``swe_scale_kpa`` column, read by
+:func:`~mmfusion.elastography.swe_scale_kpa`, for the crop
+:class:`SWEBoxCrop("box_kpa") <mmfusion.elastography.SWEBoxCrop>`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmfusion._values import check_positive
-from mmfusion.data.elastography import (
+from mmfusion.elastography.colour import (
     colour_bar_lut,
     colourmap_lut,
     decode_swe_kpa,
@@ -31,7 +33,7 @@ from mmfusion.data.elastography import (
 __all__ = ["REFERENCE_COLORMAP", "REFERENCE_KPA_MAX", "standardise_swe_box"]
 
 #: Colour map of the reference scale (an OpenCV colour-map name, see
-#: :func:`~mmfusion.data.colourmap_lut`).
+#: :func:`~mmfusion.elastography.colourmap_lut`).
 REFERENCE_COLORMAP = "jet"
 
 #: Top of the reference scale in kPa. The liver 2D-SWE cut-offs lie at 7.1-10.4 kPa (F>=2 to F4,
@@ -55,15 +57,16 @@ def standardise_swe_box(
     Args:
         image: ``[H, W, 3]`` uint8 RGB SWE frame with its colour box and legend.
         kpa_max: Stiffness in kPa at the top of the frame's own colour scale (its legend's upper
-            label; the scale is 0..``kpa_max``).
+            label; the scale runs from 0 to ``kpa_max``).
         box: ``(x0, y0, x1, y1)`` end-exclusive colour box; None finds it with
-            :func:`~mmfusion.data.detect_swe_box`.
-        bar: The legend's bounds; None finds it with :func:`~mmfusion.data.detect_colour_bar`
-            (read bottom to top, or left to right, as low to high).
+            :func:`~mmfusion.elastography.detect_swe_box`.
+        bar: The legend's bounds; None finds it with
+            :func:`~mmfusion.elastography.detect_colour_bar` (read bottom to top, or left to
+            right, as low to high).
         reference_colormap: Colour map of the output scale (name or ``[N, 3]`` uint8 table).
         reference_kpa_max: Stiffness at the top of the output scale; the bottom is 0 kPa.
         max_distance: RGB distance to the legend's nearest colour above which a pixel counts as
-            not colour-coded (see :func:`~mmfusion.data.decode_swe_kpa`).
+            not colour-coded (see :func:`~mmfusion.elastography.decode_swe_kpa`).
 
     Returns:
         ``[y1 - y0, x1 - x0, 3]`` uint8 RGB: each colour-coded pixel of the box in the reference
