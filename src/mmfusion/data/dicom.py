@@ -332,15 +332,22 @@ def decode_dicom(path: str | Path, frame: int | None = None) -> np.ndarray:
         raise ValueError(f"path: cannot decode DICOM file {str(path)!r}: {error}") from error
     photometric = str(properties.get("photometric_interpretation", ds.PhotometricInterpretation))
     rgb = _rgb(arr, ds, photometric, path)
-    low, high = int(rgb.min()), int(rgb.max())
+    warn_if_flat(rgb, f"DICOM file {str(path)!r} frame {frame}", stacklevel=4)
+    return rgb
+
+
+def warn_if_flat(image: np.ndarray, what: str, stacklevel: int = 3) -> None:
+    """Warn (:class:`FlatFrameWarning`) when ``image`` is nearly constant (max - min below
+    :data:`FLAT_RANGE` grey levels): it shows nothing, more often a decoding or export fault
+    than a real scan. ``what`` names the image in the message (e.g. its path)."""
+    low, high = int(image.min()), int(image.max())
     if high - low < FLAT_RANGE:
         warnings.warn(
-            f"path: DICOM file {str(path)!r} frame {frame} decoded to a nearly constant image "
-            f"(all values in {low}..{high}): it shows nothing; check the file (or its decoding)",
+            f"path: {what} decoded to a nearly constant image (all values in {low}..{high}): "
+            "it shows nothing; check the file (or its decoding)",
             FlatFrameWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
-    return rgb
 
 
 def _no_pixel_data(path: str | Path) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -29,12 +28,11 @@ import cv2
 import numpy as np
 
 from mmfusion.data.dicom import (
-    FLAT_RANGE,
-    FlatFrameWarning,
     _frame_count,
     _read,
     decode_dicom,
     is_dicom,
+    warn_if_flat,
 )
 
 __all__ = [
@@ -268,12 +266,5 @@ def load_image(
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"path: {str(path)!r} is not a decodable image")
-    low, high = int(image.min()), int(image.max())
-    if high - low < FLAT_RANGE:
-        warnings.warn(
-            f"path: {str(path)!r} decoded to a nearly constant image (all values in "
-            f"{low}..{high}): it shows nothing; check the file",
-            FlatFrameWarning,
-            stacklevel=2,
-        )
+    warn_if_flat(image, repr(str(path)))
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
