@@ -10,9 +10,10 @@ script run as ``__main__``, by ``exec`` or inside a test function). A class of a
 (a plug-in, a domain package imported during the test) stays registered: its module is imported
 once per process and would not register it again.
 
-Model presets are left alone: a preset carries no module to tell a script's from a domain
-package's (``import mmfusion.liver`` registers the liver's during whichever test imports it first),
-and an extra preset name changes no other test.
+Model presets: the installed plug-ins' presets (the liver's, through the ``mmfusion.plugins``
+entry points) are loaded before each test; any preset name a test adds beyond them is dropped
+after it (an extra name would change the registered-names list another test's error message
+shows).
 """
 
 from __future__ import annotations
@@ -33,11 +34,16 @@ def _importable(factory: object) -> bool:
 
 @pytest.fixture(autouse=True)
 def _forget_throwaway_registrations() -> Iterator[None]:
+    from mmfusion.models import list_models
+    from mmfusion.models import registry as models
     from mmfusion.nn import registry
 
     kinds = (registry._FUSIONS, registry._ENCODERS)
     before = {id(kind): set(kind.entries) for kind in kinds}
+    presets = set(list_models())  # loads the installed plug-ins first
     yield
+    for name in set(models._REGISTRY) - presets:
+        del models._REGISTRY[name]
     for kind in kinds:
         for name in set(kind.entries) - before[id(kind)] - set(kind.builtins):
             if not _importable(kind.entries[name]):

@@ -1,10 +1,18 @@
 """Evaluation figures: confusion matrix (paper Fig. 6), ROC curves (Fig. 7), heat-map overlays and
 reliability diagrams (calibration).
 
+The confusion matrix, ROC curves and reliability curve are scikit-learn's display classes
+(:class:`~sklearn.metrics.ConfusionMatrixDisplay`, :class:`~sklearn.metrics.RocCurveDisplay`,
+:class:`~sklearn.calibration.CalibrationDisplay`) fed with the numbers of :mod:`mmfusion.metrics`,
+so a figure shows exactly what the report states; only the labels and styling are ours. Custom
+matplotlib where no display fits: the heat-map overlay (scikit-learn has no display for images)
+and the reliability diagram's bars and sample-share panel (``CalibrationDisplay`` draws a curve).
+
 matplotlib is an optional dependency (``mmfusion[example]``), imported inside the functions, so
-``import mmfusion`` works without it. Figures are drawn on matplotlib's Agg canvas directly
-(``matplotlib.figure.Figure``, no ``pyplot``): no window ever opens and the caller's pyplot backend
-and state are left alone. Each function writes a PNG and returns its path.
+``import mmfusion`` works without it. Each figure is a ``matplotlib.figure.Figure`` on the Agg
+canvas handed to the displays as ``ax`` (they import ``pyplot`` but create no figure): no window
+ever opens and the caller's pyplot figures are left alone. Each function writes a PNG atomically
+(:func:`mmfusion.files.atomic_write`) and returns its path.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from mmfusion.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -50,8 +60,7 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=_DPI)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=_DPI))
     return path
 
 
@@ -62,7 +71,7 @@ def plot_confusion_matrix(
     normalize: bool = True,
     title: str = "Confusion matrix",
 ) -> Path:
-    """Draw a confusion matrix as in the paper's Fig. 6.
+    """Draw a confusion matrix as in the paper's Fig. 6 (scikit-learn's ``ConfusionMatrixDisplay``).
 
     Each cell shows its count and its row percentage (share of the true class); the colour is the
     row percentage (``normalize=True``) or the count.
@@ -82,6 +91,8 @@ def plot_confusion_matrix(
         ValueError: ``matrix`` not square, negative or non-finite; ``class_names`` of the wrong
             length; ``path`` not ending in ``.png``.
     """
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     cm = _as_array(matrix).astype(np.float64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] == 0:
         raise ValueError(f"matrix: expected a square 2-D array [K, K], got shape {cm.shape}")
@@ -95,33 +106,20 @@ def plot_confusion_matrix(
     out = _png_path(path)
     rows = cm.sum(axis=1, keepdims=True)
     pct = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    colour = pct if normalize else cm
     vmax = 1.0 if normalize else max(float(cm.max()), 1.0)
 
     fig = _new_figure((1.1 * k + 2.0, 1.0 * k + 1.4))
     ax = fig.add_subplot()
-    image = ax.imshow(colour, cmap="Blues", vmin=0.0, vmax=vmax)
-    cbar = fig.colorbar(image, ax=ax)
+    display = ConfusionMatrixDisplay(pct if normalize else cm, display_labels=list(class_names))
+    display.plot(ax=ax, cmap="Blues", im_kw={"vmin": 0.0, "vmax": vmax}, text_kw={"fontsize": 8})
+    for (i, j), text in np.ndenumerate(display.text_):  # our cell text: count and row percentage
+        count = f"{cm[i, j]:.0f}" if float(cm[i, j]).is_integer() else f"{cm[i, j]:.3g}"
+        text.set_text(f"{count}\n{pct[i, j]:.1%}")
+    cbar = display.im_.colorbar
     cbar.set_label("row percentage" if normalize else "count")
     if normalize:
         cbar.ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
-    for i in range(k):
-        for j in range(k):
-            count = f"{cm[i, j]:.0f}" if float(cm[i, j]).is_integer() else f"{cm[i, j]:.3g}"
-            ax.text(
-                j,
-                i,
-                f"{count}\n{pct[i, j]:.1%}",
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if colour[i, j] > 0.6 * vmax else "black",
-            )
-    ax.set_xticks(range(k), [str(c) for c in class_names])
-    ax.set_yticks(range(k), [str(c) for c in class_names])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
     return _save(fig, out)
 
 
@@ -134,8 +132,10 @@ def plot_roc(
 ) -> Path:
     """Draw one ROC curve per class and the macro average, as in the paper's Fig. 7.
 
-    The legend gives each class's AUROC and the macro AUROC (mean of the per-class AUROCs, paper
-    section IV.C). A class absent from ``labels`` has no curve and is listed as undefined.
+    Each curve is a scikit-learn ``RocCurveDisplay`` of :func:`mmfusion.metrics.roc_curves`' numbers
+    (one-vs-rest). The legend gives each class's AUROC and the macro AUROC (mean of the per-class
+    AUROCs, paper section IV.C). A class absent from ``labels`` has no curve and is listed as
+    undefined.
 
     Args:
         probs: ``[N, K]`` class probabilities (rows sum to 1), numpy array or torch tensor.
@@ -151,39 +151,34 @@ def plot_roc(
         ValueError: Malformed ``probs``/``labels``/``class_names`` (see
             :func:`mmfusion.metrics.roc_curves`) or ``path`` not ending in ``.png``.
     """
+    from sklearn.metrics import RocCurveDisplay
+
     from mmfusion.metrics import roc_curves
 
     out = _png_path(path)
     curves = roc_curves(probs, labels, class_names=class_names)
     fig = _new_figure((5.5, 5.0))
     ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    for name, curve in curves["per_class"].items():
-        if curve["auc"] is None:
-            ax.plot([], [], " ", label=f"{name} (AUC undefined: class absent)")
-        else:
-            ax.plot(
-                curve["fpr"],
-                curve["tpr"],
-                linewidth=1.5,
-                label=f"{name} (AUC = {curve['auc']:.3f})",
-            )
-    macro = curves["macro"]
-    if macro["auc"] is not None:
-        ax.plot(
-            macro["fpr"],
-            macro["tpr"],
-            color="black",
-            linestyle="--",
-            linewidth=2,
-            label=f"macro average (AUC = {macro['auc']:.3f})",
+    macro = {"macro average": curves["macro"]}
+    for name, curve in {**curves["per_class"], **macro}.items():
+        if curve["auc"] is None:  # no curve; a class is listed, the macro one left out
+            if name not in macro:
+                ax.plot([], [], " ", label=f"{name} (AUC undefined: class absent)")
+            continue
+        display = RocCurveDisplay(fpr=curve["fpr"], tpr=curve["tpr"], roc_auc=curve["auc"])
+        display.plot(
+            ax=ax,
+            name=name,
+            plot_chance_level=name in macro,
+            chance_level_kw={"color": "grey", "linestyle": ":", "linewidth": 1},
         )
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_aspect("equal")
+        # Our label (AUC to 3 decimals, sklearn's has 2) and style, set on the display's line.
+        display.line_.set(label=f"{name} (AUC = {curve['auc']:.3f})", linewidth=1.5)
+        if name in macro:
+            display.line_.set(color="black", linestyle="--", linewidth=2)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), title=title)
     ax.set_xlabel("false positive rate (1 - specificity)")
     ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, out)
 
@@ -196,6 +191,8 @@ def plot_overlay(
     cmap: str = "jet",
 ) -> Path | Axes:
     """Draw a heat map (e.g. an attention map) over an image.
+
+    Custom matplotlib: scikit-learn has no display for images or heat maps.
 
     The heat map is min-max scaled to ``[0, 1]`` (a constant map becomes 0) and stretched over the
     whole image with bilinear interpolation, so a coarse map (e.g. ``7 x 7``) needs no resizing.
@@ -264,10 +261,13 @@ def plot_reliability(
 ) -> Path:
     """Draw a reliability diagram: accuracy against confidence per bin, and the bins' counts.
 
-    Top panel: one bar per confidence bin at the bin's accuracy, a marker at its mean confidence
-    (a perfectly calibrated model has both on the diagonal); the legend gives the expected
-    calibration error. Bottom panel: the share of samples in each bin. The numbers are those of
-    :func:`mmfusion.metrics.reliability_diagram` (top-label confidence, equal-width bins).
+    Top panel: one bar per confidence bin at the bin's accuracy and scikit-learn's
+    ``CalibrationDisplay`` curve through (mean confidence, accuracy) of the filled bins, with its
+    diagonal (a perfectly calibrated model lies on it); the legend gives the expected calibration
+    error. Bottom panel: the share of samples in each bin. The numbers are those of
+    :func:`mmfusion.metrics.reliability_diagram` (top-label confidence, equal-width bins), handed
+    to the display rather than recomputed by ``calibration_curve``, so the figure matches the ECE
+    to the bin. The bars and the bottom panel stay custom: the display draws only the curve.
 
     Args:
         probs: ``[N, K]`` class probabilities (rows sum to 1), numpy array or torch tensor.
@@ -283,6 +283,8 @@ def plot_reliability(
         ValueError: Malformed ``probs``/``labels``/``n_bins`` (see
             :func:`mmfusion.metrics.reliability_diagram`) or ``path`` not ending in ``.png``.
     """
+    from sklearn.calibration import CalibrationDisplay
+
     from mmfusion.metrics import reliability_diagram
 
     out = _png_path(path)
@@ -293,28 +295,19 @@ def plot_reliability(
 
     fig = _new_figure((5.0, 6.0))
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    top.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect calibration")
+    accuracy, confidence = data["accuracy"][filled], data["confidence"][filled]
     top.bar(
         centres[filled],
-        data["accuracy"][filled],
+        accuracy,
         width=width,
         edgecolor="black",
         linewidth=0.5,
         color="tab:blue",
         label=f"accuracy (ECE = {data['ece']:.3f})",
     )
-    top.plot(
-        data["confidence"][filled],
-        data["accuracy"][filled],
-        "o",
-        color="tab:red",
-        markersize=4,
-        label="mean confidence",
-    )
-    top.set_xlim(0, 1)
-    top.set_ylim(0, 1.01)
-    top.set_ylabel("accuracy")
-    top.set_title(title)
+    display = CalibrationDisplay(accuracy, confidence, _as_array(probs).max(axis=1))
+    display.plot(ax=top, name="accuracy at mean confidence", color="tab:red", markersize=4)
+    top.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="", ylabel="accuracy", title=title)
     top.legend(loc="upper left", fontsize=8)
     bottom.bar(centres, count / data["n"], width=width, edgecolor="black", linewidth=0.5)
     bottom.set_xlabel("confidence (top-label probability)")

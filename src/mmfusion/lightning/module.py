@@ -19,6 +19,11 @@ without unpickling any object (``weights_only=True``).
 A non-finite training loss stops training at once (:class:`FloatingPointError`, before the step
 is applied), and non-finite evaluation probabilities are an error (:class:`Predictions`).
 
+Lightning does the bookkeeping: the epoch's mean losses (``loss`` and each component) and
+``pairs`` go through ``self.log(..., on_epoch=True, sync_dist=True)`` (reduced over every
+process), and ``FusionModule.history`` is built from those epoch values; evaluation outputs
+are gathered with ``self.all_gather`` (:func:`~mmfusion.lightning.predictions.gather_predictions`).
+
 Reproducibility: at the start of every training epoch the torch, NumPy and Python generators are
 reseeded from ``(seed, epoch, rank)``, so the model's own randomness (modality dropout) is the
 same after a resume; together with per-sample augmentation seeds, a run resumed from an epoch
@@ -42,7 +47,7 @@ from torch import Tensor
 
 from mmfusion.data.seeded import sample_seed
 from mmfusion.labels import LabelSpec
-from mmfusion.lightning.predictions import Predictions
+from mmfusion.lightning.predictions import Predictions, gather_predictions
 from mmfusion.losses import EnsembleLoss
 from mmfusion.metrics import (
     apply_temperature,
@@ -88,6 +93,9 @@ class FusionModule(pl.LightningModule):
         temperatures: Branch -> temperature fitted by :meth:`calibrate` (``None`` before).
         metrics: Its report: ``{"ensemble": report, "branches": {name: report}, "n_pairs",
             "n_patients"}``.
+        history: One entry per training epoch: ``{"epoch", "lr", "loss", <loss components>,
+            "pairs", "seconds", "pairs_per_s"}``; the losses and ``pairs`` are the epoch values
+            Lightning reduced over every process (kept in checkpoints).
 
     Raises:
         TypeError: ``model`` is not a :class:`~mmfusion.nn.MultiModalClassifier`.
@@ -148,10 +156,10 @@ class FusionModule(pl.LightningModule):
         self.temperatures: dict[str, float] | None = None
         self.history: list[dict[str, float]] = []
         self._outputs: list[dict[str, Any]] = []
+        self._groups: list[str] = []
+        self._train_names: tuple[str, ...] = ()
         self._epoch_start = 0.0
-        self._sums: dict[str, Tensor] = {}
         self._epoch_lr = float("nan")
-        self._epoch_pairs = 0
         config = getattr(model, "config", None)
         self.save_hyperparameters({  # plain JSON types: checkpoints load with weights_only=True
             "model_config": config.to_dict() if isinstance(config, ModelConfig) else None,
@@ -240,12 +248,19 @@ class FusionModule(pl.LightningModule):
         return self.model(inputs, available)
 
     def on_train_epoch_start(self) -> None:
-        """Reseed the generators from ``(seed, epoch, rank)``; start the epoch's clock."""
+        """Reseed the generators from ``(seed, epoch, rank)``; start the epoch's clock.
+
+        By hand, not Lightning's ``seed_everything``: that seeds once per run (``workers=True``
+        only adds a DataLoader ``worker_init_fn``, and :class:`~mmfusion.data.SeededSampler`
+        seeds each sample anyway), and Lightning's checkpoints do not keep the generators'
+        states, so only a reseed per epoch gives a run resumed at epoch ``k`` the generators
+        (modality dropout) of an uninterrupted run. Calling ``seed_everything`` each epoch would
+        also rewrite ``PL_GLOBAL_SEED`` / ``PL_SEED_WORKERS`` of the process under the user."""
         derived = sample_seed(self.seed, self.current_epoch, 1_000_000 + self.global_rank)
         random.seed(derived)
         np.random.seed(derived % 2**32)  # noqa: NPY002 - third-party users of the global RNG
         torch.manual_seed(derived)
-        self._epoch_start, self._epoch_pairs, self._sums = time.perf_counter(), 0, {}
+        self._epoch_start = time.perf_counter()
         optimizers = self.trainer.optimizers
         self._epoch_lr = optimizers[0].param_groups[0]["lr"] if optimizers else float("nan")
 
@@ -261,20 +276,22 @@ class FusionModule(pl.LightningModule):
         losses = self.loss_fn(out.logits, labels, out.features, out.available)
         self._check_finite(losses.total.detach(), batch_idx)
         n = int(labels.shape[0])
-        self._epoch_pairs += n
-        for name, value in {"loss": losses.total, **losses.components}.items():
-            term = value.detach().float() * n  # summed on the device: no host sync per step
-            self._sums[name] = self._sums[name] + term if name in self._sums else term
+        # Lightning sums value * n over the epoch on the device and divides by the summed n, both
+        # all-reduced under DDP (sync_dist): the epoch mean over every process's pairs.
+        terms = {"loss": losses.total, **losses.components}
+        for name, value in terms.items():
+            self.log(name, value.detach().float(), on_step=False, on_epoch=True, sync_dist=True,
+                     batch_size=n)
+        self.log("pairs", float(n), on_step=False, on_epoch=True, sync_dist=True, reduce_fx="sum",
+                 batch_size=n)
+        self._train_names = tuple(sorted(terms))
         return losses.total
 
     def _check_finite(self, loss: Tensor, batch_idx: int) -> None:
-        """Raise on a non-finite loss; under DDP every process decides alike (one all-reduce of
-        a scalar), so all of them stop together."""
+        """Raise on a non-finite loss; under DDP every process decides alike (the strategy's
+        ``reduce_boolean_decision``), so all of them stop together."""
         value = loss.float().reshape(1)
-        flag = torch.isfinite(value).float()
-        if _distributed():
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        if bool(flag.item()):
+        if self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(value).all()), all=True):
             return
         kind = "nan" if torch.isnan(value).any() else ("inf" if torch.isinf(value).any() else
                                                         "non-finite on another process")
@@ -285,26 +302,24 @@ class FusionModule(pl.LightningModule):
             "inputs; training stopped before applying this step")
 
     def on_train_epoch_end(self) -> None:
-        """Append the epoch's mean losses (over every process's pairs), learning rate and
-        throughput to :attr:`history` and the loggers. Under DDP, copy rank 0's buffers (BatchNorm
-        statistics) to every rank, since DDP only broadcasts them at the start of a forward."""
+        """Append the epoch's mean losses (Lightning's reduced epoch values, over every process's
+        pairs), learning rate and throughput to :attr:`history` and the loggers. Under DDP, copy
+        rank 0's buffers (BatchNorm statistics) to every rank, since DDP only broadcasts them at
+        the start of a forward (Lightning has no hook for it)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - self._epoch_start
-        names = sorted(self._sums)
-        totals = torch.stack([self._sums[k].double() for k in names]
-                             + [torch.tensor(float(self._epoch_pairs), dtype=torch.float64, device=self.device)])
         if _distributed():
-            dist.all_reduce(totals)
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, src=0)
-        values = totals.tolist()
-        pairs = values[-1]
+        logged = self.trainer.callback_metrics  # the epoch values logged in training_step
+        pairs = float(logged["pairs"]) if "pairs" in logged else 0.0
         entry = {"epoch": self.current_epoch + 1, "lr": self._epoch_lr,
-                 **{k: v / max(pairs, 1.0) for k, v in zip(names, values[:-1], strict=True)},
+                 **{k: float(logged[k]) for k in self._train_names if k in logged},
                  "pairs": int(pairs), "seconds": seconds, "pairs_per_s": pairs / max(seconds, 1e-9)}
         self.history.append(entry)
-        self.log_dict({k: float(v) for k, v in entry.items() if k != "epoch"}, rank_zero_only=True)
+        self.log_dict({k: float(entry[k]) for k in ("lr", "seconds", "pairs_per_s")},
+                      rank_zero_only=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep :attr:`history` in the checkpoint (plain floats: loads with ``weights_only``)."""
@@ -318,13 +333,12 @@ class FusionModule(pl.LightningModule):
         out = self.model(inputs, available)
         probs = {"ensemble": out.probs.float()}
         probs.update({name: torch.softmax(z.float(), 1) for name, z in out.logits.items()})
-        self._outputs.append({
-            "probs": {k: v.cpu().numpy().astype(np.float64) for k, v in probs.items()},
-            "labels": labels.cpu().numpy(),
-            "groups": np.asarray([str(g) for g in batch["patient_id"]], dtype=object),
-            "indices": torch.as_tensor(batch["index"]).cpu().numpy(),
-            "available": {m: v.cpu().numpy() for m, v in out.available.items()},
+        self._outputs.append({  # kept on the device until the gather: no host sync per step
+            "probs": probs, "labels": labels,
+            "indices": torch.as_tensor(batch["index"], device=self.device),
+            "available": {m: v.to(torch.uint8) for m, v in out.available.items()},
         })
+        self._groups.extend(str(g) for g in batch["patient_id"])
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._eval_step(batch)
@@ -333,10 +347,10 @@ class FusionModule(pl.LightningModule):
         self._eval_step(batch)
 
     def on_validation_epoch_start(self) -> None:
-        self._outputs = []
+        self._outputs, self._groups = [], []
 
     def on_test_epoch_start(self) -> None:
-        self._outputs = []
+        self._outputs, self._groups = [], []
 
     def on_validation_epoch_end(self) -> None:
         self._finish_evaluation("val")
@@ -347,19 +361,15 @@ class FusionModule(pl.LightningModule):
     # ------------------------------------------------------------------ evaluation
 
     def _finish_evaluation(self, prefix: str) -> None:
-        local = _local_predictions(self._outputs)
-        self._outputs = []
-        gathered: list[dict[str, Any] | None] = [local]
-        if _distributed():
-            gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, local)
-        if self.trainer.sanity_checking:
+        outputs, groups = self._outputs, self._groups
+        self._outputs, self._groups = [], []
+        if self.trainer.sanity_checking:  # on every process alike: no collective is left waiting
             return
         # Checked after the gather, on every process alike (a NaN on one rank raises everywhere).
-        parts = [Predictions(**p) for p in gathered if p is not None]
-        if not parts:
+        predictions = gather_predictions(self, _concat(outputs), groups)
+        if predictions is None:
             return
-        self.predictions = Predictions.merge(parts)
+        self.predictions = predictions
         self.metrics = self.report(self.predictions)
         e = self.metrics["ensemble"]
         scalars = {f"{prefix}_{k}": float(e[k]) for k in ("accuracy", "auc_macro", "qwk") if e.get(k) is not None}
@@ -443,6 +453,18 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _concat(outputs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """This process's step outputs joined along the samples (``None``: it had none)."""
+    if not outputs:
+        return None
+    return {
+        "probs": {k: torch.cat([o["probs"][k] for o in outputs]) for k in outputs[0]["probs"]},
+        "labels": torch.cat([o["labels"] for o in outputs]),
+        "indices": torch.cat([o["indices"] for o in outputs]),
+        "available": {m: torch.cat([o["available"][m] for o in outputs]) for m in outputs[0]["available"]},
+    }
+
+
 def _resolve_labels(labels: LabelSpec | Mapping[str, Any] | None,
                     class_names: Sequence[str] | None,
                     model: MultiModalClassifier) -> LabelSpec | None:
@@ -488,16 +510,3 @@ def _resolve_model(model: MultiModalClassifier | None,
         raise ValueError(f"model_config: {config.to_dict()} differs from the model's "
                          f"{own.to_dict() if isinstance(own, ModelConfig) else None}")
     return model
-
-
-def _local_predictions(outputs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """This process's outputs as :class:`Predictions` arguments (checked after the gather)."""
-    if not outputs:
-        return None
-    return dict(
-        probs={k: np.concatenate([o["probs"][k] for o in outputs]) for k in outputs[0]["probs"]},
-        labels=np.concatenate([o["labels"] for o in outputs]),
-        groups=np.concatenate([o["groups"] for o in outputs]),
-        indices=np.concatenate([o["indices"] for o in outputs]),
-        available={m: np.concatenate([o["available"][m] for o in outputs]) for m in outputs[0]["available"]},
-    )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["Predictions"]
+if TYPE_CHECKING:
+    import lightning
+
+__all__ = ["Predictions", "gather_predictions"]
 
 
 @dataclass
@@ -76,3 +80,66 @@ class Predictions:
             indices=index[keep],
             available={k: cat([p.available[k] for p in parts]) for k in parts[0].available},
         )
+
+
+def gather_predictions(module: lightning.pytorch.LightningModule, local: dict[str, Any] | None,
+                       groups: Sequence[str]) -> Predictions | None:
+    """Every process's evaluation outputs, merged (:meth:`Predictions.merge`), on every process.
+
+    The tensors go through Lightning's :meth:`~lightning.pytorch.core.LightningModule.all_gather`
+    (each process's rows padded to the largest share, since a collective needs equal shapes, and
+    cut back after). The patient ids are strings, which no tensor collective carries: they go
+    through ``torch.distributed.all_gather_object``, with each process's layout (branches,
+    classes, modalities) so that a process without samples can take part.
+
+    Args:
+        module: The module (its trainer's processes take part; all must call this).
+        local: This process's outputs: ``{"probs": {branch: [n, K] float}, "labels": [n],
+            "indices": [n], "available": {modality: [n] uint8}}``; ``None``: it had no samples.
+        groups: This process's ``n`` patient ids, in the order of ``local``'s rows.
+
+    Returns:
+        The merged predictions (probabilities as float64), ``None`` when no process had any.
+
+    Raises:
+        ValueError: Non-finite probabilities (on any process: every process raises alike).
+    """
+    import torch
+    import torch.distributed as dist
+    from lightning_utilities.core.apply_func import apply_to_collection
+
+    parts: list[tuple[Sequence[str], dict[str, Any] | None]] = [(list(groups), local)]
+    world = module.trainer.world_size
+    if world > 1 and dist.is_available() and dist.is_initialized():
+        meta: list[Any] = [None] * world
+        layout = None if local is None else {"probs": {k: v.shape[1] for k, v in local["probs"].items()},
+                                             "available": list(local["available"])}
+        dist.all_gather_object(meta, (list(groups), layout))
+        layout = next((m[1] for m in meta if m[1] is not None), None)
+        if layout is None:
+            return None
+        size = max(len(m[0]) for m in meta)
+        if local is None:
+            z = torch.zeros(0, dtype=torch.long, device=module.device)
+            local = {"probs": {k: torch.zeros(0, c, device=module.device) for k, c in layout["probs"].items()},
+                     "labels": z, "indices": z,
+                     "available": {m: z.to(torch.uint8) for m in layout["available"]}}
+
+        def pad(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t, t.new_zeros((size - len(t), *t.shape[1:]))])
+
+        gathered = module.all_gather(apply_to_collection(local, torch.Tensor, pad))
+        parts = [(g, apply_to_collection(gathered, torch.Tensor, _rows, r, len(g)))
+                 for r, (g, _) in enumerate(meta)]
+    found = [Predictions(
+        probs={k: v.cpu().numpy().astype(np.float64) for k, v in t["probs"].items()},
+        labels=t["labels"].cpu().numpy(), groups=np.asarray(list(g), dtype=object),
+        indices=t["indices"].cpu().numpy(),
+        available={m: v.cpu().numpy().astype(bool) for m, v in t["available"].items()},
+    ) for g, t in parts if t is not None and len(g)]
+    return Predictions.merge(found) if found else None
+
+
+def _rows(t: Any, rank: int, n: int) -> Any:
+    """Process ``rank``'s first ``n`` rows of a gathered ``[world, size, ...]`` tensor."""
+    return t[rank, :n]

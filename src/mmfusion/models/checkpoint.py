@@ -10,6 +10,7 @@ Nothing is pickled: the configuration is JSON, the tensors are safetensors. The 
                        metadata records what the weights were trained with: "modalities" (JSON
                        list, in fusion order), "image_size", "num_classes",
                        "normalization_mean" and "normalization_std" (JSON lists)
+    README.md          only in what ``FusionClassifier.push_to_hub`` uploads: the Hub's model card
 
 This module writes it (:func:`~mmfusion.models.checkpoint.write_model`, behind :func:`mmfusion.models.save_pretrained` and
 :meth:`mmfusion.models.FusionClassifier.save_pretrained`); :mod:`mmfusion.models.pretrained`

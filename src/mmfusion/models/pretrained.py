@@ -10,7 +10,10 @@ configuration that names a fusion or an encoder that is not registered is refuse
 naming it: import the module that registers it first.
 
 A training run folder written with :func:`save_pretrained` has the same two files, so
-``from_pretrained("runs/my_run")`` loads a trained run.
+``from_pretrained("runs/my_run")`` loads a trained run. A Hugging Face Hub repository id
+(``from_pretrained("user/repo")``, what ``model.push_to_hub("user/repo")`` uploads) is fetched by
+``huggingface_hub.snapshot_download`` (only those two files; from the cache alone when offline)
+and goes through the same checks.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
@@ -140,8 +146,20 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     target.load_state_dict(tensors, strict=True)
 
 
-def from_pretrained(directory: str | Path, *, map_location: str | torch.device = "cpu") -> FusionClassifier:
-    """Rebuild a model saved by :func:`save_pretrained` (no ImageNet weights are needed or fetched).
+def from_pretrained(
+    directory: str | Path,
+    *,
+    map_location: str | torch.device = "cpu",
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+    token: str | bool | None = None,
+) -> FusionClassifier:
+    """Rebuild a model saved by :func:`save_pretrained`, from a folder or a Hub repository id.
+
+    No ImageNet weights are needed or fetched, and no random number is drawn (the caller's
+    generator state is left as it was).
 
     Before any model is built, ``config.json`` is checked against the weights file: against the
     record of what the weights were trained with (modality order, image size, class count,
@@ -151,22 +169,32 @@ def from_pretrained(directory: str | Path, *, map_location: str | torch.device =
     swapped modality order or another image size under pooled heads cannot be seen there).
 
     Args:
-        directory: Folder holding ``config.json`` and ``model.safetensors``.
+        directory: Folder holding ``config.json`` and ``model.safetensors`` (a :class:`~pathlib.Path`
+            is always a folder), or, when no such folder exists, a Hub repository id
+            (``"user/repo"``) whose two files are fetched into the Hugging Face cache.
         map_location: Device of the returned model.
+        revision: Hub only: branch, tag or commit (default: ``main``).
+        cache_dir: Hub only: the cache (default: huggingface_hub's, ``HF_HUB_CACHE``).
+        local_files_only: Hub only: use the cache, never the network (as ``HF_HUB_OFFLINE=1``).
+        force_download: Hub only: fetch again even if cached.
+        token: Hub only: access token for a private repository.
 
     Returns:
         The model in eval mode; its outputs equal the saved model's exactly.
 
     Raises:
-        FileNotFoundError: A file is missing.
+        FileNotFoundError: A file is missing; a repository id that is neither a folder nor on the
+            Hub (or, offline, not in the cache: the message names the fixes).
         ValueError: Another format; a ``config.json`` without its ``"model"`` key, or one that
             disagrees with what the weights were trained with (each field named: config says X,
             weights were saved with Y); weights that do not fit the configuration; weights that
             hold NaN or Inf.
     """
-    path, document = _read_document(directory)
+    folder = _resolve(directory, revision=revision, cache_dir=cache_dir, token=token,
+                      local_files_only=local_files_only, force_download=force_download)
+    path, document = _read_document(folder)
     config = _model_config(document, path)
-    weights = Path(directory) / WEIGHTS_FILE
+    weights = folder / WEIGHTS_FILE
     metadata, shapes = _read_header(weights)
     _check_trained_with(config, document.get("normalization"), TrainedWith.from_metadata(metadata, weights),
                         path, weights)
@@ -181,6 +209,53 @@ def from_pretrained(directory: str | Path, *, map_location: str | torch.device =
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _resolve(
+    source: str | Path,
+    *,
+    revision: str | None,
+    cache_dir: str | Path | None,
+    token: str | bool | None,
+    local_files_only: bool,
+    force_download: bool,
+) -> Path:
+    """The local folder holding the two files: ``source`` itself, or a Hub snapshot of it.
+
+    ``source`` is a Hub repository id only if it is a string, no such path exists and it has a
+    repository id's form; otherwise it is a folder (a missing one fails in :func:`_read_document`).
+    """
+    if isinstance(source, Path) or Path(source).exists() or not _is_repo_id(source):
+        return Path(source)
+    cache = cache_dir or constants.HF_HUB_CACHE
+    offline = local_files_only or constants.is_offline_mode()
+    try:
+        return Path(snapshot_download(source, revision=revision, cache_dir=cache_dir, token=token,
+                                      local_files_only=local_files_only, force_download=force_download,
+                                      allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]))
+    except LocalEntryNotFoundError:
+        how = ("offline (HF_HUB_OFFLINE is set or local_files_only=True)" if offline
+               else "the Hub could not be reached")
+        raise FileNotFoundError(
+            f"directory: {source!r} is not a folder, and the Hub repository {source!r} is not in the "
+            f"Hugging Face cache {str(cache)!r} while {how}. Download it once with network access "
+            f"(`hf download {source}`, or from_pretrained({source!r}) online), set HF_HUB_CACHE (or "
+            "HF_HOME) to a cache that holds it, or pass a folder written by save_pretrained"
+        ) from None
+    except HfHubHTTPError as err:  # no such repository, revision or file, or access refused
+        raise FileNotFoundError(f"directory: {source!r} is neither a folder nor a Hub repository "
+                                f"that can be read ({type(err).__name__}: {err})") from err
+
+
+def _is_repo_id(source: str) -> bool:
+    """``source`` has the form ``"user/repo"`` (one slash, names the Hub accepts)."""
+    if source.count("/") != 1:
+        return False
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _read_document(directory: str | Path) -> tuple[Path, dict[str, Any]]:

@@ -11,10 +11,8 @@ by position. Registered as the encoder ``"timm"`` (:func:`~mmfusion.nn.create_en
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import cast
 
 import timm
@@ -26,16 +24,7 @@ from torch import Tensor, nn
 from mmfusion._checks import check_tensor
 from mmfusion.nn._validation import checking
 from mmfusion.nn.registry import FeatureSpec, register_encoder
-
-WeightsSpec = str | os.PathLike | bool | None
-
-_IMAGENET = "imagenet"
-"""``weights=`` value for timm's pretrained (ImageNet) weights through the Hugging Face cache."""
-
-_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-_HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")  # timm's order on the Hub
-_HUB_PROBE_TIMEOUT_S = 5.0
-
+from mmfusion.nn.weights import WeightsSpec, create_features_model
 
 _LOOKALIKES = str.maketrans({"o": "0", "l": "1", "i": "1"})
 """Letters typed for digits (``resnet5O``, ``resnetl8``), compared as the digit."""
@@ -119,8 +108,8 @@ class ModalityEncoder(nn.Module):
             seconds and names the fix; ``True`` for the same weights only from the cache (never
             downloads); or a local file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``; timm or
             torchvision key names; loaded with ``weights_only=True``, never unpickling arbitrary
-            objects). Every tensor of the feature extractor must come from the weights, and
-            none may hold NaN or Inf.
+            objects). timm loads them (:mod:`mmfusion.nn.weights`); every tensor of the feature
+            extractor must come from the weights, and none may hold NaN or Inf.
         in_chans: Number of input channels. Pretrained first-layer weights are adapted by timm.
         frozen_stages: Number of stages to freeze (0 trains everything, 3 is the paper's setting).
         frozen_no_grad: Detach the input of a frozen encoder, so the frozen part records no graph.
@@ -175,7 +164,7 @@ class ModalityEncoder(nn.Module):
             raise ValueError(f"in_chans: expected a positive int, got {in_chans!r}")
         self.backbone_name = backbone
         self.in_chans = in_chans
-        self.body = _create_features_model(backbone, weights, in_chans, dict(timm_kwargs))
+        self.body = create_features_model(backbone, weights, in_chans, dict(timm_kwargs))
 
         info = cast(FeatureInfo, self.body.feature_info)
         levels = [d for d in info.get_dicts() if d["reduction"] >= 4]
@@ -412,223 +401,3 @@ def _prefix_up_to(
         prefix = f"{prefix}{part}."
     modules.append(prefix[:-1])
     return modules, params
-
-
-# ---------------------------------------------------------------------------------------------
-# Weights: random, a local file, or timm's pretrained weights through the Hugging Face cache
-# ---------------------------------------------------------------------------------------------
-
-
-def _create_features_model(
-    backbone: str, weights: WeightsSpec, in_chans: int, kwargs: dict
-) -> nn.Module:
-    """Create the timm ``features_only`` model and load the requested weights."""
-    common = dict(features_only=True, in_chans=in_chans, **kwargs)
-    if weights is None or weights is False:
-        return timm.create_model(backbone, pretrained=False, **common)
-    if weights is True or weights == _IMAGENET:
-        path = _hub_weights_file(backbone, download=weights == _IMAGENET)
-        return _load_file(backbone, path, common)
-    if not isinstance(weights, str | os.PathLike):
-        raise TypeError(
-            f"weights: expected None, {_IMAGENET!r}, True or a path to a local weights file, "
-            f"got {type(weights).__name__}"
-        )
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights: no such file {str(path)!r}")
-    if path.suffix not in _WEIGHT_SUFFIXES:
-        raise ValueError(
-            f"weights: expected {_IMAGENET!r} or a {'/'.join(_WEIGHT_SUFFIXES)} file, "
-            f"got {path.name!r}"
-        )
-    return _load_file(backbone, path, common)
-
-
-def _load_file(backbone: str, path: Path, common: dict) -> nn.Module:
-    """Create the features model from a state-dict file through timm's pretrained_cfg path."""
-    try:
-        file_keys = _file_keys(path)
-    except Exception as err:
-        message = " ".join(str(err).split())
-        if "weights_only" in message or "pickle" in message.lower():
-            raise ValueError(
-                f"weights: {str(path)!r} holds pickled Python objects, which mmfusion never "
-                "unpickles (weights_only=True); save a plain state dict instead, e.g. "
-                "torch.save(model.state_dict(), path) or safetensors"
-            ) from err
-        raise ValueError(
-            f"weights: cannot read {str(path)!r} as a weights file ({type(err).__name__}: "
-            f"{message[:200]}); expected a safetensors file or a plain state dict"
-        ) from err
-    try:
-        model = timm.create_model(
-            backbone,
-            pretrained=True,
-            # a plain state dict for every family, never a model's own loader (ViT's .npz);
-            # (recent timm resets custom_load for a file by itself, earlier 1.0 releases do not)
-            pretrained_cfg_overlay=dict(file=str(path), custom_load=False),
-            **common,
-        )
-    except (RuntimeError, KeyError) as err:
-        message = " ".join(str(err).split())
-        raise ValueError(
-            f"weights: {str(path)!r} does not fit backbone {backbone!r} (key names or shapes "
-            f"differ: {message[:300]}). Pass a state dict saved from timm or torchvision "
-            f"{backbone!r}."
-        ) from err
-    # timm loads some features_only models non-strictly (it drops the classifier), so check
-    # ourselves that every tensor of the feature extractor came from the file.
-    missing = [k for k in model.state_dict() if not _candidate_keys(k) & file_keys]
-    if missing:
-        raise ValueError(
-            f"weights: {str(path)!r} does not fit backbone {backbone!r}: {len(missing)} of "
-            f"{len(model.state_dict())} tensors are missing from the file (e.g. {missing[:3]}). "
-            f"Pass a state dict saved from timm or torchvision {backbone!r}."
-        )
-    bad = [k for k, t in model.state_dict().items()
-           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise ValueError(
-            f"weights: {str(path)!r} holds NaN/Inf values in {len(bad)} tensor(s) (first: "
-            f"{', '.join(bad[:3])}); the model they were saved from diverged during training"
-        )
-    return model
-
-
-def _file_keys(path: Path) -> set[str]:
-    """Tensor names in a weights file: from the header alone for safetensors (no second read of
-    the tensors), else from timm's loader (``weights_only=True``)."""
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:  # names as timm cleans them
-            return {k.removeprefix("module.") for k in f.keys()}
-    return set(timm.models.load_state_dict(str(path)).keys())
-
-
-def _candidate_keys(key: str) -> set[str]:
-    """Names a features-only tensor may have in a full-model state dict.
-
-    timm's sequential feature wrappers flatten one level of names (``stages.0`` becomes
-    ``stages_0``, ``features.denseblock1`` becomes ``features_denseblock1``), and the getter
-    and hook wrappers hold the model as ``model`` or ``body``; every such spelling is accepted.
-    """
-    keys = {key, key.removeprefix("model."), key.removeprefix("body.")}
-    head, dot, rest = key.partition(".")
-    for i, char in enumerate(head):
-        if char == "_":
-            keys.add(f"{head[:i]}.{head[i + 1:]}{dot}{rest}")
-    return keys
-
-
-def _hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, from the environment as it is now (``HF_HUB_CACHE``, else
-    ``HF_HOME``/hub, else huggingface_hub's default)."""
-    from huggingface_hub import constants
-
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path(constants.HF_HUB_CACHE)
-
-
-def _hub_offline() -> bool:
-    """``HF_HUB_OFFLINE`` as it is set now (huggingface_hub reads it once, at import)."""
-    from huggingface_hub import constants
-
-    value = os.environ.get("HF_HUB_OFFLINE")
-    if value is None:
-        return bool(constants.HF_HUB_OFFLINE)
-    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def _hub_weights_file(backbone: str, *, download: bool) -> Path:
-    """The cached file of timm's pretrained weights for ``backbone``; download it if allowed.
-
-    Raises:
-        ValueError: timm has no Hugging Face weights for ``backbone``.
-        RuntimeError: Not cached, and downloads are off (``weights=True`` or ``HF_HUB_OFFLINE``)
-            or the Hub cannot be reached; the message names the fix.
-    """
-    from huggingface_hub import try_to_load_from_cache
-
-    label = f"weights={_IMAGENET!r}" if download else "weights=True"
-    try:
-        cfg = timm.models.get_pretrained_cfg(backbone)
-    except RuntimeError as err:  # an unknown tag, e.g. "resnet50.foo"
-        tags = timm.list_pretrained(f"{backbone.split('.')[0]}.*")[:8]
-        raise ValueError(f"backbone: {err} Tags with weights: {tags}") from err
-    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-    if not hub_id:
-        raise ValueError(
-            f"{label}: timm has no Hugging Face weights for {backbone!r}; pass a local weights "
-            "file instead"
-        )
-    repo_id, _, tag = hub_id.partition("@")
-    revision = tag or None
-    hub_filename = getattr(cfg, "hf_hub_filename", None)
-    filenames = (hub_filename,) if hub_filename else _HUB_FILENAMES
-    cache_dir = _hub_cache_dir()
-    for filename in filenames:
-        hit = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
-        if isinstance(hit, str):
-            return Path(hit)
-    fix = (
-        "run once with network access, or pass a local weights file "
-        f"(weights='{backbone.split('.')[0]}.safetensors'), or set HF_HOME (or HF_HUB_CACHE) to a "
-        f"cache that holds {repo_id}"
-    )
-    where = (
-        f"timm's weights for {backbone!r} ({repo_id}) are not in the Hugging Face cache "
-        f"{str(cache_dir)!r}"
-    )
-    if not download:
-        raise RuntimeError(
-            f"{label}: {where}, and weights=True never downloads. Pass weights={_IMAGENET!r} to "
-            f"download them, or {fix}."
-        )
-    if _hub_offline():
-        raise RuntimeError(
-            f"{label}: {where}, and HF_HUB_OFFLINE is set, so nothing is downloaded. To fix: "
-            f"{fix}."
-        )
-    return _download(repo_id, revision, filenames, cache_dir, f"{label}: {where}", fix)
-
-
-def _download(
-    repo_id: str,
-    revision: str | None,
-    filenames: tuple[str, ...],
-    cache_dir: Path,
-    context: str,
-    fix: str,
-) -> Path:
-    """Download the first of ``filenames`` that the repo holds into the cache.
-
-    One metadata request without retries comes first, so that a machine without network fails in
-    seconds (huggingface_hub's download retries for about 20 s before giving up).
-    """
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.utils import EntryNotFoundError  # also in huggingface_hub < 0.23
-
-    endpoint = os.environ.get("HF_ENDPOINT") or None
-    for filename in filenames:
-        url = hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
-        try:
-            get_hf_file_metadata(url, timeout=_HUB_PROBE_TIMEOUT_S)
-        except EntryNotFoundError:
-            continue
-        except Exception as err:
-            raise RuntimeError(
-                f"{context}, and the Hugging Face Hub cannot be reached ({type(err).__name__}: "
-                f"{' '.join(str(err).split())[:160]}). To fix: {fix}."
-            ) from err
-        return Path(
-            hf_hub_download(
-                repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
-                library_name="timm",
-            )
-        )
-    raise RuntimeError(f"{context}, and {repo_id} on the Hub holds none of {list(filenames)}.")
