@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _fix24_run_helpers import TINY, tiny_phantom
 
 from examples.liver_fibrosis import runner
 from examples.liver_fibrosis import train as train_mod
@@ -23,20 +24,12 @@ from examples.liver_fibrosis.options import preset_config
 pytestmark = pytest.mark.xdist_group("fix24_runs")
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--backbone", "test_resnet", "--image-size", "32", "--batch-size", "4", "--epochs", "1",
-        "--test-size", "0.5", "--n-bootstrap", "0", "--hidden", "16", "--embed-dim", "16",
-        "--preset", "quick", "--device", "cpu", "--workers", "0"]
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """10 phantom patients, one small view each."""
-    from mmfusion.liver import PhantomConfig, make_phantom_dataset
-
-    config = PhantomConfig(width=128, height=96, stage_prevalence=(1, 1, 1, 1, 1),
-                           views_range=(1, 1), pairs_per_patient=1.0)
-    return make_phantom_dataset(tmp_path_factory.mktemp("fix24_phantom"), n_patients=10, seed=0,
-                                config=config, workers=1)
+    return tiny_phantom(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from mmfusion._values import check_modality_keys
+from mmfusion.elastography.crops import SWE_CROP_NAMES
 
 __all__ = [
     "AVAILABLE_INPUT",
@@ -58,7 +59,7 @@ AVAILABLE_INPUT = "available"
 METADATA_PREFIX = "mmfusion."
 """Prefix of the ONNX ``metadata_props`` keys written by :func:`mmfusion.export.to_onnx`."""
 
-CROP_MODES = ("sector", "swe_box", "swe_box_mask", "swe_box_kpa")
+CROP_MODES = SWE_CROP_NAMES
 """Crop names of :func:`prepare_image`: the keys of :class:`mmfusion.data.ROICrop` and of the SWE
 crops of :mod:`mmfusion.elastography` (:data:`~mmfusion.elastography.SWE_CROP_NAMES`), as
 :attr:`PairedImageDataset.applied_crops <mmfusion.data.PairedImageDataset.applied_crops>` records
