@@ -42,6 +42,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "mdresults",
     "presets",
+    "fusions",
 ]
 
 exclude_patterns = ["_build", "_ext", "snippets", "figures", "Thumbs.db", ".DS_Store"]

@@ -149,6 +149,9 @@ def test_builtins_register_themselves_under_the_names_the_registry_expects() -> 
     assert nn_registry.get_fusion("late") is ConcatFusion
     assert nn_registry.get_encoder("timm") is ModalityEncoder
     assert nn_registry.get_encoder("tabular") is TabularEncoder
+    for name, module in nn_registry._FUSIONS.builtins.items():  # the catalogue, lazily imported
+        factory = nn_registry.get_fusion(name)
+        assert factory.__module__ == module, name
     assert set(nn_registry._FUSIONS.builtins) <= set(nn_registry._FUSIONS.entries)
     assert set(nn_registry._ENCODERS.builtins) <= set(nn_registry._ENCODERS.entries)
 
@@ -167,8 +170,9 @@ def test_create_fusion_gives_a_vector_modality_a_linear_embedding() -> None:
 
 
 def test_unknown_names_are_refused_with_the_registered_ones_and_close_matches() -> None:
-    with pytest.raises(ValueError, match=r"name: expected 'attention' or 'late', got 'atention' "
-                                         r"\(did you mean 'attention'\?\)"):
+    with pytest.raises(ValueError, match=r"name: expected 'attention', 'bottleneck', .*'late', "
+                                         r"'low_rank_tensor' or 'perceiver', got 'atention' "
+                                         r"\(did you mean 'attention' or 'cross_attention'\?\)"):
         create_fusion("atention", {"us": FeatureSpec("map", 8)})
     with pytest.raises(ValueError, match=r"name: expected 'tabular' or 'timm', got 'mlp'\. No encoder "
                                          r"is registered as 'mlp': .*register_encoder\('mlp'\)"):
@@ -281,7 +285,8 @@ def test_a_saved_model_whose_fusion_is_not_registered_fails_with_one_error(
     with pytest.raises(ValueError) as info:
         from_pretrained(tmp_path)
     message = str(info.value)
-    assert message.startswith("fusion: expected 'attention' or 'late', got 'user_gated'")
+    assert message.startswith("fusion: expected 'attention', 'bottleneck', ")
+    assert "or 'perceiver', got 'user_gated'" in message
     assert "No fusion is registered as 'user_gated': if it is your own, import the module that " \
            "registers it (@mmfusion.nn.register_fusion('user_gated')) first" in message
     assert info.value.__cause__ is None and info.value.__context__ is None  # one error, not a chain

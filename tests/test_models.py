@@ -84,8 +84,9 @@ def test_unknown_names_and_fields_are_clear_errors() -> None:
         create_model("resnet")
     with pytest.raises(ValueError, match=r"unknown ModelConfig field\(s\) \['dropout'\]"):
         create_model("liver_fibrosis_quick", dropout=0.1)
-    with pytest.raises(ValueError, match="fusion: expected 'attention' or 'late', got 'gated'"):
-        ModelConfig(fusion="gated")
+    with pytest.raises(ValueError, match=r"fusion: expected 'attention', .* got 'gatd' "
+                                         r"\(did you mean 'gated'\?\)"):
+        ModelConfig(fusion="gatd")
     with pytest.raises(ValueError, match="modality_dropout: needs two or more modalities"):
         ModelConfig(modalities=("us",), modality_dropout=0.2)
     with pytest.raises(ValueError, match="lr: expected > 0"):

@@ -20,13 +20,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from torch import nn
+
 from mmfusion.losses import EnsembleLoss
 from mmfusion.models.classifier import FusionClassifier
 from mmfusion.models.config import ModelConfig, config_from_dict
 from mmfusion.models.registry import get_preset
 from mmfusion.nn.encoder import WeightsSpec
 from mmfusion.nn.heads import ClassifierHead, EnsembleHead
-from mmfusion.nn.registry import FeatureSpec, create_fusion, get_encoder
+from mmfusion.nn.registry import FeatureSpec, create_fusion, get_encoder, get_fusion
 
 __all__ = ["build_loss", "build_model", "create_model"]
 
@@ -140,13 +142,25 @@ def build_model(config: ModelConfig, weights: Weights = None) -> FusionClassifie
     if not config.is_fused:
         head = EnsembleHead({m: branch_head(m) for m in mods})
         return FusionClassifier(config, encoders, None, head)
-    fusion = create_fusion(config.fusion, specs, embed_dim=config.embed_dim,
+    extra: dict[str, Any] = {}
+    factory = get_fusion(config.fusion)
+    if _takes(factory, "num_classes"):  # decision-level fusions (evidential)
+        extra["num_classes"] = config.num_classes
+    if _takes(factory, "encoders"):  # fusions acting inside the encoders (film at a stage)
+        extra["encoders"] = encoders
+    fusion = create_fusion(config.fusion, specs, embed_dim=config.embed_dim, **extra,
                            **(config.fusion_kwargs or {}))
     out = getattr(fusion, "out_features", None)
     if isinstance(out, bool) or not isinstance(out, int) or out < 1:
         raise ValueError(f"fusion: the {config.fusion!r} fusion has no positive int out_features "
                          f"(the size of its fused vector), got {out!r}")
-    joint = ClassifierHead(out, config.num_classes)
+    if getattr(fusion, "decision_level", False):  # its fused vector is the joint logits
+        if out != config.num_classes:
+            raise ValueError(f"fusion: the decision-level {config.fusion!r} fusion gives {out} "
+                             f"class scores, the model has num_classes={config.num_classes}")
+        joint: nn.Module = nn.Identity()
+    else:
+        joint = ClassifierHead(out, config.num_classes)
     branches = {m: branch_head(m) for m in mods} if config.loss == "multi" else {}
     head = EnsembleHead(branches, joint)
     return FusionClassifier(config, encoders, fusion, head, modality_dropout=config.modality_dropout)

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import cast
 
 import timm
 import torch
 from timm.models import FeatureInfo
-from timm.models._features import FeatureGetterNet, FeatureHookNet
+from timm.models._features import FeatureDictNet, FeatureGetterNet, FeatureHookNet
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from mmfusion._checks import check_tensor
 from mmfusion.nn._validation import checking
@@ -124,6 +125,8 @@ class ModalityEncoder(nn.Module):
             ViT with 16-pixel patches).
         num_stages: Number of stages that ``frozen_stages`` can count.
         stage_modules: timm's name of the module that closes each stage, in order.
+        stage_channels: Channels of each stage's output map, in order (timm's ``feature_info``;
+            the last is :attr:`out_channels`).
 
     Shape:
         - Input: ``[B, in_chans, H, W]`` floating point, normalised (a ViT without
@@ -172,6 +175,7 @@ class ModalityEncoder(nn.Module):
         self.out_channels: int = int(info.channels()[-1])
         self.reduction: int = int(info.reduction()[-1])
         self.stage_modules: tuple[str, ...] = tuple(str(d["module"]) for d in levels)
+        self.stage_channels: tuple[int, ...] = tuple(int(d["num_chs"]) for d in levels)
         self._channels_last = getattr(self.body, "output_fmt", "NCHW") == "NHWC"
 
         if not isinstance(frozen_stages, int) or not 0 <= frozen_stages <= self.num_stages:
@@ -205,6 +209,136 @@ class ModalityEncoder(nn.Module):
             raise ValueError(f"index: expected an int in [1, {self.num_stages}], got {index}")
         path = _stage_path(self.body, self.stage_modules[index - 1], self.backbone_name, "index")
         return _root(self.body)[0].get_submodule(".".join(path))
+
+    def modulation_point(self, stage: int, arg: str = "stage") -> str:
+        """The name, in the features model, of the module after which :meth:`forward_modulated`
+        modulates stage ``stage`` (1-based): ``"layer2"`` of a ResNet for 2.
+
+        Raises:
+            TypeError, ValueError: ``stage`` is not an int in ``[1, num_stages]``; or the backbone's
+                stages cannot be run one by one: its ``features_only`` model is not timm's
+                sequential feature wrapper (a ViT/DeiT's ``forward_intermediates``, an
+                EfficientNet's own feature model, a hooked model), or the stage ends inside a
+                module of it. The message names ``arg``.
+        """
+        if isinstance(stage, bool) or not isinstance(stage, int):
+            raise TypeError(f"{arg}: expected an int in [1, {self.num_stages}], got {stage!r}")
+        if not 1 <= stage <= self.num_stages:
+            raise ValueError(
+                f"{arg}: expected an int in [1, {self.num_stages}] for {self.backbone_name!r}, "
+                f"got {stage}"
+            )
+        if not isinstance(self.body, FeatureDictNet):
+            raise ValueError(
+                f"{arg}: the stages of {self.backbone_name!r} cannot be run one by one (its "
+                f"features_only model, timm's {type(self.body).__name__}, runs them inside one "
+                "forward), so no modulation can be applied after stage "
+                f"{stage}; use a backbone whose features model is timm's FeatureListNet (ResNet, "
+                "ConvNeXt, RegNet, ...) or modulate the final map"
+            )
+        path = _stage_path(self.body, self.stage_modules[stage - 1], self.backbone_name, arg)
+        if len(path) != 1 or path[0] not in self.body.return_layers:
+            raise ValueError(
+                f"{arg}: stage {stage} of {self.backbone_name!r} ends inside the module "
+                f"{path[0]!r} of its features model ({self.stage_modules[stage - 1]!r}), so the "
+                "stages cannot be run one by one up to there; choose another stage"
+            )
+        return path[0]
+
+    def forward_modulated(
+        self, x: Tensor, stage: int, modulate: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        """Encode a batch of images with ``modulate`` applied to the output map of stage ``stage``.
+
+        Runs the ``features_only`` model module by module, as its own forward does (frozen
+        stages in eval mode and, with ``frozen_no_grad``, the input detached), replacing stage
+        ``stage``'s output map ``F`` by ``modulate(F)`` before the next stage reads it. With
+        ``modulate`` the identity it returns exactly what :meth:`forward` returns.
+
+        Args:
+            x: ``[B, in_chans, H, W]`` floating-point images.
+            stage: The stage (1-based, as in :meth:`stage`) whose output is modulated.
+            modulate: ``[B, C_k, H_k, W_k] -> [B, C_k, H_k, W_k]`` (channels first, whatever the
+                backbone's own layout; ``C_k`` is ``stage_channels[stage - 1]``).
+
+        Returns:
+            ``[B, out_channels, H', W']`` feature map of the last stage.
+
+        Raises:
+            TypeError, ValueError: See :meth:`modulation_point` (a transformer or another family
+                whose stages cannot be run one by one).
+        """
+        key = self.modulation_point(stage)
+        if checking():
+            self.check_input(x, "x")
+        if self._frozen_module_names and self.frozen_no_grad:
+            x = x.detach()
+        return self._run_from(x, None, key, modulate)
+
+    def resume(self, fmap: Tensor, stage: int) -> Tensor:
+        """Run the stages after ``stage`` from a map of stage ``stage``'s output.
+
+        ``resume(modulate(F_k), stage)`` is ``forward_modulated(x, stage, modulate)`` where
+        ``F_k`` is the output of stage ``stage`` for ``x`` (e.g. recorded by an earlier
+        :meth:`forward_modulated` whose ``modulate`` kept it): a second, modulated pass that
+        does not run the stem and stages ``1..stage`` again.
+
+        Args:
+            fmap: ``[B, C_k, H_k, W_k]`` channels first (``C_k`` is ``stage_channels[stage - 1]``).
+            stage: The stage whose output ``fmap`` is (1-based).
+
+        Returns:
+            ``[B, out_channels, H', W']`` feature map of the last stage.
+
+        Raises:
+            TypeError, ValueError: See :meth:`modulation_point`.
+        """
+        key = self.modulation_point(stage)
+        if self._channels_last:
+            fmap = fmap.permute(0, 2, 3, 1)
+        return self._run_from(fmap, key, None, None)
+
+    def _run_from(
+        self,
+        x: Tensor,
+        start: str | None,
+        key: str | None,
+        modulate: Callable[[Tensor], Tensor] | None,
+    ) -> Tensor:
+        """Run the features model's modules after ``start`` (all if None), modulating after
+        ``key``; the last feature level's map, channels first."""
+        body = cast(FeatureDictNet, self.body)
+        last = len(body) - 1
+        out = x
+        running = start is None
+        for i, (name, module) in enumerate(body.items()):
+            if not running:
+                running = name == start
+                continue
+            if body.grad_checkpointing and 0 < i < last and not getattr(module, "inplace", False):
+                x = checkpoint(module, x, use_reentrant=False)  # as timm's own forward does
+            else:
+                x = module(x)
+            if not isinstance(x, Tensor):
+                raise RuntimeError(
+                    f"{self.backbone_name!r}: module {name!r} of its features model returned a "
+                    f"{type(x).__name__}, not a tensor, so its stages cannot be run one by one"
+                )
+            if name == key and modulate is not None:
+                if self._channels_last:
+                    x = modulate(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+                else:
+                    x = modulate(x)
+            if name in body.return_layers:
+                out = x
+        if self._channels_last:
+            out = out.permute(0, 3, 1, 2)
+        if out.ndim != 4 or out.shape[1] != self.out_channels:
+            raise RuntimeError(
+                f"{self.backbone_name!r} returned a map of shape {tuple(out.shape)}, expected "
+                f"[B, {self.out_channels}, H, W] (timm's feature_info)"
+            )
+        return out
 
     def frozen_modules(self) -> Iterator[nn.Module]:
         """Yield the frozen modules (stem and stages ``1..frozen_stages``) in forward order.

@@ -51,11 +51,14 @@ class FusionOutput:
             (before placeholder substitution; the consistency loss, eq. (2), uses these).
         attention: modality -> ``[B, 1, H, W]`` spatial attention map, when asked for and when the
             embedding has one; otherwise ``None``.
+        uncertainty: ``[B]`` per-sample uncertainty in ``[0, 1]``, from fusions that give one
+            (the evidential fusion's Dempster-Shafer uncertainty mass); otherwise ``None``.
     """
 
     fused: Tensor
     features: dict[str, Tensor]
     attention: dict[str, Tensor] | None = None
+    uncertainty: Tensor | None = None
 
 
 class AttentionEmbedding(nn.Module):
@@ -389,6 +392,15 @@ class AttentionFusion(FeatureFusion):
         (torch.Size([2, 512]), torch.Size([2, 256]), torch.Size([2, 1, 7, 7]))
     """
 
+    kinds = ("map", "vector")
+    min_modalities = 1
+    max_modalities = None
+    same_spatial = False
+    reference = ("Jiang et al., Liver Fibrosis Classification Based on Multimodal Imaging "
+                 "Feature Fusion (this library's paper), section III.C")
+    missing = "learned placeholder vector"
+    compiles = True
+
     def __init__(
         self,
         in_channels: Mapping[str, int | FeatureSpec] | int,
@@ -435,6 +447,14 @@ class ConcatFusion(FeatureFusion):
         >>> fusion({"us": torch.randn(2, 512, 4, 4), "swe": torch.randn(2, 512, 4, 4)}).fused.shape
         torch.Size([2, 128])
     """
+
+    kinds = ("map", "vector")
+    min_modalities = 1
+    max_modalities = None
+    same_spatial = False
+    reference = "concatenation of pooled per-modality vectors (late fusion; Table I baseline)"
+    missing = "learned placeholder vector"
+    compiles = True
 
     def __init__(
         self,

@@ -37,6 +37,8 @@ class ClassifierOutput:
         available: modality -> bool ``[B]`` availability actually used (after modality dropout);
             only the modalities that were given appear.
         attention: modality -> ``[B, 1, h, w]`` spatial attention maps when asked for, else ``None``.
+        uncertainty: ``[B]`` per-sample uncertainty from a fusion that gives one (the evidential
+            fusion), else ``None``.
     """
 
     logits: dict[str, Tensor]
@@ -44,6 +46,7 @@ class ClassifierOutput:
     features: dict[str, Tensor]
     available: dict[str, Tensor]
     attention: dict[str, Tensor] | None = None
+    uncertainty: Tensor | None = None
 
 
 class MultiModalClassifier(nn.Module):
@@ -196,11 +199,17 @@ class MultiModalClassifier(nn.Module):
             avail = self._drop_modalities(avail)
         use_masks = bool(masks) or dropping
 
-        maps = {m: self.encoders[m](inputs[m]) for m in given}
-        fused, features, attention = None, {}, None
+        encode = getattr(self.fusion, "encode_inputs", None)
+        if callable(encode):  # a fusion that acts inside the encoders (FiLM)
+            maps = encode(self.encoders, {m: inputs[m] for m in given},
+                          avail if use_masks else None)
+        else:
+            maps = {m: self.encoders[m](inputs[m]) for m in given}
+        fused, features, attention, uncertainty = None, {}, None, None
         if self.fusion is not None:
             fusion_out = self.fusion(maps, avail if use_masks else None, return_attention)
             fused, features, attention = fusion_out.fused, fusion_out.features, fusion_out.attention
+            uncertainty = getattr(fusion_out, "uncertainty", None)
         ensemble = self.head(maps, fused, avail if use_masks else None)
         return ClassifierOutput(
             logits=ensemble.logits,
@@ -208,4 +217,5 @@ class MultiModalClassifier(nn.Module):
             features=features,
             available=avail,
             attention=attention,
+            uncertainty=uncertainty,
         )

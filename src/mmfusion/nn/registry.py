@@ -258,7 +258,21 @@ class _Registry:
 
 
 _FUSIONS = _Registry(
-    "fusion", "register_fusion", {"attention": "mmfusion.nn.fusion", "late": "mmfusion.nn.fusion"}
+    "fusion",
+    "register_fusion",
+    {
+        "attention": "mmfusion.nn.fusion",
+        "late": "mmfusion.nn.fusion",
+        # the catalogue (issue 27), one method per module of mmfusion.nn.fusions
+        "cross_spatial_attention": "mmfusion.nn.fusions.cross_spatial_attention",
+        "gated": "mmfusion.nn.fusions.gated",
+        "low_rank_tensor": "mmfusion.nn.fusions.low_rank_tensor",
+        "film": "mmfusion.nn.fusions.film",
+        "cross_attention": "mmfusion.nn.fusions.cross_attention",
+        "bottleneck": "mmfusion.nn.fusions.bottleneck",
+        "perceiver": "mmfusion.nn.fusions.perceiver",
+        "evidential": "mmfusion.nn.fusions.evidential",
+    },
 )
 _ENCODERS = _Registry(
     "encoder", "register_encoder", {"timm": "mmfusion.nn.encoder", "tabular": "mmfusion.nn.tabular"}
