@@ -404,10 +404,10 @@ def test_predict_applies_the_runs_swe_input(tmp_path: Path, capsys: pytest.Captu
     pair = ["--checkpoint", str(out), "--us", str(row.paths["us"]), "--swe", str(row.paths["swe"])]
     assert run(predict.main, [*pair, "--out", str(tmp_path / "p0")]) == 2
     assert "--swe-scale-kpa: this model reads the SWE colour box on the reference scale" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as bad:  # argparse: usage and one error line, status 2
+    with pytest.raises(SystemExit) as bad:  # jsonargparse: usage and one error line, status 2
         run(predict.main, [*pair, "--swe-scale-kpa", "-5", "--out", str(tmp_path / "p0")])
     assert bad.value.code == 2
-    assert "--swe-scale-kpa: expected a positive number of kPa, got '-5'" in capsys.readouterr().err
+    assert "--swe_scale_kpa: expected a positive number of kPa, got '-5'" in capsys.readouterr().err
     scale = row.extra["swe_scale_kpa"]
     assert run(predict.main, [*pair, "--swe-scale-kpa", scale, "--out", str(tmp_path / "p1")]) == 0
     got = json.loads(capsys.readouterr().out)["probabilities"]

@@ -1,13 +1,8 @@
 """Command-line error handling: a known problem becomes one line on stderr and exit code 2.
 
-Every entry point of the example runs its ``main`` through :func:`run`. Problems a user can fix
-(a missing or malformed manifest, a checkpoint of another configuration, a weights file with other
-keys, an unknown preset or backbone, CUDA asked for where there is none, an occupied run folder)
-are raised as :class:`CliError` or as the library's ``ValueError``/``FileNotFoundError`` and are
-printed as ``error: <what> <fix>``, without a traceback; so are a training that diverged
-(``FloatingPointError``: a non-finite loss) and a folder that cannot be written (read-only
-filesystem, full disk). Anything else is a bug and keeps its
-traceback. Set ``MMFUSION_DEBUG=1`` to get tracebacks for everything.
+Problems a user can fix (:class:`CliError`, the library's ``ValueError``/``FileNotFoundError``, a
+diverged training, a folder that cannot be written) print ``error: <what> <fix>`` without a
+traceback; anything else is a bug and keeps it. ``MMFUSION_DEBUG=1`` shows every traceback.
 """
 
 from __future__ import annotations
@@ -17,10 +12,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-#: Exit code for a usage or input problem (argparse uses the same).
-EXIT_USAGE = 2
-#: Exit code after Ctrl-C.
-EXIT_INTERRUPTED = 130
+#: The extra that provides what the example needs beyond the library.
+EXTRA = 'pip install "mmfusion[example]"'
 #: ``OSError`` numbers a user fixes by choosing another folder or freeing space: one line.
 USER_OS_ERRORS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM})
 
@@ -38,35 +31,21 @@ def _one_line(err: BaseException) -> str:
     return text
 
 
-def _known(err: BaseException) -> bool:
-    """Whether ``err`` is a problem the user can fix (printed as one line)."""
-    if isinstance(err, (CliError, ValueError, FileNotFoundError, NotADirectoryError,
-                        PermissionError, FloatingPointError)):
-        return True
-    return isinstance(err, OSError) and err.errno in USER_OS_ERRORS
-
-
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run ``main(argv)`` and turn known problems into one line and exit code 2.
-
-    Args:
-        main: The entry point; returns an exit code or ``None`` (0).
-        argv: Arguments (``None``: ``sys.argv[1:]``).
-
-    Returns:
-        The exit code.
-    """
-    debug = os.environ.get("MMFUSION_DEBUG", "") not in ("", "0")
+    """Run ``main(argv)``; known problems become one line and exit code 2, Ctrl-C 130."""
     try:
         return int(main(argv) or 0)
     except KeyboardInterrupt:
         print("interrupted; the last completed epoch is kept: rerun with --resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 130
     except Exception as err:
-        if debug or not _known(err):
+        known = isinstance(err, (CliError, ValueError, FileNotFoundError, NotADirectoryError,
+                                 PermissionError, FloatingPointError)) or (
+            isinstance(err, OSError) and err.errno in USER_OS_ERRORS)
+        if os.environ.get("MMFUSION_DEBUG", "") not in ("", "0") or not known:
             raise
         print(f"error: {_one_line(err)}", file=sys.stderr)
-        return EXIT_USAGE
+        return 2
 
 
 def say(message: str) -> None:
@@ -76,4 +55,4 @@ def say(message: str) -> None:
 
 def warn(message: str) -> None:
     """Print a warning line to stderr."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    say(f"warning: {message}")

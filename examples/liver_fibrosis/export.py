@@ -1,25 +1,8 @@
-"""Export a trained run to ONNX (images -> stage probabilities) and check it against PyTorch.
-
-    python -m examples.liver_fibrosis.export --checkpoint runs/liver_fibrosis --out model.onnx
-    python -m examples.liver_fibrosis.export --checkpoint runs/liver_fibrosis --out us_only.onnx \\
-        --modalities us                  # a graph for clinics without SWE (SWE treated as absent)
-
-The graph has one input per modality (``[batch, 3, H, W]`` float32, normalised as in training) and
-one output ``probs`` (``[batch, 5]``, the ensemble prediction); see :func:`mmfusion.export.to_onnx`.
-``--availability-input`` adds an input ``available`` (``[batch, M]`` bool), so one graph serves
-pairs with and without SWE.
-The file carries the preprocessing facts (modalities in input order, image size, normalisation,
-stage names, the crop of each modality, the availability input) in its metadata, so that
-:class:`mmfusion.onnx_predictor.OnnxPredictor` predicts image files without PyTorch.
-The model is exported to a temporary file next to ``--out``, run once with ONNX Runtime on random
-images and compared with PyTorch, and only then renamed to ``--out``: a failed or killed export
-(or one whose probabilities are not finite: a diverged model) leaves the previous file as it was.
-"""
+"""``export``: a run to ONNX (:func:`mmfusion.export.to_onnx`), written beside ``--out``, checked
+against PyTorch with ONNX Runtime and only then renamed (a failed export leaves ``--out``)."""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import fcntl
 import glob
 import os
@@ -27,56 +10,56 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from examples.liver_fibrosis.cli import CliError, run, say
-from examples.liver_fibrosis.options import RunConfig
-from examples.liver_fibrosis.report import MEAN_STD
-from examples.liver_fibrosis.runs import load_run, swe_crop, unwritable
+from examples.liver_fibrosis.options import RunConfig, command_parser, flag, normalise
+from mmfusion.files import _fsync_folder
 from mmfusion.liver.stages import STAGE_NAMES
+
+if TYPE_CHECKING:
+    import torch
 
 #: Largest accepted difference between ONNX Runtime's and PyTorch's probabilities.
 TOLERANCE = 1e-3
 
 
-def build_parser() -> argparse.ArgumentParser:
+def load_run(checkpoint: str, device: Any) -> Any:
+    """:func:`examples.liver_fibrosis.runs.load_run` (torch is imported after parsing: a fast --help)."""
+    from examples.liver_fibrosis.runs import load_run as load
+
+    return load(checkpoint, device)
+
+
+def build_parser() -> Any:
     """The ``export`` command line."""
-    p = argparse.ArgumentParser(
-        prog="python -m examples.liver_fibrosis.export",
-        description="Export a trained liver fibrosis run to ONNX.",
-    )
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="folder of a training run")
-    p.add_argument("--out", required=True, metavar="MODEL.onnx", help="ONNX file to write")
-    p.add_argument("--modalities", metavar="M[,M]",
-                   help="graph inputs (default: all of the model's modalities)")
-    p.add_argument("--availability-input", action="store_true",
-                   help="add an input 'available' [batch, M] bool: one graph for pairs with and "
-                        "without a modality (e.g. visits without SWE)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p = command_parser("python -m examples.liver_fibrosis.export", "Export a trained liver fibrosis run to ONNX.")
+    p.add_argument("--checkpoint", required=True, help="folder of a training run")
+    p.add_argument("--out", required=True, help="ONNX file to write (MODEL.onnx)")
+    p.add_argument("--modalities", type=str | None, default=None,
+                   help="graph inputs, M[,M] (default: all of the model's modalities)")
+    flag(p, "availability_input", False, "add an input 'available' [batch, M] bool: one graph for pairs "
+         "with and without a modality (e.g. visits without SWE)")
+    flag(p, "overwrite", False, "replace an existing --out file")
     return p
 
 
-def parity(model: torch.nn.Module, predictor: object, modalities: list[str], size: int,
-           availability_input: bool) -> float:
-    """Largest ``|p_onnx - p_torch|`` on two random image pairs (and, with the availability
-    input, with the last modality missing from the second pair).
+def parity(model: torch.nn.Module, predictor: Any, modalities: list[str], size: int, availability_input: bool) -> float:
+    """Largest ``|p_onnx - p_torch|`` on two random pairs (and, with the availability input, with
+    the last modality missing from the second); non-finite or above :data:`TOLERANCE` is an error."""
+    import torch
 
-    Raises:
-        CliError: Either side's probabilities are not finite (NaN or inf), or they differ by more
-            than :data:`TOLERANCE` (a NaN difference counts as a failure).
-    """
-    x = {m: torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(i))
-         for i, m in enumerate(modalities)}
+    x = {m: torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(i)) for i, m in enumerate(modalities)}
     with torch.no_grad():
         expected = model(x).probs.numpy()
-    got = predictor({m: v.numpy() for m, v in x.items()})  # type: ignore[operator]
-    if availability_input:  # and with the last modality missing for the second sample
+    got = predictor({m: v.numpy() for m, v in x.items()})
+    if availability_input:
         present = {m: torch.tensor([True, i < len(modalities) - 1]) for i, m in enumerate(modalities)}
         with torch.no_grad():
             expected = np.concatenate([expected, model(x, present).probs.numpy()])
-        got = np.concatenate([got, predictor({m: v.numpy() for m, v in x.items()},  # type: ignore[operator]
+        got = np.concatenate([got, predictor({m: v.numpy() for m, v in x.items()},
                                              {m: v.numpy() for m, v in present.items()})])
     if not np.isfinite(expected).all():
         raise CliError("--checkpoint: the model's probabilities are not finite (NaN or inf): the "
@@ -86,24 +69,22 @@ def parity(model: torch.nn.Module, predictor: object, modalities: list[str], siz
         raise CliError(f"export: ONNX Runtime disagrees with PyTorch: its probabilities are not "
                        f"finite (max |delta p| = {diff:.2e})")
     if not diff <= TOLERANCE:  # also False for NaN
-        raise CliError(f"export: ONNX Runtime disagrees with PyTorch (max |delta p| = {diff:.2e} "
-                       f"> {TOLERANCE:g})")
+        raise CliError(f"export: ONNX Runtime disagrees with PyTorch (max |delta p| = {diff:.2e} > {TOLERANCE:g})")
     return diff
 
 
 def export_facts(cfg: RunConfig, modalities: list[str]) -> dict[str, object]:
     """``to_onnx``'s metadata arguments for a run: normalisation, stage names, crop per input."""
+    from examples.liver_fibrosis.report import MEAN_STD
+    from examples.liver_fibrosis.runs import swe_crop
+
     crop = {m: c.key for m, c in (swe_crop(cfg) or {}).items() if m in modalities}
     return {"mean": MEAN_STD[0], "std": MEAN_STD[1], "class_names": list(STAGE_NAMES), "crop": crop}
 
 
 def remove_stale_candidates(out: Path) -> list[Path]:
-    """Delete the temporary files (``.<name>.*.tmp`` beside ``out``) of exports that were killed
-    before renaming them; a live export holds a lock on its own candidate, which is kept.
-
-    Returns:
-        The files deleted.
-    """
+    """Delete the temporary files (``.<name>.*.tmp`` beside ``out``) of killed exports; a live
+    export holds a lock on its own, which is kept. Returns the files deleted."""
     removed = []
     for path in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
         try:
@@ -124,7 +105,7 @@ def remove_stale_candidates(out: Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m examples.liver_fibrosis.export``."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(normalise(argv))
     out = Path(args.out)
     if out.suffix != ".onnx":
         raise CliError(f"--out: expected a file name ending in .onnx, got {out}")
@@ -132,13 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise CliError(f"--out: {out} exists; pass --overwrite to replace it")
     if out.is_dir():
         raise CliError(f"--out: {out} is a folder; give a file name ending in .onnx")
+    import torch
+
+    from examples.liver_fibrosis.runs import unwritable
+
     cfg, model = load_run(args.checkpoint, torch.device("cpu"))
-    modalities = (
-        [m.strip() for m in args.modalities.split(",") if m.strip()]
-        if args.modalities else list(cfg.model.modalities)
-    )
-    unknown = [m for m in modalities if m not in cfg.model.modalities]
-    if unknown or not modalities:
+    modalities = ([m.strip() for m in args.modalities.split(",") if m.strip()] if args.modalities
+                  else list(cfg.model.modalities))
+    if not modalities or any(m not in cfg.model.modalities for m in modalities):
         raise CliError(f"--modalities: the model knows {list(cfg.model.modalities)}, got {modalities}")
     from mmfusion.export import OnnxPredictor, check_finite_weights, to_onnx
 
@@ -163,12 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         candidate.unlink(missing_ok=True)
         os.close(fd)
-    with contextlib.suppress(OSError):  # make the rename durable
-        folder = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+    _fsync_folder(out.parent)  # make the rename durable
     say(f"wrote {out} (inputs {modalities}, {cfg.model.image_size} px); ONNX Runtime vs PyTorch: "
         f"max |delta p| = {diff:.2e}")
     return 0

@@ -1,18 +1,9 @@
-"""The run folder, shared by every entry point: outputs, its lifecycle, data, loading.
+"""The run folder, shared by every entry point: its lifecycle, data and loading (no Lightning).
 
-A run folder holds ``config.json`` (the run's settings and the model configuration, readable by
-:func:`mmfusion.models.from_pretrained`), ``model.safetensors``, ``metrics.json``, ``log.jsonl``,
-plots, ``attention/`` overlays, ``checkpoints/`` (Lightning's resume state), ``logs/`` (CSV,
-and TensorBoard where installed) and the ``eval-*`` folders of ``evaluate``.
-
-Its lifecycle (:class:`RunFolder`): a run locks the folder (``.lock``; a second run into it is
-refused), removes what a killed run left (temporary files, the empty leftovers of a run that
-stopped before its first epoch), writes its settings (``config.json``) when it starts, so that
-``--resume`` can check them, and with ``--overwrite`` moves the previous run aside
-(``.previous-<pid>/``), restoring it if the new run fails and deleting it only once the new run
-is complete. Nothing is overwritten without ``--overwrite``.
-
-This module imports neither Lightning nor matplotlib (``--help`` works without the extras).
+:class:`RunFolder` locks the folder (``.lock``), removes what a killed run left, writes the run's
+settings (``config.json``, ``config.yaml``) when it starts, and with ``--overwrite`` moves the
+previous run aside (``.previous-<pid>/``), restoring it if the new run fails and deleting it only
+once the new run is complete. Nothing is overwritten without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -25,40 +16,24 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from examples.liver_fibrosis.cli import CliError, say, warn
-from examples.liver_fibrosis.options import RunConfig
+from examples.liver_fibrosis.cli import EXTRA, CliError, say, warn
+from examples.liver_fibrosis.options import RunConfig, load_config
+from mmfusion import files
 from mmfusion.data import Manifest, read_manifest
 from mmfusion.elastography import SWE_SCALE_COLUMN, parse_swe_scale_kpa
-from mmfusion.files import (
-    FolderLocked,
-    atomic_write_text,
-    lock_folder,
-    occupied,
-    stale_temporary_files,
-)
 from mmfusion.liver import METAVIR
 from mmfusion.models import FusionClassifier, from_pretrained, save_pretrained
 
-if TYPE_CHECKING:
-    from mmfusion.data.crops import Crop
-
-#: Files and folders a training run writes (and ``evaluate`` adds: ``eval-*``); ``--overwrite``
-#: replaces exactly these.
-RUN_OUTPUTS = ("config.json", "metrics.json", "log.jsonl", "confusion_matrix.png", "roc.png",
+#: What a training run writes (``evaluate`` adds ``eval-*``); ``--overwrite`` replaces exactly these.
+RUN_OUTPUTS = ("config.json", "config.yaml", "metrics.json", "log.jsonl", "confusion_matrix.png", "roc.png",
                "reliability", "model.safetensors", "checkpoints", "logs", "attention",
                "missing_modality.md", "missing_modality.json", "fold-*", "site-*", "eval-*")
 #: Where ``--overwrite`` keeps the run it replaces until the new one is complete.
 PREVIOUS = ".previous-"
-#: The outputs that only exist once a run trained (a model, a checkpoint, metrics, an evaluation):
-#: a folder holding none of them holds leftovers of a run that stopped before its first epoch.
-_TRAINED = ("model.safetensors", "metrics.json", "eval-*")
-#: The extra that provides what the example needs beyond the library.
-EXTRA = 'pip install "mmfusion[example]"'
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -93,9 +68,8 @@ def global_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
-def swe_crop(cfg: RunConfig) -> dict[str, Crop] | None:
-    """``--swe-input``'s crop for the SWE images, ``{"swe": crop}`` (a crop of
-    :mod:`mmfusion.elastography`; ``None``: every image cropped to its sector)."""
+def swe_crop(cfg: RunConfig) -> dict[str, Any] | None:
+    """``--swe_input``'s crop of the SWE images (:mod:`mmfusion.elastography`), or None (sector)."""
     from mmfusion.elastography import swe_crop as elastography_crop
 
     if cfg.run.swe_input == "frame" or "swe" not in cfg.model.modalities:
@@ -104,11 +78,7 @@ def swe_crop(cfg: RunConfig) -> dict[str, Crop] | None:
 
 
 def require(*packages: str) -> None:
-    """Fail before any work when an optional package the command needs is missing.
-
-    Raises:
-        CliError: Naming the missing packages and the install command.
-    """
+    """Fail before any work, naming the extra, when an optional package is missing."""
     import importlib.util
 
     def missing(name: str) -> bool:
@@ -124,47 +94,35 @@ def require(*packages: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     """Indented JSON, written atomically."""
-    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
+    files.atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
 
 
 def trained_outputs(folder: Path) -> list[str]:
-    """The names in ``folder`` that show a run trained there: a model, metrics, an evaluation, a
-    checkpoint, a run replaced by an interrupted ``--overwrite``, or a fold/site part holding any
-    of them. Everything else a run writes (``config.json``, empty ``logs/``...) is a leftover."""
+    """What shows that a run trained in ``folder`` (a model, metrics, an evaluation, a checkpoint,
+    a run an interrupted ``--overwrite`` replaced, a fold/site part holding any); the rest a run
+    writes are leftovers of a run that stopped before its first epoch."""
     if not folder.is_dir():
         return []
-    found = set(occupied(folder, (*_TRAINED, f"{PREVIOUS}*")))
+    found = set(files.occupied(folder, ("model.safetensors", "metrics.json", "eval-*", f"{PREVIOUS}*")))
     if any((folder / "checkpoints").glob("*.ckpt*")):
         found.add("checkpoints")
-    for part in [*folder.glob("fold-*"), *folder.glob("site-*")]:
-        if part.is_dir() and trained_outputs(part):
-            found.add(part.name)
+    found.update(p.name for p in [*folder.glob("fold-*"), *folder.glob("site-*")] if p.is_dir() and trained_outputs(p))
     return sorted(found)
 
 
 def has_training_state(folder: Path) -> bool:
-    """True when ``folder`` (or one of its fold/site parts) holds a checkpoint or a model: what
-    ``--resume`` continues, and what its saved settings must then match."""
-    return any(folder.glob("model.safetensors")) or any(folder.glob("checkpoints/*.ckpt")) or any(
-        folder.glob(f"{part}/{name}") for part in ("fold-*", "site-*")
-        for name in ("model.safetensors", "checkpoints/*.ckpt"))
+    """Whether ``folder`` (or a fold/site part) holds a checkpoint or a model: what ``--resume``
+    continues, and what its saved settings must then match."""
+    return any(any(folder.glob(f"{part}{name}")) for part in ("", "fold-*/", "site-*/")
+               for name in ("model.safetensors", "checkpoints/*.ckpt"))
 
 
 def check_free(out: Path, names: tuple[str, ...], flag_ok: bool, what: str = "a run") -> list[str]:
-    """The one rule for output folders: refuse to write over ``names`` unless allowed.
-
-    For a training run (``names`` is :data:`RUN_OUTPUTS`) only what shows that a run trained counts
-    (:func:`trained_outputs`); the leftovers of a run that stopped before its first epoch do not.
-
-    Returns:
-        The names found (to replace when overwriting).
-
-    Raises:
-        CliError: ``out`` is a file, or holds outputs and ``flag_ok`` is false.
-    """
+    """Refuse to write over ``names`` in ``out`` unless allowed (for a training run only what shows
+    that a run trained counts); returns the names found."""
     if out.exists() and not out.is_dir():
         raise CliError(f"--out: {out} exists and is not a folder; choose another --out")
-    taken = occupied(out, names)
+    taken = files.occupied(out, names)
     blocking = trained_outputs(out) if names == RUN_OUTPUTS else taken
     if blocking and not flag_ok:
         raise CliError(f"--out: {out} already holds {what} ({', '.join(blocking[:4])}); pass "
@@ -183,23 +141,20 @@ def remove(out: Path, names: list[str]) -> None:
 
 
 def unwritable(out: Path, err: OSError) -> CliError | None:
-    """A one-line error for an output folder that cannot be written (read-only filesystem, no
-    permission, full disk), or ``None`` for other errors."""
+    """A one-line error for a folder that cannot be written (read-only, no permission, full)."""
     if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
         where = f" ({err.filename})" if err.filename else ""
-        return CliError(f"--out: cannot write into {out}{where}: {os.strerror(err.errno)}; "
-                        "choose a writable --out")
+        return CliError(f"--out: cannot write into {out}{where}: {os.strerror(err.errno)}; choose a writable --out")
     return None
 
 
 @contextlib.contextmanager
 def holding_lock(out: Path) -> Iterator[Path]:
-    """Hold ``out``'s lock (:func:`mmfusion.files.lock_folder`; the folder is created) for the
-    block, with one-line errors: another process holds it, or the folder cannot be written."""
+    """Hold ``out``'s lock (:func:`mmfusion.files.lock_folder`) for the block, with one-line errors."""
     try:
-        lock = lock_folder(out)
+        lock = files.lock_folder(out)
         lock.__enter__()
-    except FolderLocked as err:
+    except files.FolderLocked as err:
         holder = f"pid {err.pid}" if err.pid else "a process"
         raise CliError(f"--out: another run ({holder}) holds {out} (its lock {out / '.lock'}); "
                        "wait for it to finish, or choose another --out") from err
@@ -217,43 +172,35 @@ def holding_lock(out: Path) -> Iterator[Path]:
 
 
 class RunFolder:
-    """The lifecycle of a training run's folder, as a context manager (rank 0 does the work).
+    """A training run's folder for the block (rank 0 does the work; ``main=False`` does nothing).
 
-    On entering: take the folder's lock (another run holding it -> one line naming its pid),
-    remove temporary files a killed run left, remove the leftovers of a run that stopped before
-    its first epoch, move the previous run aside when overwriting, and write ``config.json`` (the
-    run's settings; the model's ``save_pretrained`` rewrites it at the end). On leaving: after
-    success, delete the run moved aside; after an error, delete the new run's outputs and put the
-    previous run back (after Ctrl-C both are kept: the new run can be resumed).
-
-    Args:
-        cfg: The run's configuration (``cfg.run.out`` is the folder).
-        main: Whether this process is rank 0 (other ranks only wait for it through Lightning).
+    Entering takes the lock, cleans what a killed run left, moves the previous run aside when
+    overwriting and writes the settings. Leaving after success deletes the run moved aside; after
+    an error it deletes the new outputs and puts the previous run back (after Ctrl-C both stay:
+    the new run can be resumed).
     """
 
     def __init__(self, cfg: RunConfig, main: bool = True) -> None:
-        self.cfg, self.main = cfg, main
-        self.out = Path(cfg.run.out)
+        self.cfg, self.main, self.out = cfg, main, Path(cfg.run.out)
         self.aside: Path | None = None
-        self._lock: Any = None
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> RunFolder:
-        if not self.main:
-            return self
-        started = time.time()
-        lock = holding_lock(self.out)
-        lock.__enter__()
-        self._lock = lock
-        try:
-            self._prepare(started)
-        except BaseException:
-            self._release()
-            raise
+        if self.main:
+            started = time.time()
+            with contextlib.ExitStack() as undo:  # the lock is released if preparing fails
+                undo.enter_context(holding_lock(self.out))
+                self._prepare(started)
+                self._stack = undo.pop_all()
+            self._stack.push(self._finish)
         return self
+
+    def __exit__(self, *error: Any) -> None:
+        self._stack.__exit__(*error)
 
     def _prepare(self, started: float) -> None:
         r, out = self.cfg.run, self.out
-        stale = stale_temporary_files(out, started)
+        stale = files.stale_temporary_files(out, started)
         for path in stale:
             path.unlink(missing_ok=True)
         if stale:
@@ -267,29 +214,20 @@ class RunFolder:
         if previous:
             warn(f"{out}: {', '.join(previous)} holds the run an interrupted --overwrite replaced; "
                  "it is deleted when this run completes (move it elsewhere to keep it)")
-        leftovers = [] if trained else occupied(out, RUN_OUTPUTS)
+        leftovers = [] if trained else files.occupied(out, RUN_OUTPUTS)
         if leftovers and not r.resume:
             remove(out, leftovers)
-            say(f"{out}: removed the leftovers of a run that stopped before its first epoch "
-                f"({', '.join(leftovers)})")
-        if r.overwrite and not r.resume:
-            replaced = sorted(set(occupied(out, RUN_OUTPUTS)))
-            if replaced:
-                self.aside = out / f"{PREVIOUS}{os.getpid()}"
-                self.aside.mkdir()
-                for name in replaced:
-                    (out / name).rename(self.aside / name)
+            say(f"{out}: removed the leftovers of a run that stopped before its first epoch ({', '.join(leftovers)})")
+        replaced = sorted(set(files.occupied(out, RUN_OUTPUTS))) if r.overwrite and not r.resume else []
+        if replaced:
+            self.aside = out / f"{PREVIOUS}{os.getpid()}"
+            self.aside.mkdir()
+            for name in replaced:
+                (out / name).rename(self.aside / name)
         write_json(out / "config.json", self.cfg.to_json())
+        files.atomic_write_text(out / "config.yaml", self.cfg.to_yaml())
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        try:
-            if self.main:
-                self._finish(kind)
-        finally:
-            self._release()
-
-    def _finish(self, kind: type[BaseException] | None) -> None:
+    def _finish(self, kind: type[BaseException] | None, *_: Any) -> None:
         out = self.out
         if kind is None:
             for folder in sorted(out.glob(f"{PREVIOUS}*")):
@@ -297,27 +235,17 @@ class RunFolder:
             if self.aside is not None:
                 say(f"{out}: the previous run is replaced")
         elif self.aside is not None and not issubclass(kind, (KeyboardInterrupt, SystemExit)):
-            remove(out, occupied(out, RUN_OUTPUTS))
+            remove(out, files.occupied(out, RUN_OUTPUTS))
             for path in sorted(self.aside.iterdir()):
                 path.rename(out / path.name)
             self.aside.rmdir()
             warn(f"{out}: this run failed; the previous run is put back as it was")
         elif self.aside is not None:
-            warn(f"{out}: the replaced run is kept in {self.aside} until this run completes "
-                 "(--resume)")
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.__exit__(None, None, None)
-            self._lock = None
+            warn(f"{out}: the replaced run is kept in {self.aside} until this run completes (--resume)")
 
 
 def check_finite(model: torch.nn.Module, cfg: RunConfig) -> None:
-    """Refuse a diverged model: every floating-point parameter and buffer must be finite.
-
-    Raises:
-        CliError: Naming the first non-finite tensors and the learning rate.
-    """
+    """Refuse a diverged model (a floating-point parameter or buffer that is not finite)."""
     bad = [name for name, tensor in model.state_dict().items()
            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
     if bad:
@@ -327,30 +255,13 @@ def check_finite(model: torch.nn.Module, cfg: RunConfig) -> None:
 
 
 def save_run_model(model: FusionClassifier, cfg: RunConfig, out: Path) -> None:
-    """``config.json`` + ``model.safetensors`` of a run (the model config plus the run's settings).
-
-    Raises:
-        CliError: A parameter or buffer is not finite (a diverged run): nothing is saved.
-    """
+    """``config.json`` (the model config plus the run's settings) + ``model.safetensors``."""
     check_finite(model, cfg)
     save_pretrained(model, out, overwrite=True, extra=cfg.to_json())
 
 
-def load_config(folder: str | Path) -> RunConfig:
-    """The :class:`RunConfig` of a run folder."""
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise CliError(f"--checkpoint: {path.parent} holds no config.json; pass the --out folder of a training run")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, RecursionError, UnicodeDecodeError) as err:
-        reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
-        raise CliError(f"{path}: not a readable JSON run configuration ({reason})") from err
-    return RunConfig.from_json(data, source=str(path))
-
-
 def load_run(checkpoint: str | Path, device: torch.device) -> tuple[RunConfig, FusionClassifier]:
-    """A finished run's configuration and model (weights from the run; nothing else is loaded)."""
+    """A finished run's configuration and model."""
     folder = Path(checkpoint)
     if not folder.is_dir():
         raise CliError(f"--checkpoint: {folder} is not a folder; pass the --out folder of a training run")
@@ -361,23 +272,13 @@ def load_run(checkpoint: str | Path, device: torch.device) -> tuple[RunConfig, F
                 else " (training unfinished?)")
         raise CliError(f"--checkpoint: {folder} holds no model.safetensors{hint}")
     try:
-        model = from_pretrained(folder, map_location=device)
+        return cfg, from_pretrained(folder, map_location=device)
     except ValueError as err:
         raise CliError(f"--checkpoint: {err}") from err
-    return cfg, model
-
-
-def is_phantom(cfg: RunConfig) -> bool:
-    """True when the run uses the generated phantom (no ``--data``)."""
-    return not cfg.run.data
 
 
 def prepare_phantom(cfg: RunConfig) -> Path:
-    """Generate the phantom into ``phantom_dir`` unless it is already there; its manifest path.
-
-    Raises:
-        CliError: The folder holds a phantom made with other parameters or another generator.
-    """
+    """Generate the phantom into ``phantom_dir`` unless it is there; its manifest path."""
     from mmfusion.liver import make_phantom_dataset
 
     root = Path(cfg.run.phantom_dir)
@@ -394,13 +295,13 @@ def prepare_phantom(cfg: RunConfig) -> Path:
 
 def manifest_path(cfg: RunConfig) -> Path:
     """The manifest a run reads: ``--data``, or the phantom's (which must already exist)."""
-    if cfg.run.data:
-        path = Path(cfg.run.data)
-        if not path.is_file():
-            raise CliError(f"--data: manifest {path} does not exist; pass the path of a CSV with "
-                           "columns patient_id,us_path,swe_path,stage (or omit --data for the phantom)")
-        return path
-    return Path(cfg.run.phantom_dir) / "manifest.csv"
+    if not cfg.run.data:
+        return Path(cfg.run.phantom_dir) / "manifest.csv"
+    path = Path(cfg.run.data)
+    if not path.is_file():
+        raise CliError(f"--data: manifest {path} does not exist; pass the path of a CSV with "
+                       "columns patient_id,us_path,swe_path,stage (or omit --data for the phantom)")
+    return path
 
 
 #: Manifests read by :func:`load_manifest`, keyed by the file's identity and content stamp.
@@ -408,23 +309,17 @@ _MANIFESTS: dict[tuple[str, int, int, int, str], Manifest] = {}
 
 
 def load_manifest(cfg: RunConfig, verify: str = "header") -> Manifest:
-    """Read and check the run's manifest (the phantom's is only checked for existing files).
-
-    ``verify="header"`` (the default) reads each image's header only: training decodes every
-    image once when it builds its data sets (and names the line of one that fails there), so the
-    manifest check does not decode them again. A manifest read before in this process (same file,
-    same size and modification time, same check) is not read again.
-    """
+    """Read and check the run's manifest (image headers only: training decodes every image once
+    anyway; the phantom's only for existing files), once per process and file version."""
     path = manifest_path(cfg)
     verify = verify if cfg.run.data else "exists"
     try:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size, verify)
-        manifest = _MANIFESTS.get(key)
-        if manifest is None:
-            manifest = _MANIFESTS[key] = read_manifest(
-                path, labels=METAVIR, verify=verify, columns={SWE_SCALE_COLUMN: parse_swe_scale_kpa}
-            )
+        if key not in _MANIFESTS:
+            _MANIFESTS[key] = read_manifest(path, labels=METAVIR, verify=verify,
+                                            columns={SWE_SCALE_COLUMN: parse_swe_scale_kpa})
+        manifest = _MANIFESTS[key]
     except ValueError as err:
         raise CliError(f"--data: {' '.join(str(err).split())}") from err
     missing = [m for m in cfg.model.modalities if m not in manifest.modalities]

@@ -1,115 +1,92 @@
-"""Train the liver fibrosis fusion network (paper section III.E) and evaluate it on held-out patients.
-
-Run from the repository root::
-
-    python -m examples.liver_fibrosis.train --out runs/liver_fibrosis            # phantom, default preset
-    python -m examples.liver_fibrosis.train --data my.csv --preset paper --weights imagenet
-    torchrun --nproc_per_node=4 -m examples.liver_fibrosis.train --out runs/ddp    # data parallel
-
-The run folder gets ``config.json`` + ``model.safetensors`` (loadable with
-:func:`mmfusion.models.from_pretrained`), ``log.jsonl`` (one line per epoch), ``metrics.json``,
-``confusion_matrix.png``, ``roc.png``, ``attention/`` overlays, ``logs/`` (CSV; TensorBoard where
-installed) and ``checkpoints/last.ckpt`` for ``--resume``. The run's settings are written into
-``config.json`` when it starts, and ``--resume`` refuses other settings. A previous run is never
-overwritten without ``--overwrite`` (and then only once the new run is complete).
-
-Needs the ``example`` extra (Lightning, matplotlib): ``pip install "mmfusion[example]"``;
-``--help`` works without it.
-"""
+"""``train``: the liver fibrosis fusion network (paper III.E), evaluated on held-out patients;
+``--help`` shows the defaults that apply here (see docs/liver_fibrosis.rst)."""
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import torch
-
+from examples.liver_fibrosis import options
 from examples.liver_fibrosis.cli import CliError, run, say
-from examples.liver_fibrosis.options import (
-    RESUME_FREE,
-    RunConfig,
-    add_settings_arguments,
-    explicit_overrides,
-    preset_config,
-    validate,
-)
-from examples.liver_fibrosis.runs import (
-    global_rank,
-    has_training_state,
-    load_config,
-    require,
-    resolve_device,
-)
+
+PROG = "python -m examples.liver_fibrosis.train"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``train`` command line (one option per configuration field)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m examples.liver_fibrosis.train",
-        description="Train the liver fibrosis fusion network (US + SWE) and evaluate it on held-out patients.",
-    )
-    parser.add_argument("--config", metavar="CONFIG.json",
-                        help="rerun a saved config.json (command-line options still win)")
-    add_settings_arguments(parser)
+def machine_config(given: dict[str, Any], cheap: bool = False) -> tuple[options.RunConfig, str]:
+    """The configuration a new run starts from here: the preset (given, or this machine's) with
+    the runtime defaults of its device; and a line saying why (empty when ``--preset`` was given)."""
+    if not cheap:
+        from examples.liver_fibrosis.runs import resolve_device
+
+        resolve_device(str(given.get("device", "auto")))  # a clear error for a device not here
+    cuda = options.cuda_count(str(given.get("device", "auto")), cheap) > 0
+    preset, reason = str(given.get("preset") or ""), ""
+    if not preset:
+        preset, reason = options.default_preset(cuda, any(given.get(k) for k in ("weights", "weights_us", "weights_swe")))
+    auto = {"amp": "bf16" if cuda else "off", "channels_last": cuda, "workers": 4 if cuda else 0}
+    return options.preset_config(preset, auto), reason
+
+
+def build_parser(base: options.RunConfig | None = None, why: str = "") -> Any:
+    """The ``train`` command line; its defaults are ``base`` (default: this machine's)."""
+    if base is None:
+        base, reason = machine_config({}, cheap=True)
+        why = f"; default here: {base.preset.removeprefix('liver_fibrosis_')} ({reason})"
+    parser = options.command_parser(PROG, "Train the liver fibrosis fusion network (US + SWE) and evaluate "
+                                  "it on held-out patients.")
+    options.add_settings(parser, base, preset_help=why)
     return parser
 
 
-def default_preset(device: torch.device, has_weights: bool) -> tuple[str, str]:
-    """``(preset, reason)`` for a run whose ``--preset`` was not given."""
-    if device.type != "cuda":
-        return "quick", "CUDA is not available, so the paper's ResNet-50 would take hours"
-    if not has_weights:
-        return "quick", ("CUDA is available but no --weights were given, and the paper preset "
-                         "freezes stages 1-3 of pretrained encoders; pass --weights imagenet for it")
-    return "paper", f"CUDA is available ({torch.cuda.get_device_name(device)}) and weights are given"
+def resolve_config(argv: Sequence[str] | None) -> options.RunConfig:
+    """The run's configuration: the preset (or the ``--resume``'d run's), the ``--config`` files,
+    then the command line."""
+    argv = options.normalise(argv)
+    for i, (flag, value) in enumerate(zip(argv, argv[1:], strict=False)):  # a run folder or its config.json (before 26)
+        if flag == "--config" and (Path(value).is_dir() or value.endswith(".json")):
+            argv[i + 1] = options.load_config(Path(value) if Path(value).is_dir() else Path(value).parent).to_yaml()
+    given = options.named(argv)
+    cheap = any(a in ("-h", "--help") or a.startswith("--print_config") for a in argv)
+    out = Path(str(given.get("out", "runs/liver_fibrosis")))
+    saved = None
+    if given.get("resume") is True and (out / "config.json").is_file():
+        saved = options.load_config(out)
+        base, why = saved.replace(resume=False, overwrite=False), f"; default: the one {out} was trained with"
+        if not cheap:
+            from examples.liver_fibrosis.runs import has_training_state
 
-
-def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """Preset (or a saved ``config.json`` for ``--config``/``--resume``) + command-line options."""
-    overrides = explicit_overrides(args)
-    out = Path(overrides.setdefault("out", "runs/liver_fibrosis"))
-    saved: RunConfig | None = None
-    if args.config:
-        saved = load_config(Path(args.config).parent if Path(args.config).is_file() else args.config)
-    elif args.resume and (out / "config.json").is_file():
-        saved = load_config(out)
-    if saved is not None:
-        if args.resume and has_training_state(out):  # what was trained must match
-            base = {**saved.model.to_dict(), **saved.training.to_dict(), **vars(saved.run)}
-            conflicts = {k: (base[k], v) for k, v in overrides.items()
-                         if k not in RESUME_FREE and k in base and _norm(base[k]) != _norm(v)}
-            if conflicts:
-                listed = "; ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in conflicts.items())
-                raise CliError(f"--resume: {out} was trained with other settings ({listed}); drop "
-                               "those options to resume it, or start a new run with another --out")
-        cfg = saved.replace(**{**overrides, "resume": bool(args.resume),
-                               "overwrite": bool(args.overwrite)})
+            saved = saved if has_training_state(out) else None
     else:
-        device = resolve_device(overrides.get("device", "auto"))
-        preset = args.preset
-        if preset is None:
-            preset, reason = default_preset(device, bool(overrides.get("weights")))
-            if global_rank() == 0:
-                say(f"preset: {preset} ({reason}; choose with --preset paper|quick)")
-        cuda = device.type == "cuda"
-        auto = {"amp": "bf16" if cuda else "off", "channels_last": cuda, "workers": 4 if cuda else 0}
-        cfg = preset_config(preset, {**auto, **overrides})
-    validate(cfg)
+        base, reason = machine_config(given, cheap)
+        why = f"; default here: {base.preset.removeprefix('liver_fibrosis_')} ({reason})" if reason else ""
+        if reason and not cheap and int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
+            say(f"preset: {base.preset.removeprefix('liver_fibrosis_')} ({reason}; choose with --preset paper|quick)")
+    namespace = build_parser(base, why).parse_args(argv)
+    preset = options.resolve_preset(namespace.preset)
+    if preset != base.preset:  # a --config file's preset: its settings start from it
+        base = options.preset_config(preset, {})
+    cfg = base.replace(**options.settings_of(namespace))
+    if saved is not None:  # what was trained must match
+        old, new = saved.flat(), cfg.flat()
+        conflicts = [f"{k}: saved {old[k]!r}, asked {new[k]!r}" for k in given
+                     if k in old and k not in options.RESUME_FREE and old[k] != new[k]]
+        if conflicts:
+            raise CliError(f"--resume: {out} was trained with other settings ({'; '.join(conflicts)}); "
+                           "drop those options to resume it, or start a new run with another --out")
+    options.validate(cfg)
     return cfg
-
-
-def _norm(value: object) -> object:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m examples.liver_fibrosis.train``."""
-    args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    cfg = resolve_config(args)
+    cfg = resolve_config(argv)
+    from examples.liver_fibrosis.runs import global_rank, require
+
     require("matplotlib", "lightning")  # the plots come at the end: fail now, not after training
     from examples.liver_fibrosis.runner import run_training, weights_check
 
