@@ -6,13 +6,15 @@ STAMP  := $(VENV)/.installed-all
 
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install test lint docs train bench ablation clean
+.PHONY: help install test lint docs train bench fusion-cost fusion-bench ablation clean
 
 help:
 	@echo "make test   - install (.venv) and run ruff + the test suite"
 	@echo "make train  - train the liver fibrosis example on the embedded phantom into runs/"
 	@echo "make docs   - build the Sphinx docs (warnings are errors) into docs/_build/html"
 	@echo "make bench  - throughput benchmark (GPU if present, else the quick CPU mode)"
+	@echo "make fusion-cost - cost of every fusion method on this CPU (benchmarks/results)"
+	@echo "make fusion-bench - the fusion benchmark of issue 28 (resumable, ~3 h on 2 cores)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +44,12 @@ ablation: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.throughput --overwrite
+
+fusion-cost: $(STAMP)
+	$(PY) -m benchmarks.fusion_cost
+
+fusion-bench: $(STAMP)
+	$(PY) -m benchmarks.fusion_bench
 
 clean:
 	rm -rf docs/_build .pytest_cache .ruff_cache .hypothesis

@@ -12,6 +12,10 @@ Everything that knows about livers lives here; :mod:`mmfusion.nn`, :mod:`mmfusio
   2D-SWE cut-offs.
 - :mod:`~mmfusion.liver.baseline`: a non-deep baseline, stiffness and texture statistics ->
   logistic regression (loads scikit-learn and OpenCV on first use, like the phantom).
+- :mod:`~mmfusion.liver.labs`: lab values (age, AST, ALT, platelets) as a third modality, their
+  per-stage distributions, exact likelihood and the FIB-4 / APRI scores;
+  :mod:`~mmfusion.liver.lab_baseline`: those scores read with their published cut-offs
+  (:data:`~mmfusion.liver.FIB4_CUTOFFS`, :data:`~mmfusion.liver.APRI_CUTOFFS`), a third baseline.
 
 The phantom's names are importable from here (``from mmfusion.liver import make_phantom_dataset``);
 they load on first use, so importing the stage vocabulary does not load the phantom.
@@ -21,7 +25,26 @@ from __future__ import annotations
 
 from mmfusion._lazy import attach
 from mmfusion.liver import presets  # noqa: F401 - registers the liver's models (create_model)
-from mmfusion.liver.cutoffs import HERRMANN_2018, SweCutoffs, stage_from_kpa
+from mmfusion.liver.cutoffs import (
+    APRI_CIRRHOSIS_CUTOFFS,
+    APRI_CUTOFFS,
+    FIB4_CUTOFFS,
+    HERRMANN_2018,
+    ScoreCutoffs,
+    SweCutoffs,
+    score_band,
+    stage_from_kpa,
+)
+from mmfusion.liver.labs import (
+    LAB_COLUMNS,
+    LAB_MODEL,
+    LabModel,
+    apri,
+    cohort_labs,
+    fib4,
+    labs_log_likelihood,
+    sample_labs,
+)
 from mmfusion.liver.stages import METAVIR, NUM_STAGES, STAGE_NAMES, parse_stage, stage_name
 
 _PHANTOM_NAMES = (
@@ -38,6 +61,8 @@ _PHANTOM_NAMES = (
     "colour_lut",
     "generator_fingerprint",
     "get_style",
+    "interaction_ceilings",
+    "interaction_config",
     "make_phantom_dataset",
     "phantom_truth",
     "sample_cohort",
@@ -45,19 +70,46 @@ _PHANTOM_NAMES = (
 
 _BASELINE_NAMES = ("FEATURE_NAMES", "LogisticBaseline", "baseline_features", "pair_features")
 
+_LAB_BASELINE_NAMES = (
+    "LabCutoffBaseline",
+    "cutoff_readouts",
+    "evaluate_lab_baseline",
+    "lab_scores",
+    "score_aurocs",
+)
+
 __all__ = [
+    "APRI_CIRRHOSIS_CUTOFFS",
+    "APRI_CUTOFFS",
+    "FIB4_CUTOFFS",
     "HERRMANN_2018",
+    "LAB_COLUMNS",
+    "LAB_MODEL",
     "METAVIR",
     "NUM_STAGES",
     "STAGE_NAMES",
+    "LabModel",
+    "ScoreCutoffs",
     "SweCutoffs",
+    "apri",
+    "cohort_labs",
+    "fib4",
+    "labs_log_likelihood",
     "parse_stage",
+    "sample_labs",
+    "score_band",
     "stage_from_kpa",
     "stage_name",
     *_PHANTOM_NAMES,
     *_BASELINE_NAMES,
+    *_LAB_BASELINE_NAMES,
 ]
 
 __getattr__, __dir__ = attach(
-    __name__, {"mmfusion.liver.phantom": _PHANTOM_NAMES, "mmfusion.liver.baseline": _BASELINE_NAMES}
+    __name__,
+    {
+        "mmfusion.liver.phantom": _PHANTOM_NAMES,
+        "mmfusion.liver.baseline": _BASELINE_NAMES,
+        "mmfusion.liver.lab_baseline": _LAB_BASELINE_NAMES,
+    },
 )

@@ -12,6 +12,9 @@
 - :func:`aggregate_patients`, :func:`patient_report`: one answer per patient from its views
   (mean, geometric mean or, for ordered classes, the most advanced class), and the report at the
   patient level.
+- :func:`paired_bootstrap`: is model A better than model B on the same patients? The paired
+  patient bootstrap of the difference in accuracy and macro AUROC; :func:`t_interval` /
+  :func:`paired_t_interval`: Student's t-interval of a mean (of differences) over a few seeds.
 - :func:`expected_calibration_error`, :func:`reliability_diagram`: is a probability of 0.8 right
   80% of the time? :func:`fit_temperature` / :func:`apply_temperature`: temperature scaling.
 
@@ -27,6 +30,7 @@ from mmfusion.metrics.calibration import (
     reliability_diagram,
 )
 from mmfusion.metrics.format import format_interval, format_report
+from mmfusion.metrics.paired import paired_bootstrap, paired_t_interval, t_interval
 from mmfusion.metrics.patients import (
     AGGREGATION_METHODS,
     PatientPredictions,
@@ -46,7 +50,10 @@ __all__ = [
     "fit_temperature",
     "format_interval",
     "format_report",
+    "paired_bootstrap",
+    "paired_t_interval",
     "patient_report",
     "reliability_diagram",
     "roc_curves",
+    "t_interval",
 ]

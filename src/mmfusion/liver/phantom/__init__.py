@@ -13,10 +13,12 @@ scanner styles, and the ground truth needed to check ROI detection and models.
 """
 
 from mmfusion.liver.phantom.ceiling import bayes_ceiling
+from mmfusion.liver.phantom.ceilings import interaction_ceilings
 from mmfusion.liver.phantom.cohort import PatientLatent, sample_cohort
 from mmfusion.liver.phantom.config import PhantomConfig
 from mmfusion.liver.phantom.generator import LiverPhantom, PhantomPair, PhantomTruth
 from mmfusion.liver.phantom.geometry import SectorGeometry
+from mmfusion.liver.phantom.interaction import interaction_config
 from mmfusion.liver.phantom.styles import STYLES, ScannerStyle, get_style
 from mmfusion.liver.phantom.swe import colour_lut
 from mmfusion.liver.phantom.writer import (
@@ -40,6 +42,8 @@ __all__ = [
     "colour_lut",
     "generator_fingerprint",
     "get_style",
+    "interaction_ceilings",
+    "interaction_config",
     "make_phantom_dataset",
     "phantom_truth",
     "sample_cohort",

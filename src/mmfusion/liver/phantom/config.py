@@ -54,6 +54,32 @@ class PhantomConfig:
         organ_prob: Probabilities of a kidney and of a gallbladder in a view.
         box_near_capsule_prob: Probability that the SWE box is placed too close to the capsule
             (its top rows then show reverberation-biased, unreliable stiffness).
+        labs: Draw lab values per patient (age, AST, ALT, platelets; :mod:`mmfusion.liver.labs`)
+            and write them as manifest columns on every view row (default False: the manifest is
+            unchanged). Drawn from their own random stream, so images are unchanged either way.
+        labs_missing_share: Share of PATIENTS without labs (empty cells), in [0, 1); only used
+            with ``labs=True``. Default 0.15: an assumption (blood tests within a few months of
+            the exam are missing for a minority of patients in retrospective elastography
+            cohorts), not a published figure.
+        decoy_share: Share ``rho`` of VIEWS with a decoy (issue 28's interaction knob; 0: none,
+            the phantom of version 2 exactly). A decoy is a stage-independent hypoechoic region that
+            only B-mode shows; where it crosses the SWE box the colour shows the decoy's stiffness
+            instead of the liver's (:mod:`~mmfusion.liver.phantom.interaction`). Drawn from a
+            random stream of its own, so every other draw is unchanged.
+        decoy_cover: Range of the share of the SWE box the decoy covers (uniform). Default
+            (0.3, 0.7): issue 28 says 30-60 %; the range is made symmetric around 0.5 so that the
+            liver's share ``1 - u`` has the same distribution as the decoy's ``u`` and the share
+            cannot tell liver from decoy (with (0.3, 0.6) a region covering over 60 % is liver).
+        decoy_median_kpa: Median of the decoy's log-normal stiffness. Default 8 kPa (issue 28):
+            between the F2 and F3 medians, so that a decoy reads as plausible liver.
+        decoy_log_sigma: Sigma of the PATIENT's ``log(decoy stiffness)`` (one value per patient;
+            each decoy view varies around it by ``view_stiffness_log_sd``, as the liver does).
+            Default 0.3 (our choice): the central 95 % spans about 4.4-14 kPa, the range of the
+            F0-F4 medians, so the value alone rarely gives the decoy away.
+        void_black: Draw void (uncoloured) pixels of the SWE box black instead of B-mode grey
+            (about 14 % of a box's pixels are void). Default False: the version-2 phantom. Not
+            implied by ``decoy_share`` (the B-mode grey of the SWE frame never shows the decoy);
+            set it alike in every arm of a comparison.
     """
 
     width: int = 800
@@ -75,6 +101,13 @@ class PhantomConfig:
     reverberation_prob: float = 0.6
     organ_prob: tuple[float, float] = (0.3, 0.2)
     box_near_capsule_prob: float = 0.25
+    labs: bool = False
+    labs_missing_share: float = 0.15
+    decoy_share: float = 0.0
+    decoy_cover: tuple[float, float] = (0.3, 0.7)
+    decoy_median_kpa: float = 8.0
+    decoy_log_sigma: float = 0.3
+    void_black: bool = False
 
     def __post_init__(self) -> None:
         if self.width < 64 or self.height < 48:
@@ -113,6 +146,28 @@ class PhantomConfig:
                 raise ValueError(f"{name}: expected a probability in [0, 1], got {getattr(self, name)}")
         if len(self.organ_prob) != 2 or not all(0.0 <= p <= 1.0 for p in self.organ_prob):
             raise ValueError(f"organ_prob: expected two probabilities, got {self.organ_prob}")
+        if not isinstance(self.labs, bool):
+            raise ValueError(f"labs: expected True or False, got {self.labs!r}")
+        if not 0.0 <= self.labs_missing_share < 1.0:
+            raise ValueError(
+                f"labs_missing_share: expected a share in [0, 1), got {self.labs_missing_share}"
+            )
+        self._check_decoy()
+
+    def _check_decoy(self) -> None:
+        if not 0.0 <= self.decoy_share <= 1.0:
+            raise ValueError(f"decoy_share: expected a share in [0, 1], got {self.decoy_share}")
+        if len(self.decoy_cover) != 2 or not 0.0 < self.decoy_cover[0] < self.decoy_cover[1] < 1.0:
+            raise ValueError(
+                f"decoy_cover: expected (low, high) with 0 < low < high < 1, got {self.decoy_cover}"
+            )
+        if not self.decoy_median_kpa > 0 or not self.decoy_log_sigma > 0:
+            raise ValueError(
+                "decoy_median_kpa, decoy_log_sigma: expected positive values, got "
+                f"{self.decoy_median_kpa} and {self.decoy_log_sigma}"
+            )
+        if not isinstance(self.void_black, bool):
+            raise ValueError(f"void_black: expected True or False, got {self.void_black!r}")
 
     @property
     def sites(self) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from mmfusion.liver.phantom.bmode import render_bmode
 from mmfusion.liver.phantom.cohort import PatientLatent, sample_cohort, sample_latents, sample_view
 from mmfusion.liver.phantom.config import PhantomConfig
 from mmfusion.liver.phantom.geometry import SectorGeometry, sample_geometry
+from mmfusion.liver.phantom.interaction import darken_bmode, patient_decoy_kpa, sample_decoy
 from mmfusion.liver.phantom.overlays import Overlay, draw_colour_bar
 from mmfusion.liver.phantom.styles import ScannerStyle
 from mmfusion.liver.phantom.swe import render_swe, sample_swe_box
@@ -46,6 +47,10 @@ class PhantomTruth:
         style: Name of the site's scanner style.
         swe_shift: Horizontal offset in pixels of the SWE frame's fan from the B-mode frame's
             (0 for a single layout; a dual-view screen shows its elastogram to the right).
+        decoy: Whether the view has a decoy region (``PhantomConfig.decoy_share``).
+        decoy_cover: Share of the SWE box's pixels the decoy covers (0 without one).
+        decoy_kpa: The decoy's stiffness in this view (0 without one): the patient's decoy
+            stiffness times the per-view variation (:mod:`~mmfusion.liver.phantom.interaction`).
     """
 
     patient_id: str
@@ -62,6 +67,9 @@ class PhantomTruth:
     site: str = "A"
     style: str = "classic"
     swe_shift: int = 0
+    decoy: bool = False
+    decoy_cover: float = 0.0
+    decoy_kpa: float = 0.0
 
     def sector_geometry(self, modality: str = "us") -> SectorGeometry:
         """The fan geometry of the ``"us"`` or the ``"swe"`` frame."""
@@ -108,12 +116,15 @@ class PhantomPair:
         truth: Its :class:`PhantomTruth`.
         swe_kpa: ``[h, w]`` float32 true stiffness in kPa that each pixel of the SWE box encodes
             (``truth.swe_box``; NaN where void), before the colour scale quantizes it.
+        decoy_mask: ``[h, w]`` bool over the SWE box, True where the decoy region covers it
+            (None: no decoy in this view).
     """
 
     us: np.ndarray
     swe: np.ndarray
     truth: PhantomTruth
     swe_kpa: np.ndarray | None = None
+    decoy_mask: np.ndarray | None = None
 
 
 class LiverPhantom:
@@ -147,7 +158,9 @@ class LiverPhantom:
         if not 0 <= view < max(patient.n_views, 1):
             raise ValueError(f"view: expected 0 <= view < {patient.n_views}, got {view}")
         rng = np.random.default_rng([self.seed, 1, patient.index, view])
-        return self._render(rng, patient, view)
+        decoy_rng = np.random.default_rng([self.seed, 28, 10, patient.index, view])
+        key = [self.seed, 28, 12, patient.index]  # the patient's decoy stiffness (all its views)
+        return self._render(rng, patient, view, decoy_rng, key)
 
     def sample(self, stage: int | None = None, index: int = 0, site: str | None = None) -> PhantomPair:
         """Render a single pair of a fresh patient (not part of any cohort).
@@ -175,9 +188,17 @@ class LiverPhantom:
             n_views=1,
             site=site,
         )
-        return self._render(rng, patient, 0)
+        decoy_rng = np.random.default_rng([self.seed, 28, 11, index])
+        return self._render(rng, patient, 0, decoy_rng, [self.seed, 28, 13, index])
 
-    def _render(self, rng: np.random.Generator, patient: PatientLatent, view: int) -> PhantomPair:
+    def _render(
+        self,
+        rng: np.random.Generator,
+        patient: PatientLatent,
+        view: int,
+        decoy_rng: np.random.Generator,
+        decoy_key: list[int],
+    ) -> PhantomPair:
         cfg = self.config
         style = cfg.style(patient.site)
         latent = sample_view(patient, rng, cfg)
@@ -186,10 +207,22 @@ class LiverPhantom:
         geom = sample_geometry(rng, cfg, style, panel_w)
         scene = render_bmode(rng, geom, latent.texture, cfg, style, panel_w)
         box = sample_swe_box(rng, geom, scene.capsule_r, cfg, scene.shadow)
-        swe_panel, swe_kpa = render_swe(rng, scene, box, latent.stiffness_kpa, cfg, style)
+        # The decoy (issue 28) draws from its own stream only; without one nothing changes.
+        decoy = None
+        if cfg.decoy_share > 0:
+            z_kpa = patient_decoy_kpa(np.random.default_rng(decoy_key), cfg)
+            decoy = sample_decoy(decoy_rng, scene, box, cfg, z_kpa)
+        decoy_mask = None if decoy is None else decoy.mask(box)
+        swe_panel, swe_kpa = render_swe(
+            rng, scene, box, latent.stiffness_kpa, cfg, style,
+            None if decoy is None else (decoy_mask, decoy.kpa),
+        )  # fmt: skip
+        us_image = scene.image if decoy is None else darken_bmode(
+            scene.image, scene, decoy, style, cfg.scale
+        )  # the region shows in the B-mode frame only (registered: same panel pixels)
 
         us_dx, swe_dx = ((cfg.width - panel_w) // 2, panel_w) if dual else (0, 0)
-        us = _place(scene.image, cfg, us_dx)
+        us = _place(us_image, cfg, us_dx)
         us_fan = _place(scene.mask, cfg, us_dx)
         if dual:  # the B-mode view on the left, the elastogram on the right
             swe = np.repeat(_place(scene.image, cfg, 0)[:, :, None], 3, axis=2)
@@ -220,8 +253,11 @@ class LiverPhantom:
             site=patient.site,
             style=style.name,
             swe_shift=swe_dx - us_dx,
+            decoy=decoy is not None,
+            decoy_cover=0.0 if decoy is None else decoy.cover,
+            decoy_kpa=0.0 if decoy is None else decoy.kpa,
         )
-        return PhantomPair(us=us, swe=swe, truth=truth, swe_kpa=swe_kpa)
+        return PhantomPair(us=us, swe=swe, truth=truth, swe_kpa=swe_kpa, decoy_mask=decoy_mask)
 
 
 def _place(panel: np.ndarray, config: PhantomConfig, dx: int) -> np.ndarray:

@@ -110,6 +110,7 @@ def render_swe(
     stiffness_kpa: float,
     config: PhantomConfig,
     style: ScannerStyle,
+    decoy: tuple[np.ndarray, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render the SWE panel: the B-mode fan in grey with the stiffness colour box.
 
@@ -120,6 +121,11 @@ def render_swe(
         stiffness_kpa: The view's stiffness.
         config: Phantom configuration (spatial noise, void fraction).
         style: Scanner style (colour scale and its top, ``kpa_max``).
+        decoy: ``(mask [h, w] bool over the box, kpa)``: inside the mask the colour encodes the
+            decoy's stiffness instead of the view's, times the same spatial variation and
+            artifacts (:mod:`~mmfusion.liver.phantom.interaction`); None (default): no decoy,
+            the same draws and pixels as without the argument. ``config.void_black`` draws void
+            pixels black instead of B-mode grey.
 
     Returns:
         ``(rgb, kpa)``: the ``[H, W, 3]`` uint8 RGB panel (no overlays yet), and the ``[h, w]``
@@ -135,7 +141,12 @@ def render_swe(
     frame_h = scene.mask.shape[0]  # length scale of the near-capsule band (~1 cm: 4 % of it)
 
     log_map = config.swe_spatial_log_sd * smooth_field(rng, (bh, bw), 10 * s)
-    kpa = stiffness_kpa * np.exp(log_map)
+    if decoy is None:
+        kpa = stiffness_kpa * np.exp(log_map)
+    else:
+        decoy_mask, decoy_kpa = decoy
+        base = np.where(decoy_mask, np.float32(decoy_kpa), np.float32(stiffness_kpa))
+        kpa = base * np.exp(log_map)
     # Unreliable regions: reverberation just below the capsule, the wall above it, organs.
     depth = scene.capsule_depth[inside]
     near = np.exp(-np.maximum(depth, 0) / np.float32(0.04 * frame_h))
@@ -163,5 +174,7 @@ def render_swe(
         void |= vessels
     region = rgb[inside]
     region[~void] = colour[~void]
+    if config.void_black:
+        region[void] = 0
     cv2.rectangle(rgb, (x0 - 1, y0 - 1), (x1, y1), (210, 210, 210), 1)
     return rgb, np.where(void, np.float32(np.nan), kpa.astype(np.float32))

@@ -21,7 +21,12 @@ regions of equal size, the B-mode view first, then the elastogram). UIDs derive 
 configuration, the patient and the view, so the files are byte-identical for any ``workers``.
 
 The extra manifest columns hold each pair's ground truth (view stiffness, latents, SWE box, fan
-geometry); :func:`phantom_truth` turns a manifest row back into a :class:`PhantomTruth`.
+geometry); :func:`phantom_truth` turns a manifest row back into a :class:`PhantomTruth`. With
+``PhantomConfig(labs=True)`` four more columns, ``age,ast,alt,platelets``, hold each patient's lab
+values (:mod:`mmfusion.liver.labs`) on every one of its view rows, empty for a patient without labs;
+read them with ``read_manifest(path, tabular={"labs": LAB_COLUMNS})``. With
+``PhantomConfig(decoy_share > 0)`` (issue 28's interaction knob) three truth columns follow the
+others: ``decoy`` (0/1), ``decoy_cover`` (share of the SWE box it covers) and ``decoy_kpa``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import numpy as np
 from mmfusion.data.manifest import ManifestRow, write_manifest
 from mmfusion.data.roi import detect_sector
 from mmfusion.elastography.scale_column import SWE_SCALE_COLUMN
+from mmfusion.liver.labs import LAB_COLUMNS, cohort_labs
 from mmfusion.liver.phantom.cohort import PatientLatent
 from mmfusion.liver.phantom.config import PhantomConfig
 from mmfusion.liver.phantom.generator import LiverPhantom, PhantomPair, PhantomTruth
@@ -65,6 +71,8 @@ COLUMNS = (
     "latent_stiffness_kpa", "texture", "latent_texture", *_BOX, *_GEOM, "width", "height",
     "swe_shift", SWE_SCALE_COLUMN,
 )  # fmt: skip
+#: Truth columns of the decoy (issue 28), written only when ``config.decoy_share > 0``.
+DECOY_COLUMNS = ("decoy", "decoy_cover", "decoy_kpa")
 
 
 def _truth_columns(truth: PhantomTruth, config: PhantomConfig) -> dict[str, object]:
@@ -83,6 +91,11 @@ def _truth_columns(truth: PhantomTruth, config: PhantomConfig) -> dict[str, obje
         "height": truth.height,
         "swe_shift": truth.swe_shift,
         SWE_SCALE_COLUMN: f"{config.style(truth.site).kpa_max:g}",
+        **(
+            {"decoy": int(truth.decoy), "decoy_cover": f"{truth.decoy_cover:.4f}",
+             "decoy_kpa": f"{truth.decoy_kpa:.4f}"}
+            if config.decoy_share > 0 else {}
+        ),  # fmt: skip
     }
 
 
@@ -120,7 +133,25 @@ def phantom_truth(row: ManifestRow) -> PhantomTruth:
         site=x["site"],
         style=x["style"],
         swe_shift=int(x["swe_shift"]),
+        **(
+            {"decoy": x["decoy"] == "1", "decoy_cover": float(x["decoy_cover"]),
+             "decoy_kpa": float(x["decoy_kpa"])}
+            if all(x.get(c, "") != "" for c in DECOY_COLUMNS) else {}
+        ),  # fmt: skip
     )
+
+
+def _with_labs(
+    rows: list[dict[str, object]], patients: list[PatientLatent], seed: int, config: PhantomConfig
+) -> list[dict[str, object]]:
+    """``rows`` with the patient's lab values (:func:`mmfusion.liver.labs.cohort_labs`, one decimal;
+    empty cells for a patient without labs) added to each of its view rows."""
+    labs = cohort_labs([p.stage for p in patients], seed, config.labs_missing_share)
+    cells = {
+        p.patient_id: {c: "" if np.isnan(labs[c][i]) else f"{labs[c][i]:.1f}" for c in LAB_COLUMNS}
+        for i, p in enumerate(patients)
+    }
+    return [{**row, **cells[str(row["patient_id"])]} for row in rows]
 
 
 def _write_png(path: Path, image: np.ndarray, params: list[int]) -> None:
@@ -230,7 +261,7 @@ def _write_patient(
         image_format = config.style(patient.site).image_format
     suffix = "dcm" if image_format == "dicom" else "png"
     plugin = _dicom_encoder() if image_format == "dicom" else ""
-    entropy = f"mmfusion liver phantom {seed} {json.dumps(config.as_dict(), sort_keys=True)}"
+    entropy = f"mmfusion liver phantom {seed} {json.dumps(_uid_config(config), sort_keys=True)}"
     for view in range(patient.n_views):
         pair = phantom.render(patient, view)
         us_rel = f"{patient.patient_id}/view{view + 1}_us.{suffix}"
@@ -254,6 +285,22 @@ def _write_patient(
             }
         )
     return rows
+
+
+def _uid_config(config: PhantomConfig) -> dict[str, object]:
+    """The configuration the DICOM UIDs derive from: ``config.as_dict()`` without the fields added
+    after version 2 where they leave the pixels as version 2 draws them (the lab fields always;
+    the decoy's while ``decoy_share`` is 0; ``void_black`` while False), so that a default phantom
+    keeps its bytes."""
+    out = config.as_dict()
+    drop = ["labs", "labs_missing_share"]
+    if config.decoy_share == 0:
+        drop += ["decoy_share", "decoy_cover", "decoy_median_kpa", "decoy_log_sigma"]
+    if not config.void_black:
+        drop.append("void_black")
+    for name in drop:
+        out.pop(name, None)
+    return out
 
 
 def generator_fingerprint() -> str:
@@ -417,9 +464,12 @@ def make_phantom_dataset(
         finally:
             cv2.setNumThreads(threads)
     rows = [row for patient_rows in results for row in patient_rows]
+    columns = COLUMNS if cfg.decoy_share == 0 else (*COLUMNS, *DECOY_COLUMNS)  # issue 28: decoy
+    if cfg.labs:  # issue 28: lab values per patient, on every view row (empty cells: no labs)
+        rows, columns = _with_labs(rows, patients, seed, cfg), (*columns, *LAB_COLUMNS)
 
     tmp = manifest_path.with_suffix(".csv.tmp")
-    write_manifest(tmp, rows, COLUMNS)
+    write_manifest(tmp, rows, columns)
     params_path.write_text(json.dumps(params, indent=1))
     os.replace(tmp, manifest_path)
     return manifest_path
