@@ -7,14 +7,14 @@ difference has to be resampled as a pair.
 - :func:`paired_bootstrap`: the patient (cluster) bootstrap of the difference in accuracy and in
   macro one-vs-rest AUROC, ``metric(A) - metric(B)``: every resample draws patients with
   replacement, and the SAME resample scores both models (the ``[B, N]`` weight matrix of
-  :func:`mmfusion.metrics.bootstrap.bootstrap_weights`, each sample weighted by how often its
+  ``mmfusion.metrics.bootstrap.bootstrap_weights``, each sample weighted by how often its
   patient was drawn; Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, ch. 13 for the
   percentile interval; Field & Welsh, "Bootstrapping clustered data", JRSS B 2007;69(3):369-390,
   for resampling whole clusters). Resampling patients keeps a patient's correlated views together.
 - :func:`t_interval`, :func:`paired_t_interval`: Student's t-interval of a mean over a few runs
   (e.g. training seeds), and of the mean of paired differences ``a_i - b_i`` (run ``i`` of A and of
   B share seed ``i``): ``mean +/- t_{1 - alpha/2, n-1} * sd / sqrt(n)`` (Student 1908; the
-  interval of :func:`scipy.stats.ttest_rel`).
+  interval of ``scipy.stats.ttest_rel``).
 
 The bootstrap answers "how much would the difference move with another test cohort of this
 size?" (variation of the test set); the t-interval over seeds answers "how much does it move with
@@ -75,7 +75,7 @@ def paired_bootstrap(
         ci: Coverage of the percentile intervals, in ``(0, 1)``.
         seed: Seed of the resampling (``None``: fresh entropy, not reproducible).
         min_valid_resamples: Fewest resamples where a difference is defined for its interval to
-            be reported (>= 2); ``None``: :func:`~mmfusion.metrics.bootstrap.min_valid_resamples`.
+            be reported (>= 2); ``None``: ``mmfusion.metrics.bootstrap.min_valid_resamples``.
 
     Returns:
         A JSON-ready dict: ``n`` (rows), ``n_groups`` (patients), ``num_classes``, ``ci``

@@ -4,10 +4,10 @@ In a share ``rho`` (``PhantomConfig.decoy_share``) of views a stage-independent 
 (a structure such as a bed of small vessels or a band of fatty sparing) overlaps the SWE box and
 covers a share ``u ~ U(decoy_cover)`` of its pixels. Inside it the SWE colour encodes a decoy
 stiffness instead of the liver's, with the liver's spatial variation and artifacts
-(:func:`~mmfusion.liver.phantom.swe.render_swe`), so the colour alone cannot tell liver from decoy.
+(``render_swe``), so the colour alone cannot tell liver from decoy.
 
 The decoy is part of the PATIENT's anatomy, modelled like the liver itself: the patient has one
-decoy stiffness ``Z`` (:func:`patient_decoy_kpa`: ``log Z ~ N(log decoy_median_kpa,
+decoy stiffness ``Z`` (``patient_decoy_kpa``: ``log Z ~ N(log decoy_median_kpa,
 decoy_log_sigma^2)``, stage-independent) and each decoy view shows ``Z exp(e)``, ``e ~ N(0,
 view_stiffness_log_sd^2)``, the liver's per-view variation. Across a patient's views the two
 regions are therefore statistically alike (each agrees with itself from view to view to the same
@@ -128,7 +128,7 @@ def sample_decoy(
         scene: The view's B-mode scene (its panel size).
         box: The SWE box ``(x0, y0, x1, y1)`` in panel pixels.
         config: Phantom configuration (``decoy_*``, ``view_stiffness_log_sd``).
-        patient_kpa: The patient's decoy stiffness ``Z`` (:func:`patient_decoy_kpa`).
+        patient_kpa: The patient's decoy stiffness ``Z`` (``patient_decoy_kpa``).
 
     Returns:
         The :class:`Decoy`, or None for a view without one.
