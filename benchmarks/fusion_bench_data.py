@@ -156,8 +156,6 @@ def baseline_features(cohort: Cohort, *, say: Any = print) -> np.ndarray:
     """``[N, F]`` :func:`mmfusion.liver.pair_features` of every pair (cached in the cohort's
     folder as ``baseline_features.npy``, written atomically); NaN rows where a frame has no
     colour box."""
-    from examples.liver_fibrosis.baselines import pair_inputs
-    from examples.liver_fibrosis.cli import CliError
     from mmfusion import liver
     from mmfusion.files import atomic_write
 
@@ -170,8 +168,8 @@ def baseline_features(cohort: Cohort, *, say: Any = print) -> np.ndarray:
     rows = []
     for row in cohort.manifest.rows:
         try:
-            rows.append(liver.pair_features(**pair_inputs(row, 40.0)))
-        except (CliError, ValueError):
+            rows.append(liver.pair_features(**liver.pair_inputs(row, 40.0)))
+        except ValueError:
             rows.append(np.full(len(liver.FEATURE_NAMES), np.nan))
     table = np.stack(rows)
     atomic_write(path, lambda handle: np.save(handle, table))

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from examples.liver_fibrosis.baselines import main, pair_inputs
+from examples.liver_fibrosis.baselines import main
 from mmfusion.data import read_manifest
-from mmfusion.liver import METAVIR
+from mmfusion.liver import METAVIR, pair_inputs
 from mmfusion.liver.phantom import PhantomConfig, make_phantom_dataset, phantom_truth
 
 

@@ -7,7 +7,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from examples.liver_fibrosis.export import remove_stale_candidates
+from mmfusion.files import remove_stale_candidates
 
 
 def test_a_killed_exports_candidate_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:

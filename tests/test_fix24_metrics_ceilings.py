@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from examples.liver_fibrosis.ceilings import phantom_ceilings
-from mmfusion.liver import PhantomConfig, bayes_ceiling
+from mmfusion.liver import PhantomConfig, bayes_ceiling, phantom_ceilings
 
 COHORT_COUNTS = [int(c) for c in PhantomConfig().stage_prevalence]  # 162, 287, 284, 197, 94
 

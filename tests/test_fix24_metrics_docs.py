@@ -212,7 +212,7 @@ def test_data_page_claims_no_unmeasured_gain() -> None:
 def test_results_balanced_ceilings_are_the_computed_ones() -> None:
     """RESULTS.md's ceilings for the paper split's balanced test set are what the function gives
     (not typed by hand), and the old claim is gone."""
-    from examples.liver_fibrosis.ceilings import phantom_ceilings
+    from mmfusion.liver import phantom_ceilings
 
     text = " ".join((ROOT / "examples" / "liver_fibrosis" / "RESULTS.md").read_text().split())
     assert "no honest classifier can do that\". That was wrong" in text

@@ -1,5 +1,4 @@
-"""The liver fibrosis example. Importing it sets ``OMP_WAIT_POLICY=PASSIVE`` unless set: on a shared
-CPU, spinning OpenMP threads make small tensor operations up to 100x slower (``ACTIVE`` opts out)."""
+"""The liver fibrosis example; importing it sets ``OMP_WAIT_POLICY=PASSIVE`` unless set (docs/liver_fibrosis.rst)."""
 
 import os
 

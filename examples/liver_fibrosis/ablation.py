@@ -1,11 +1,11 @@
-"""``ablation``: the paper's Table I, six configurations on the same splits and seeds, with the
-paired differences behind its three claims (:data:`CONTRASTS`); ``--report_only`` rebuilds it."""
+"""``ablation``: the paper's Table I on the same splits and seeds, with paired differences (:data:`CONTRASTS`)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 import re
 import sys
 import time
@@ -84,29 +84,25 @@ def _mean_sd(rows: list[dict[str, Any]], key: str, scale: float, digits: int) ->
 
 
 def paired_differences(rows: list[dict[str, Any]], metric: str = "accuracy") -> list[dict[str, Any]]:
-    """Each :data:`CONTRASTS` entry's per-(seed, fold) differences in ``metric`` (same split, same
-    initialisation), their mean and 95 % Student t-interval (none for n < 2): dicts with
-    ``claim``, ``config``, ``versus``, ``differences``, ``mean``, ``low``, ``high``, ``n``."""
-    from scipy import stats
+    """Per :data:`CONTRASTS` entry: per-(seed, fold) differences in ``metric``, mean and 95 % t-interval."""
+    from mmfusion.metrics import paired_t_interval
 
     value = {(r["config"], r["seed"], r["fold"]): r[metric] for r in rows if r.get(metric) not in (None, "")}
     out = []
     for claim, config, versus in CONTRASTS:
         keys = sorted({(s, f) for c, s, f in value if c == config} & {(s, f) for c, s, f in value if c == versus})
-        diffs = [float(value[(config, *k)]) - float(value[(versus, *k)]) for k in keys]
-        if not diffs:
-            continue
-        mean = float(np.mean(diffs))
-        half = (float(stats.t.ppf(0.975, len(diffs) - 1) * np.std(diffs, ddof=1) / np.sqrt(len(diffs)))
-                if len(diffs) > 1 else float("nan"))
-        out.append({"claim": claim, "config": config, "versus": versus, "differences": diffs,
-                    "mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)})
+        if keys:
+            a, b = ([float(value[(name, *k)]) for k in keys] for name in (config, versus))
+            t = paired_t_interval(a, b)
+            out.append({"claim": claim, "config": config, "versus": versus, "n": len(keys), "mean": t["mean"],
+                        "differences": [x - y for x, y in zip(a, b, strict=True)],
+                        "low": math.nan if t["lower"] is None else t["lower"],
+                        "high": math.nan if t["upper"] is None else t["upper"]})
     return out
 
 
 def table_markdown(rows: list[dict[str, Any]], header: str) -> str:
-    """``ablation.md``: Table I layout (mean +/- sd over seeds/folds), per patient and branch, the
-    paired differences, and the paper's numbers."""
+    """``ablation.md``: Table I (mean +/- sd), per patient and branch, paired differences, the paper's numbers."""
     lines = [header, "", "| Experimental settings | Accuracy (%) | AUC (x100) | Sensitivity | Specificity "
              "| QWK | n |", "|---|---|---|---|---|---|---|"]
     present = [(name, [r for r in rows if r["config"] == name]) for name in CONFIGS]
@@ -201,8 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def report_only(out: Path) -> int:
-    """Rewrite ``ablation.csv`` and ``ablation.md`` from ``<out>/<configuration>/seed-<s>/metrics.json``
-    (the header of ``ablation.md`` is kept, naming every seed found)."""
+    """Rewrite ``ablation.csv`` and ``ablation.md`` from ``<out>/<configuration>/seed-<s>/metrics.json``."""
     rows: list[dict[str, Any]] = []
     for name in CONFIGS:
         for path in sorted((out / name).glob("seed-*/metrics.json"), key=lambda p: int(p.parent.name[5:])):

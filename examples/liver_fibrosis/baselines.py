@@ -1,5 +1,4 @@
-"""``baselines``: SWE cut-offs (:data:`mmfusion.liver.HERRMANN_2018`) and a logistic regression on
-:func:`mmfusion.liver.pair_features`, on the deep runs' patient split (issue 13)."""
+"""``baselines``: SWE cut-offs and a logistic regression on the deep runs' patient split (issue 13)."""
 
 from __future__ import annotations
 
@@ -11,11 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from examples.liver_fibrosis.cli import CliError, run, say
+from examples.liver_fibrosis.cli import run, say
 from examples.liver_fibrosis.options import command_parser, flag, normalise, preset_config
 from mmfusion import liver
-from mmfusion.data import ManifestRow, image_roi, load_image
-from mmfusion.elastography import colour_bar_lut, detect_colour_bar, detect_swe_box, swe_scale_kpa
 from mmfusion.liver import METAVIR, STAGE_NAMES
 
 
@@ -34,27 +31,12 @@ def build_parser() -> Any:
     return p
 
 
-def pair_inputs(row: ManifestRow, kpa_max: float) -> dict[str, Any]:
-    """The frames of one row and how to read them: colour box, legend, scale, B-mode box (the SWE
-    box mapped through both frames' ROIs: a dual-view screen shows its fan elsewhere)."""
-    us, swe = load_image(row.paths["us"]), load_image(row.paths["swe"])
-    box, bar = detect_swe_box(swe), detect_colour_bar(swe)
-    if box is None or bar is None:
-        raise CliError(f"--data: {row.paths['swe']} (line {row.line}) has no "
-                       f"{'colour box' if box is None else 'colour bar (legend)'}")
-    sx0, sy0, _, _ = image_roi(row.paths["swe"], image=swe).roi.bbox
-    ux0, uy0, _, _ = image_roi(row.paths["us"], image=us).roi.bbox
-    x0, y0, x1, y1 = box
-    dx, dy = ux0 - sx0, uy0 - sy0
-    return {"us": us, "swe": swe, "box": box, "colormap": colour_bar_lut(swe, bar),
-            "kpa_range": (0.0, swe_scale_kpa(row) or kpa_max), "us_box": (x0 + dx, y0 + dy, x1 + dx, y1 + dy)}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m examples.liver_fibrosis.baselines``."""
     args = build_parser().parse_args(normalise(argv))
     from examples.liver_fibrosis.runs import check_free, load_manifest, prepare_phantom, write_json
     from mmfusion.lightning import make_splits
+    from mmfusion.liver import pair_inputs
     from mmfusion.metrics import classification_report, patient_report
 
     out = Path(args.out)

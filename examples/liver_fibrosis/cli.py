@@ -1,9 +1,4 @@
-"""Command-line error handling: a known problem becomes one line on stderr and exit code 2.
-
-Problems a user can fix (:class:`CliError`, the library's ``ValueError``/``FileNotFoundError``, a
-diverged training, a folder that cannot be written) print ``error: <what> <fix>`` without a
-traceback; anything else is a bug and keeps it. ``MMFUSION_DEBUG=1`` shows every traceback.
-"""
+"""Command-line errors: a problem a user can fix is one ``error:`` line and exit code 2 (``MMFUSION_DEBUG=1``: traceback)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""``evaluate``: a trained run on any manifest (default: its own test split), the same report as
-training; ``--missing_modality_report`` adds US-only and SWE-only rows (docs/liver_fibrosis.rst)."""
+"""``evaluate``: a trained run on any manifest (default: its test split); ``--missing_modality_report``."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ import numpy as np
 from examples.liver_fibrosis.cli import CliError, run, say
 from examples.liver_fibrosis.options import command_parser, flag, normalise
 from mmfusion.files import atomic_write_text
+from mmfusion.runs import remove_outputs
 
 OUTPUTS = ("metrics.json", "confusion_matrix.png", "roc.png", "reliability", "missing_modality.md",
            "missing_modality.json")
@@ -38,17 +38,12 @@ def build_parser() -> Any:
 
 def missing_modality_table(results: dict[str, dict[str, Any]]) -> str:
     """Markdown table: one row per set of given modalities."""
-    from mmfusion.metrics import format_interval
-
-    def cell(r: dict[str, Any], key: str) -> str:
-        ci = r.get("ci") or {}
-        text = "n/a" if r.get(key) is None else f"{r[key]:.3f}"
-        return text + (" " + format_interval(ci[key], ci["level"], ci["n_bootstrap"]) if ci.get(key) else "")
+    from examples.liver_fibrosis.runner import metric_text
 
     lines = ["| modalities given | pairs | accuracy [95% CI] | macro AUC [95% CI] | QWK | AUC F>=2 | AUC F4 |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {name} | {m['n_test_pairs']} | "
-              + " | ".join(cell(m["ensemble"], k) for k in ("accuracy", "auc_macro", "qwk", "auc_f2plus", "auc_f4"))
+              + " | ".join(metric_text(m["ensemble"], k) for k in ("accuracy", "auc_macro", "qwk", "auc_f2plus", "auc_f4"))
               + " |" for name, m in results.items()]
     return "\n".join(lines) + "\n"
 
@@ -84,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs.check_free(out, OUTPUTS, args.overwrite, "an evaluation")
     inside = out.resolve().is_relative_to(Path(args.checkpoint).resolve())
     with runs.holding_lock(Path(args.checkpoint) if inside else out):
-        runs.remove(out, runs.check_free(out, OUTPUTS, args.overwrite, "an evaluation"))
+        remove_outputs(out, runs.check_free(out, OUTPUTS, args.overwrite, "an evaluation"))
         out.mkdir(parents=True, exist_ok=True)
         evaluate_sets(args, cfg, model, device, manifest, sets, split, out)
     say(f"wrote {out}")
@@ -96,8 +91,16 @@ def evaluate_sets(args: Any, cfg: Any, model: Any, device: Any, manifest: Any,
     """Evaluate ``model`` with each set of given modalities; write the reports into ``out``."""
     from torch.utils.data import DataLoader
 
-    from examples.liver_fibrosis import report, runs
-    from examples.liver_fibrosis.runner import make_datamodule, make_module, make_trainer
+    from examples.liver_fibrosis import runs
+    from examples.liver_fibrosis.runner import (
+        make_datamodule,
+        make_module,
+        make_trainer,
+        metrics_document,
+        modalities_label,
+        summary_line,
+        write_figures,
+    )
     from mmfusion.data import SeededSampler
     from mmfusion.data.pipeline import eval_dataset
 
@@ -120,16 +123,16 @@ def evaluate_sets(args: Any, cfg: Any, model: Any, device: Any, manifest: Any,
         # Pairs with none of the given modalities have no image to predict from: counted, left out.
         given = np.any([preds.available[m] for m in present], axis=0)
         kept = preds if given.all() else preds.subset(given)
-        metrics = {**report.metrics_document(module.metrics if given.all() else module.report(kept), split, kept.available),
+        metrics = {**metrics_document(module.metrics if given.all() else module.report(kept), split, kept.available),
                    "modalities_present": list(present), "n_pairs_without_given_modalities": int((~given).sum())}
         label = " + ".join(m.upper() for m in present)
         if not given.all():
             say(f"{label}: {int((~given).sum())} pair(s) have none of these modalities; left out")
         results[label] = metrics
-        say(f"{report.modalities_label(present, metrics)}: {report.summary_line(metrics)}")
+        say(f"{modalities_label(present, metrics)}: {summary_line(metrics)}")
         if len(results) == 1:
             runs.write_json(out / "metrics.json", metrics)
-            report.write_figures(module.predictions, metrics, out)
+            write_figures(module.predictions, metrics, out)
     if args.missing_modality_report:
         runs.write_json(out / "missing_modality.json", results)
         table = missing_modality_table(results)

@@ -1,10 +1,4 @@
-"""A run's settings and the example's command lines (jsonargparse, no torch: ``--help`` is fast).
-
-Every field of :class:`mmfusion.models.ModelConfig`, :class:`~mmfusion.models.TrainingConfig` and
-:class:`RunSettings` is one option (``--image_size``, also spelled ``--image-size``) whose help is
-its docstring and whose default is the value that applies here. A run folder keeps the settings
-as ``config.json`` (sections; :func:`mmfusion.models.from_pretrained`) and ``config.yaml`` (flat).
-"""
+"""A run's settings and the commands' options (jsonargparse, no torch: ``--help`` is fast)."""
 
 from __future__ import annotations
 
@@ -165,6 +159,13 @@ def load_config(folder: str | Path) -> RunConfig:
     return RunConfig.from_json(data, source=str(path))
 
 
+def load_run(checkpoint: str, device: Any) -> Any:
+    """A finished run's configuration and model (:func:`examples.liver_fibrosis.runs.load_run`, which imports torch)."""
+    from examples.liver_fibrosis.runs import load_run as load
+
+    return load(checkpoint, device)
+
+
 def resolve_preset(name: str | None) -> str:
     """Registry name of ``--preset`` (short aliases accepted)."""
     full = PRESET_ALIASES.get(name or "", name or "")
@@ -235,8 +236,7 @@ def _docs(cls: type) -> dict[str, str]:
 
 
 def add_settings(parser: Any, base: RunConfig, skip: frozenset[str] = frozenset(), preset_help: str = "") -> None:
-    """One option per field of the three sections, defaulting to ``base``'s value, plus ``--preset``
-    and the per-modality weights."""
+    """One option per setting (default: ``base``'s), plus ``--preset`` and the per-modality weights."""
     parser.add_argument("--preset", default=base.preset.removeprefix("liver_fibrosis_"),
                         help="base configuration: paper, quick, texture or a registry name" + preset_help)
     values = base.flat()
@@ -291,19 +291,9 @@ def named(argv: list[str]) -> dict[str, Any]:
 
 def cuda_count(device: str, cheap: bool) -> int:
     """CUDA devices ``--device`` can use; ``cheap`` asks the driver (no torch import)."""
-    if device == "cpu":
-        return 0
-    if not cheap:
-        import torch
+    from mmfusion.runs import cuda_device_count
 
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    import ctypes
-
-    try:
-        cuda, count = ctypes.CDLL("libcuda.so.1"), ctypes.c_int(0)
-        return count.value if cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 else 0
-    except OSError:
-        return 0
+    return 0 if device == "cpu" else cuda_device_count(use_torch=not cheap)
 
 
 def default_preset(cuda: bool, has_weights: bool) -> tuple[str, str]:

@@ -1,5 +1,4 @@
-"""``predict``: the stage of one US + SWE pair, or of a patient from several views; each file goes
-through :func:`mmfusion.onnx_predictor.prepare_image` (frame, crop, resize, normalise)."""
+"""``predict``: the stage of one US + SWE pair, or of a patient from several views."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from examples.liver_fibrosis.cli import CliError, run, say
-from examples.liver_fibrosis.options import RunConfig, command_parser, flag, normalise
+from examples.liver_fibrosis.options import RunConfig, command_parser, flag, load_run, normalise
 from mmfusion.elastography import SWE_SCALE_COLUMN, parse_swe_scale_kpa, swe_scale_kpa
 from mmfusion.liver.stages import METAVIR, STAGE_NAMES
 from mmfusion.onnx_predictor import image_frame, prepare_image
@@ -23,13 +22,6 @@ if TYPE_CHECKING:
     import torch
 
 OUTPUTS = ("prediction.json", "overlay.png", "overlays")
-
-
-def load_run(checkpoint: str, device: Any) -> Any:
-    """:func:`examples.liver_fibrosis.runs.load_run` (torch is imported after parsing: a fast --help)."""
-    from examples.liver_fibrosis.runs import load_run as load
-
-    return load(checkpoint, device)
 
 
 def _positive_kpa(text: Any) -> float:
@@ -77,8 +69,7 @@ def build_parser() -> Any:
 
 
 def frames_of(paths: dict[str, str], asked: dict[str, int | None], frame: int | None) -> dict[str, dict[str, Any]]:
-    """modality -> ``{"frame", "n_frames", "why"}``: a manifest row's frame column first, then
-    ``--frame`` (multi-frame files only), then the middle frame (DICOM headers only)."""
+    """modality -> ``{"frame", "n_frames", "why"}``: the manifest's frame, ``--frame``, or the middle one."""
     out: dict[str, dict[str, Any]] = {}
     for m, path in paths.items():
         if not Path(path).is_file():
@@ -103,7 +94,7 @@ def load_pair(cfg: RunConfig, paths: dict[str, str], scale: float | None, frames
     """The model inputs (modality -> ``[1, 3, H, W]``) and how each file was cropped."""
     import torch
 
-    from examples.liver_fibrosis import report, runs
+    from examples.liver_fibrosis import runs
 
     crops = {m: c.name for m, c in (runs.swe_crop(cfg) or {}).items()}
     if crops.get("swe") == "swe_box_kpa" and "swe" in paths and scale is None:
@@ -113,8 +104,8 @@ def load_pair(cfg: RunConfig, paths: dict[str, str], scale: float | None, frames
     inputs, records = {}, {}
     for m, path in paths.items():
         try:
-            image = prepare_image(path, cfg.model.image_size, crop=crops.get(m, "sector"), mean=report.MEAN_STD[0],
-                                  std=report.MEAN_STD[1], frame=frames[m]["frame"], swe_scale_kpa=scale)
+            image = prepare_image(path, cfg.model.image_size, crop=crops.get(m, "sector"), mean=runs.MEAN_STD[0],
+                                  std=runs.MEAN_STD[1], frame=frames[m]["frame"], swe_scale_kpa=scale)
         except ValueError as err:
             raise CliError(f"--{m}: {' '.join(str(err).split())}") from err
         inputs[m] = torch.from_numpy(image.image)[None]
@@ -124,9 +115,8 @@ def load_pair(cfg: RunConfig, paths: dict[str, str], scale: float | None, frames
 
 
 def onnx_probs(path: str, inputs: dict[str, torch.Tensor], cfg: RunConfig) -> np.ndarray:
-    """``[K]`` probabilities of the exported model (ONNX Runtime); its recorded preprocessing
-    must be the run's (a file of another run would get inputs it was not trained on)."""
-    from examples.liver_fibrosis import report, runs
+    """``[K]`` probabilities of the exported model, whose recorded preprocessing must be the run's."""
+    from examples.liver_fibrosis import runs
     from mmfusion.onnx_predictor import OnnxPredictor
 
     if not Path(path).is_file():
@@ -138,18 +128,11 @@ def onnx_probs(path: str, inputs: dict[str, torch.Tensor], cfg: RunConfig) -> np
         raise CliError(f"--onnx: {err}") from err
     except Exception as err:  # onnxruntime raises its own exception types for bad files
         raise CliError(f"--onnx: cannot load {path} ({type(err).__name__}: {err})") from err
-    facts = predictor.facts
-    if facts is not None:
-        crops = {m: c.key for m, c in (runs.swe_crop(cfg) or {}).items()}
-        expected = {"image_size": (cfg.model.image_size,) * 2, "crop": {m: crops.get(m, "sector") for m in facts.modalities},
-                    "mean": tuple(report.MEAN_STD[0]), "std": tuple(report.MEAN_STD[1])}
-        recorded = {"image_size": tuple(facts.image_size), "crop": dict(facts.crop),
-                    "mean": tuple(facts.mean), "std": tuple(facts.std)}
-        differ = [f"{k} {recorded[k]} (the run: {v})" for k, v in expected.items()
-                  if (not np.allclose(recorded[k], v, atol=1e-6) if k in ("mean", "std") else recorded[k] != v)]
-        if differ:
-            raise CliError(f"--onnx: {path} was exported with other preprocessing than the run in "
-                           f"--checkpoint: {'; '.join(differ)}; export this run again")
+    crops = {m: c.key for m, c in (runs.swe_crop(cfg) or {}).items()}
+    differ = predictor.facts.differences(cfg.model.image_size, crops, *runs.MEAN_STD) if predictor.facts else []
+    if differ:
+        raise CliError(f"--onnx: {path} was exported with other preprocessing than the run in "
+                       f"--checkpoint: {'; '.join(differ)}; export this run again")
     images = {m: x.cpu().numpy() for m, x in inputs.items()}
     available = None
     missing = [m for m in predictor.modalities if m not in inputs]
@@ -215,8 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(normalise(argv))
     import torch
 
-    from examples.liver_fibrosis import report, runs
+    from examples.liver_fibrosis import runs
+    from mmfusion.explain import explain_maps
     from mmfusion.metrics import aggregate_patients
+    from mmfusion.plots import plot_maps, to_display
 
     runs.require("matplotlib")
     device = runs.resolve_device(args.device)
@@ -253,11 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"--{m} {path}: a dual-view file with {records[m]['tissue_regions']} tissue regions; "
                     f"used region {region['index']} ({region['kind']}, box {tuple(region['box'])})")
         stage = STAGE_NAMES[int(probs.argmax())]
-        maps = report.explain_batch(model, {m: x.to(device) for m, x in inputs.items()}, grad_cam=args.explain)
+        maps = explain_maps(model, {m: x.to(device) for m, x in inputs.items()}, with_grad_cam=args.explain)
         per_kind = {kind: {m: v[0] for m, v in per_m.items()} for kind, per_m in maps.items()}
         target = out / "overlay.png" if len(views) == 1 else out / "overlays" / f"{name.replace(' ', '_')}.png"
-        images = {m: report.to_display(inputs[m][0], *report.MEAN_STD) for m in paths}
-        overlay = report.pair_figure(images, per_kind, target, f"{name}: predicted {stage} (p = {probs.max():.2f})")
+        images = {m: to_display(inputs[m][0], *runs.MEAN_STD) for m in paths}
+        overlay = plot_maps(images, per_kind, target, f"{name}: predicted {stage} (p = {probs.max():.2f})")
         per_view[name] = {
             "predicted_stage": stage, "probabilities": _named(probs),
             "branches": {b: _named(v) for b, v in branches.items()}, "modalities_present": list(paths),

@@ -1,15 +1,13 @@
-"""Train and evaluate one configuration on Lightning's Trainer (precision, DDP, checkpoints and
-resume are Lightning's); ``last.ckpt`` is written atomically and checked before ``--resume``."""
+"""Train and evaluate one configuration on Lightning's Trainer; what a run reports."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import sys
-import time
 import warnings
+from collections.abc import Mapping, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -17,50 +15,31 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 
-from examples.liver_fibrosis import report, runs
+from examples.liver_fibrosis import runs
 from examples.liver_fibrosis.cli import CliError, say, warn
 from examples.liver_fibrosis.options import RunConfig
 from examples.liver_fibrosis.runs import save_run_model
-from mmfusion.files import atomic_write, atomic_write_text
-from mmfusion.liver import METAVIR
+from mmfusion.lightning.checkpoints import AtomicCheckpointIO, EpochLog, check_checkpoint
+from mmfusion.liver import METAVIR, STAGE_NAMES
+from mmfusion.metrics import format_interval
 from mmfusion.models import build_model
+from mmfusion.plots import plot_confusion_matrix, plot_examples, plot_reliability, plot_roc
+from mmfusion.runs import summarise_runs
 
 PRECISION = {"bf16": "bf16-mixed", "fp16": "16-mixed", "off": "32-true"}
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose saves are atomic (:func:`mmfusion.files.atomic_write`): a kill
-    or a full disk mid-write leaves the previous epoch's ``last.ckpt``."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        """Write ``checkpoint`` to the local ``path`` atomically (no ``storage_options``)."""
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__}.save_checkpoint: storage_options are not supported")
-        atomic_write(Path(path), lambda handle: torch.save(checkpoint, handle))
-
-
 def resume_checkpoint(ckpt: Path, main: bool) -> Path:
-    """``ckpt`` once it loads (``weights_only=True``) as a Lightning training checkpoint; else rank 0
-    moves it aside (``<name>.corrupt-<time>``, never loaded again) and the resume is refused."""
+    """``ckpt`` once it loads; else rank 0 moves it aside and the resume is refused."""
     try:
-        data = torch.load(ckpt, map_location="cpu", weights_only=True)
-        problem = None if isinstance(data, dict) and "state_dict" in data and "loops" in data else (
-            "not a Lightning training checkpoint (no state_dict or loop state)")
-    except Exception as err:  # noqa: BLE001 - any failure to load means unusable
-        problem = " ".join(f"{type(err).__name__}: {err}".split())[:200]
-    if problem is None:
-        return ckpt
-    if main:
-        aside = ckpt.with_name(f"{ckpt.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-        ckpt.replace(aside)
-        problem += f"; moved to {aside}"
-    raise CliError(f"--resume: {ckpt} is not a complete checkpoint ({problem}); no complete checkpoint "
-                   "is left to resume from: pass --overwrite to train again from the start")
+        return check_checkpoint(ckpt, move_aside=main)
+    except ValueError as err:
+        raise CliError(f"--resume: {err}; no complete checkpoint is left to resume from: pass "
+                       "--overwrite to train again from the start") from err
 
 
 def make_trainer(cfg: RunConfig, out: Path, *, epochs: int, test_only: bool = False) -> Any:
@@ -95,8 +74,7 @@ def make_trainer(cfg: RunConfig, out: Path, *, epochs: int, test_only: bool = Fa
 
 
 def make_datamodule(cfg: RunConfig, fold: int = 0, modalities: tuple[str, ...] | None = None) -> Any:
-    """The run's :class:`~mmfusion.lightning.FusionDataModule` (phantom generated per node);
-    ``modalities`` gives the model only some of its modalities (evaluation without SWE)."""
+    """The run's :class:`~mmfusion.lightning.FusionDataModule`, optionally with some modalities only."""
     from mmfusion.lightning import FusionDataModule
 
     manifest, r = runs.load_manifest(cfg) if cfg.run.data else None, cfg.run
@@ -144,7 +122,7 @@ def train_one(cfg: RunConfig, out: Path, fold: int = 0, model: Any = None) -> di
             f"{n_all * 4 / 2**20:.0f} MiB fp32) on {trainer.strategy.root_device}"
             + (f" x {trainer.world_size} processes" if trainer.world_size > 1 else "")
             + (f"; resuming from {ckpt}" if resume else ""))
-    trainer.callbacks.append(EpochLog(out, cfg.training.epochs))
+    trainer.callbacks.append(EpochLog(out, cfg.training.epochs, say=say))
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
     except (ValueError, FloatingPointError) as err:
@@ -166,9 +144,9 @@ def train_one(cfg: RunConfig, out: Path, fold: int = 0, model: Any = None) -> di
                 + ", ".join(f"{b} T={t:.2f}" for b, t in temperatures.items()))
     trainer.test(module, datamodule=dm, verbose=False)
     preds = module.predictions
-    metrics = report.metrics_document(module.metrics, dm.split.description, preds.available)
+    metrics = metrics_document(module.metrics, dm.split.description, preds.available)
     if not cfg.run.data:  # the phantom: its Bayes ceilings for these modalities and test mix
-        from examples.liver_fibrosis.ceilings import phantom_ceilings
+        from mmfusion.liver import phantom_ceilings
 
         metrics["phantom"] = phantom_ceilings(
             cfg.model.modalities, preds.labels, metrics["ensemble"]["accuracy"], swe_input=cfg.run.swe_input,
@@ -176,9 +154,10 @@ def train_one(cfg: RunConfig, out: Path, fold: int = 0, model: Any = None) -> di
     if main:  # the model is saved once it is evaluated (a model giving NaN never is)
         save_run_model(module.model, cfg, out)
         runs.write_json(out / "metrics.json", metrics)
-        report.write_figures(preds, metrics, out)
-        report.write_overlays(module.model, dm.test_set, preds, out, trainer.strategy.root_device)
-        say(f"{out}: test {report.summary_line(metrics)}")
+        write_figures(preds, metrics, out)
+        plot_examples(module.model, dm.test_set, preds, out / "attention", STAGE_NAMES, *runs.MEAN_STD,
+                      device=trainer.strategy.root_device)
+        say(f"{out}: test {summary_line(metrics)}")
         if "phantom" in metrics:
             p = metrics["phantom"]
             say(f"phantom Bayes ceiling (per view) {p['bayes_ceiling_per_view']:.3f}: test "
@@ -186,44 +165,63 @@ def train_one(cfg: RunConfig, out: Path, fold: int = 0, model: Any = None) -> di
     return metrics
 
 
-class EpochLog(Callback):
-    """Writes ``log.jsonl`` (one line per completed epoch, from the module's history, which the
-    checkpoint carries over a resume) and prints one status line per epoch on rank 0."""
-
-    def __init__(self, out: Path, epochs: int) -> None:
-        self.out, self.epochs, self._said = out, epochs, 0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.on_train_end(trainer, module)
-
-    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        history = module.history
-        atomic_write_text(self.out / "log.jsonl", "".join(json.dumps(e) + "\n" for e in history))
-        if history and history[-1]["epoch"] != self._said:
-            e = history[-1]
-            self._said = e["epoch"]
-            say(", ".join([f"epoch {e['epoch']}/{self.epochs}", f"loss {e['loss']:.4f}"]
-                          + [f"{k} {v:.3f}" for k, v in e.items() if k.startswith(("ce_", "consistency"))]
-                          + [f"lr {e['lr']:.2e}", f"{e['seconds']:.0f} s", f"{e['pairs_per_s']:.1f} pairs/s"]))
+def metrics_document(metrics: Mapping[str, Any], split: str,
+                     available: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """``metrics.json`` from ``FusionModule.metrics``; a modality no pair had is marked ``not_measured``."""
+    document: dict[str, Any] = {k: v for k, v in metrics.items() if k not in ("n_pairs", "n_patients")}
+    if available is not None:
+        counts = {m: int(np.asarray(v, dtype=bool).sum()) for m, v in available.items()}
+        document["n_test_pairs_with"] = counts
+        absent = {m: f"no evaluated pair has a {m.upper()} image: the {m} branch saw only the "
+                     "placeholder" for m, n in counts.items() if n == 0}
+        if absent:
+            for section in ("branches", "calibration"):
+                document[section] = {b: {"not_measured": absent[b]} if b in absent else r
+                                     for b, r in document.get(section, {}).items()}
+            document["not_measured"] = absent
+    return {**document, "n_test_pairs": metrics["n_pairs"], "n_test_patients": metrics["n_patients"],
+            "split": split}
 
 
-def summarise_folds(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sd over folds (or held-out sites) of the ensemble's headline metrics."""
-    summary: dict[str, Any] = {}
-    for key in ("accuracy", "auc_macro", "sensitivity_macro", "specificity_macro", "qwk",
-                "auc_f2plus", "auc_f3plus", "auc_f4"):
-        values = [m["ensemble"][key] for m in fold_metrics if m["ensemble"].get(key) is not None]
-        if values:
-            summary[key] = {"mean": float(np.mean(values)), "n": len(values),
-                            "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
-    return summary
+def modalities_label(present: Sequence[str], metrics: Mapping[str, Any]) -> str:
+    """``"US + SWE"``, or ``"US (SWE absent from every pair)"`` when no pair had a SWE image."""
+    absent = set(metrics.get("not_measured") or ())
+    missing = [m.upper() for m in present if m in absent]
+    label = " + ".join(m.upper() for m in present if m not in absent) or "none"
+    return label + (f" ({', '.join(missing)} absent from every pair)" if missing else "")
+
+
+def write_figures(preds: Any, metrics: Mapping[str, Any], out: Path) -> list[Path]:
+    """``confusion_matrix.png``, ``roc.png`` and ``reliability/<branch>.png`` (measured branches)."""
+    names = list(STAGE_NAMES)
+    paths = [plot_confusion_matrix(metrics["ensemble"]["confusion_matrix"], names,
+                                   out / "confusion_matrix.png", title="Confusion matrix (test)"),
+             plot_roc(preds.probs["ensemble"], preds.labels, names, out / "roc.png",
+                      title="ROC curves, one-vs-rest (test)")]
+    not_measured = metrics.get("not_measured") or {}
+    return paths + [plot_reliability(probs, preds.labels, out / "reliability" / f"{branch}.png",
+                                     title=f"Reliability, {branch} (test)")
+                    for branch, probs in preds.probs.items() if branch not in not_measured]
+
+
+def metric_text(e: Mapping[str, Any], key: str) -> str:
+    """``e[key]`` with three decimals and its interval, if any (``n/a`` if not measured)."""
+    ci = e.get("ci") or {}
+    text = "n/a" if e.get(key) is None else f"{e[key]:.3f}"
+    return text + (" " + format_interval(ci[key], ci["level"], ci["n_bootstrap"]) if ci.get(key) else "")
+
+
+def summary_line(metrics: Mapping[str, Any]) -> str:
+    """One line: accuracy and macro AUC with intervals, QWK, pairs and patients."""
+    e, absent = metrics["ensemble"], metrics.get("not_measured") or {}
+    note = f"; {'/'.join(m.upper() for m in absent)} absent from every pair (branch not measured)" if absent else ""
+    return (f"accuracy {metric_text(e, 'accuracy')}, macro AUC {metric_text(e, 'auc_macro')}, QWK "
+            f"{'n/a' if e['qwk'] is None else format(e['qwk'], '.3f')} on {metrics['n_test_pairs']} pairs / "
+            f"{metrics['n_test_patients']} patients{note}")
 
 
 def site_parts(cfg: RunConfig, manifest: Any) -> list[str]:
-    """The sub-folders (``site-<name>``, sites sorted) of a ``--split site`` run; ``manifest`` is
-    ``--data``'s, or None for the phantom."""
+    """The ``site-<name>`` sub-folders of a ``--split site`` run (``manifest``: None for the phantom)."""
     from mmfusion.lightning import make_splits
 
     if manifest is None:  # the phantom: generated here, as its sites are needed before training
@@ -246,8 +244,7 @@ def site_parts(cfg: RunConfig, manifest: Any) -> list[str]:
 
 
 def run_training(cfg: RunConfig) -> dict[str, Any]:
-    """Check everything (nothing in ``--out`` is touched before), then train and evaluate one
-    configuration: one split, K folds, or one model per held-out site."""
+    """Check everything, then train and evaluate: one split, K folds, or one model per held-out site."""
     out = Path(cfg.run.out)
     runs.check_free(out, runs.RUN_OUTPUTS, cfg.run.resume or cfg.run.overwrite)
     model = build(cfg)  # fail fast on backbone / weights / freezing problems
@@ -260,13 +257,14 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
              f"{', '.join(f'{m}_path' for m in absent)} column is empty): that branch sees only the "
              f"placeholder and its metrics are not measured; pass --modalities "
              f"{','.join(m for m in cfg.model.modalities if m not in absent)} to train without it")
-    with runs.RunFolder(cfg, main=runs.global_rank() == 0):
+    with runs.run_folder(cfg, main=runs.global_rank() == 0):
         if not parts:
             return train_one(cfg, out, model=model)  # folds and sites each build their own
         chosen = [cfg.run.fold] if cfg.run.fold is not None else list(range(len(parts)))
         per_part = [train_one(dataclasses.replace(cfg, run=cfg.run.replace(fold=k, out=str(out / parts[k]))),
                               out / parts[k], fold=k) for k in chosen]
-        summary = summarise_folds(per_part)
+        summary = summarise_runs(per_part, ("accuracy", "auc_macro", "sensitivity_macro", "specificity_macro",
+                                                "qwk", "auc_f2plus", "auc_f3plus", "auc_f4"))
         if cfg.run.split == "site":
             names = [parts[k].removeprefix("site-") for k in chosen]
             metrics = {"folds": per_part, "sites": names, "summary": summary,

@@ -1,10 +1,4 @@
-"""The run folder, shared by every entry point: its lifecycle, data and loading (no Lightning).
-
-:class:`RunFolder` locks the folder (``.lock``), removes what a killed run left, writes the run's
-settings (``config.json``, ``config.yaml``) when it starts, and with ``--overwrite`` moves the
-previous run aside (``.previous-<pid>/``), restoring it if the new run fails and deleting it only
-once the new run is complete. Nothing is overwritten without ``--overwrite``.
-"""
+"""The run folder's checks, data and loading (its lifecycle: :class:`mmfusion.runs.RunFolder`)."""
 
 from __future__ import annotations
 
@@ -12,8 +6,6 @@ import contextlib
 import errno
 import json
 import os
-import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,50 +14,29 @@ import torch
 
 from examples.liver_fibrosis.cli import EXTRA, CliError, say, warn
 from examples.liver_fibrosis.options import RunConfig, load_config
-from mmfusion import files
-from mmfusion.data import Manifest, read_manifest
+from mmfusion import files, runs
+from mmfusion.data import IMAGENET_MEAN, IMAGENET_STD, Manifest, read_manifest
 from mmfusion.elastography import SWE_SCALE_COLUMN, parse_swe_scale_kpa
 from mmfusion.liver import METAVIR
 from mmfusion.models import FusionClassifier, from_pretrained, save_pretrained
+from mmfusion.runs import global_rank, launch_world  # noqa: F401 - the example's names
 
 #: What a training run writes (``evaluate`` adds ``eval-*``); ``--overwrite`` replaces exactly these.
 RUN_OUTPUTS = ("config.json", "config.yaml", "metrics.json", "log.jsonl", "confusion_matrix.png", "roc.png",
                "reliability", "model.safetensors", "checkpoints", "logs", "attention",
                "missing_modality.md", "missing_modality.json", "fold-*", "site-*", "eval-*")
-#: Where ``--overwrite`` keeps the run it replaces until the new one is complete.
-PREVIOUS = ".previous-"
+#: Normalisation of the model inputs (undone for display).
+MEAN_STD = (IMAGENET_MEAN, IMAGENET_STD)
+#: What shows that a run trained (a run an interrupted ``--overwrite`` moved aside also counts).
+TRAINED = ("model.safetensors", "metrics.json", "eval-*", "checkpoints/*.ckpt*")
 
 
 def resolve_device(requested: str) -> torch.device:
-    """``auto``/``cpu``/``cuda``/``cuda:N`` -> a device; a clear error where CUDA is missing."""
-    if requested == "auto":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    """``--device`` -> a device (:func:`mmfusion.runs.resolve_device`), with one-line errors."""
     try:
-        device = torch.device(requested)
-    except RuntimeError as err:
-        raise CliError(f"--device: unknown device {requested!r}; use auto, cpu, cuda or cuda:N") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CliError(f"--device {requested}: CUDA is not available on this machine (torch "
-                       f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise CliError(f"--device: unsupported device type {device.type!r}; use cpu or cuda")
-    return device
-
-
-def launch_world() -> tuple[int, int]:
-    """``(processes per node, nodes)`` of a torchrun or SLURM launch; ``(1, 1)`` otherwise."""
-    if "LOCAL_WORLD_SIZE" in os.environ:
-        per_node = int(os.environ["LOCAL_WORLD_SIZE"])
-        return per_node, max(1, int(os.environ.get("WORLD_SIZE", per_node)) // per_node)
-    if "SLURM_NTASKS_PER_NODE" in os.environ:
-        return int(os.environ["SLURM_NTASKS_PER_NODE"]), int(os.environ.get("SLURM_NNODES", "1"))
-    return 1, 1
-
-
-def global_rank() -> int:
-    """This process's rank in a torchrun or SLURM launch (0 otherwise)."""
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+        return runs.resolve_device(requested)
+    except ValueError as err:
+        raise CliError(f"--{err}") from err
 
 
 def swe_crop(cfg: RunConfig) -> dict[str, Any] | None:
@@ -82,10 +53,9 @@ def require(*packages: str) -> None:
     import importlib.util
 
     def missing(name: str) -> bool:
-        try:
+        with contextlib.suppress(ImportError, ValueError):  # a package blocked or half-installed
             return importlib.util.find_spec(name) is None
-        except (ImportError, ValueError):  # a package blocked or half-installed
-            return True
+        return True
 
     absent = [name for name in packages if missing(name)]
     if absent:
@@ -98,28 +68,18 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def trained_outputs(folder: Path) -> list[str]:
-    """What shows that a run trained in ``folder`` (a model, metrics, an evaluation, a checkpoint,
-    a run an interrupted ``--overwrite`` replaced, a fold/site part holding any); the rest a run
-    writes are leftovers of a run that stopped before its first epoch."""
-    if not folder.is_dir():
-        return []
-    found = set(files.occupied(folder, ("model.safetensors", "metrics.json", "eval-*", f"{PREVIOUS}*")))
-    if any((folder / "checkpoints").glob("*.ckpt*")):
-        found.add("checkpoints")
-    found.update(p.name for p in [*folder.glob("fold-*"), *folder.glob("site-*")] if p.is_dir() and trained_outputs(p))
-    return sorted(found)
+    """What shows that a run trained in ``folder`` (the rest a run writes are leftovers)."""
+    return runs.trained_outputs(folder, TRAINED, ("fold-*", "site-*"))
 
 
 def has_training_state(folder: Path) -> bool:
-    """Whether ``folder`` (or a fold/site part) holds a checkpoint or a model: what ``--resume``
-    continues, and what its saved settings must then match."""
+    """Whether ``folder`` (or a fold/site part) holds a checkpoint or a model (what ``--resume`` continues)."""
     return any(any(folder.glob(f"{part}{name}")) for part in ("", "fold-*/", "site-*/")
                for name in ("model.safetensors", "checkpoints/*.ckpt"))
 
 
 def check_free(out: Path, names: tuple[str, ...], flag_ok: bool, what: str = "a run") -> list[str]:
-    """Refuse to write over ``names`` in ``out`` unless allowed (for a training run only what shows
-    that a run trained counts); returns the names found."""
+    """Refuse to write over ``names`` in ``out`` unless allowed; returns the names found."""
     if out.exists() and not out.is_dir():
         raise CliError(f"--out: {out} exists and is not a folder; choose another --out")
     taken = files.occupied(out, names)
@@ -128,16 +88,6 @@ def check_free(out: Path, names: tuple[str, ...], flag_ok: bool, what: str = "a 
         raise CliError(f"--out: {out} already holds {what} ({', '.join(blocking[:4])}); pass "
                        "--overwrite to replace it (or --resume for a training run), or choose another --out")
     return taken
-
-
-def remove(out: Path, names: list[str]) -> None:
-    """Delete the listed outputs of ``out`` (files or folders)."""
-    for name in names:
-        target = out / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
 
 
 def unwritable(out: Path, err: OSError) -> CliError | None:
@@ -171,77 +121,13 @@ def holding_lock(out: Path) -> Iterator[Path]:
         lock.__exit__(None, None, None)
 
 
-class RunFolder:
-    """A training run's folder for the block (rank 0 does the work; ``main=False`` does nothing).
-
-    Entering takes the lock, cleans what a killed run left, moves the previous run aside when
-    overwriting and writes the settings. Leaving after success deletes the run moved aside; after
-    an error it deletes the new outputs and puts the previous run back (after Ctrl-C both stay:
-    the new run can be resumed).
-    """
-
-    def __init__(self, cfg: RunConfig, main: bool = True) -> None:
-        self.cfg, self.main, self.out = cfg, main, Path(cfg.run.out)
-        self.aside: Path | None = None
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self) -> RunFolder:
-        if self.main:
-            started = time.time()
-            with contextlib.ExitStack() as undo:  # the lock is released if preparing fails
-                undo.enter_context(holding_lock(self.out))
-                self._prepare(started)
-                self._stack = undo.pop_all()
-            self._stack.push(self._finish)
-        return self
-
-    def __exit__(self, *error: Any) -> None:
-        self._stack.__exit__(*error)
-
-    def _prepare(self, started: float) -> None:
-        r, out = self.cfg.run, self.out
-        stale = files.stale_temporary_files(out, started)
-        for path in stale:
-            path.unlink(missing_ok=True)
-        if stale:
-            say(f"{out}: removed {len(stale)} temporary file(s) a killed run left behind "
-                f"({', '.join(str(p.relative_to(out)) for p in stale[:3])})")
-        trained = trained_outputs(out)
-        if trained and not (r.resume or r.overwrite):  # a run finished since check_free
-            raise CliError(f"--out: {out} already holds a run ({', '.join(trained[:4])}); pass "
-                           "--overwrite to replace it, --resume to continue it, or choose another --out")
-        previous = sorted(p.name for p in out.glob(f"{PREVIOUS}*"))
-        if previous:
-            warn(f"{out}: {', '.join(previous)} holds the run an interrupted --overwrite replaced; "
-                 "it is deleted when this run completes (move it elsewhere to keep it)")
-        leftovers = [] if trained else files.occupied(out, RUN_OUTPUTS)
-        if leftovers and not r.resume:
-            remove(out, leftovers)
-            say(f"{out}: removed the leftovers of a run that stopped before its first epoch ({', '.join(leftovers)})")
-        replaced = sorted(set(files.occupied(out, RUN_OUTPUTS))) if r.overwrite and not r.resume else []
-        if replaced:
-            self.aside = out / f"{PREVIOUS}{os.getpid()}"
-            self.aside.mkdir()
-            for name in replaced:
-                (out / name).rename(self.aside / name)
-        write_json(out / "config.json", self.cfg.to_json())
-        files.atomic_write_text(out / "config.yaml", self.cfg.to_yaml())
-
-    def _finish(self, kind: type[BaseException] | None, *_: Any) -> None:
-        out = self.out
-        if kind is None:
-            for folder in sorted(out.glob(f"{PREVIOUS}*")):
-                shutil.rmtree(folder, ignore_errors=True)
-            if self.aside is not None:
-                say(f"{out}: the previous run is replaced")
-        elif self.aside is not None and not issubclass(kind, (KeyboardInterrupt, SystemExit)):
-            remove(out, files.occupied(out, RUN_OUTPUTS))
-            for path in sorted(self.aside.iterdir()):
-                path.rename(out / path.name)
-            self.aside.rmdir()
-            warn(f"{out}: this run failed; the previous run is put back as it was")
-        elif self.aside is not None:
-            warn(f"{out}: the replaced run is kept in {self.aside} until this run completes (--resume)")
+def run_folder(cfg: RunConfig, main: bool = True) -> runs.RunFolder:
+    """The training run's :class:`mmfusion.runs.RunFolder` (settings: ``config.json``, ``config.yaml``)."""
+    r = cfg.run
+    return runs.RunFolder(r.out, RUN_OUTPUTS, TRAINED, parts=("fold-*", "site-*"), resume=r.resume,
+                          overwrite=r.overwrite, main=main, say=say, lock=holding_lock, settings={
+                              "config.json": json.dumps(cfg.to_json(), indent=2) + "\n",
+                              "config.yaml": cfg.to_yaml()})
 
 
 def check_finite(model: torch.nn.Module, cfg: RunConfig) -> None:
@@ -309,8 +195,7 @@ _MANIFESTS: dict[tuple[str, int, int, int, str], Manifest] = {}
 
 
 def load_manifest(cfg: RunConfig, verify: str = "header") -> Manifest:
-    """Read and check the run's manifest (image headers only: training decodes every image once
-    anyway; the phantom's only for existing files), once per process and file version."""
+    """Read and check the run's manifest, once per process and file version."""
     path = manifest_path(cfg)
     verify = verify if cfg.run.data else "exists"
     try:

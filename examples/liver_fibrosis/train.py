@@ -1,5 +1,4 @@
-"""``train``: the liver fibrosis fusion network (paper III.E), evaluated on held-out patients;
-``--help`` shows the defaults that apply here (see docs/liver_fibrosis.rst)."""
+"""``train``: the liver fibrosis fusion network, evaluated on held-out patients."""
 
 from __future__ import annotations
 
@@ -17,8 +16,7 @@ PROG = "python -m examples.liver_fibrosis.train"
 
 
 def machine_config(given: dict[str, Any], cheap: bool = False) -> tuple[options.RunConfig, str]:
-    """The configuration a new run starts from here: the preset (given, or this machine's) with
-    the runtime defaults of its device; and a line saying why (empty when ``--preset`` was given)."""
+    """A new run's configuration here (preset given or chosen, device defaults) and why."""
     if not cheap:
         from examples.liver_fibrosis.runs import resolve_device
 
@@ -43,8 +41,7 @@ def build_parser(base: options.RunConfig | None = None, why: str = "") -> Any:
 
 
 def resolve_config(argv: Sequence[str] | None) -> options.RunConfig:
-    """The run's configuration: the preset (or the ``--resume``'d run's), the ``--config`` files,
-    then the command line."""
+    """The run's configuration: preset (or the resumed run's), ``--config`` files, command line."""
     argv = options.normalise(argv)
     for i, (flag, value) in enumerate(zip(argv, argv[1:], strict=False)):  # a run folder or its config.json (before 26)
         if flag == "--config" and (Path(value).is_dir() or value.endswith(".json")):

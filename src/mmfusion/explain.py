@@ -9,13 +9,14 @@
 Every map is returned as a ``[B, H, W]`` float tensor in ``[0, 1]`` (min-max normalised per sample)
 on the frame size of its modality, ready for :func:`mmfusion.plots.plot_overlay`. Captum is an
 optional dependency (the ``mmfusion[explain]`` extra); it is imported only by :func:`grad_cam`.
+:func:`explain_maps` gives both kinds at once, as :func:`mmfusion.plots.plot_maps` draws them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,10 @@ from mmfusion._checks import (
 from mmfusion.nn.encoder import ModalityEncoder
 from mmfusion.nn.model import MultiModalClassifier
 
-__all__ = ["PROBS", "attention_overlays", "grad_cam", "normalize_maps"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["PROBS", "attention_overlays", "explain_maps", "grad_cam", "normalize_maps"]
 
 PROBS = "probs"
 """Branch name of the combined (ensemble) prediction in :func:`grad_cam`."""
@@ -310,3 +314,17 @@ def _import_captum() -> Any:
             "grad_cam needs Captum, an optional dependency: pip install 'mmfusion[explain]'"
         ) from err
     return captum_attr
+
+
+def explain_maps(model: nn.Module, inputs: Mapping[str, Tensor], with_grad_cam: bool = False
+                 ) -> dict[str, dict[str, np.ndarray]]:
+    """Kind -> modality -> ``[B, H, W]`` NumPy maps in ``[0, 1]``: ``"attention"`` (when the model's
+    fusion has spatial attention, :func:`attention_overlays`) and, if asked, ``"Grad-CAM"``."""
+    from mmfusion.nn import AttentionFusion
+
+    out = {}
+    if isinstance(getattr(model, "fusion", None), AttentionFusion):
+        out["attention"] = {m: v.detach().cpu().numpy() for m, v in attention_overlays(model, inputs).items()}
+    if with_grad_cam:
+        out["Grad-CAM"] = {m: v.detach().cpu().numpy() for m, v in grad_cam(model, inputs).items()}
+    return out

@@ -35,6 +35,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -56,6 +57,7 @@ __all__ = [
     "OnnxPredictor",
     "ProbabilitiesModule",
     "check_finite_weights",
+    "check_parity",
     "to_onnx",
 ]
 
@@ -185,6 +187,44 @@ def check_finite_weights(model: nn.Module, name: str = "model") -> None:
             f"or inf), e.g. {bad[:3]}: the model diverged? (train again, e.g. with a lower "
             "learning rate); refusing to use it"
         )
+
+
+def check_parity(model: nn.Module, predictor: Any, image_size: int, tolerance: float = 1e-3) -> float:
+    """Largest ``|p_onnx - p_torch|`` of an exported ``model`` on two random inputs (seeded) and,
+    where the graph has the availability input, with the last modality missing from the second.
+
+    Args:
+        model: The exported model (evaluation mode, on the CPU).
+        predictor: Its :class:`OnnxPredictor`.
+        image_size: Side of the square inputs.
+        tolerance: Largest accepted difference.
+
+    Raises:
+        ValueError: The model's probabilities are not finite (a diverged model), ONNX Runtime's
+            are not, or they differ by more than ``tolerance``.
+    """
+    names = list(predictor.modalities)
+    x = {m: torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(i))
+         for i, m in enumerate(names)}
+    with torch.no_grad():
+        expected = model(x).probs.numpy()
+    got = predictor({m: v.numpy() for m, v in x.items()})
+    if predictor.availability_input:
+        present = {m: torch.tensor([True, i < len(names) - 1]) for i, m in enumerate(names)}
+        with torch.no_grad():
+            expected = np.concatenate([expected, model(x, present).probs.numpy()])
+        got = np.concatenate([got, predictor({m: v.numpy() for m, v in x.items()},
+                                             {m: v.numpy() for m, v in present.items()})])
+    if not np.isfinite(expected).all():
+        raise ValueError("model: its probabilities are not finite (NaN or inf): the model diverged? "
+                         "(train it again, e.g. with a lower learning rate)")
+    diff = float(np.abs(expected - got).max())
+    if not np.isfinite(got).all():
+        raise ValueError(f"ONNX Runtime disagrees with PyTorch: its probabilities are not finite "
+                         f"(max |delta p| = {diff:.2e})")
+    if not diff <= tolerance:  # also False for NaN
+        raise ValueError(f"ONNX Runtime disagrees with PyTorch (max |delta p| = {diff:.2e} > {tolerance:g})")
+    return diff
 
 
 def _floats3(values: Sequence[float], name: str, positive: bool = False) -> tuple[float, ...]:

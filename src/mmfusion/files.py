@@ -5,12 +5,14 @@ so on the same filesystem), flushed and fsynced, given the mode the umask allows
 would), renamed into place (:func:`os.replace` is atomic on POSIX and Windows) and the folder
 fsynced, so a process killed mid-write (or a full disk) leaves the previous version intact.
 Temporary files a killed process left behind are found by :func:`stale_temporary_files`.
+:func:`replace_checked` writes a file that must pass a check before it replaces the old one.
 Used by :mod:`mmfusion.models` (``save_pretrained``), the example's run folders and the benchmarks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import tempfile
@@ -29,6 +31,8 @@ __all__ = [
     "file_mode",
     "lock_folder",
     "occupied",
+    "remove_stale_candidates",
+    "replace_checked",
     "stale_temporary_files",
 ]
 
@@ -196,3 +200,56 @@ def occupied(folder: str | Path, names: Iterable[str]) -> list[str]:
     for name in names:
         found.update(p.name for p in folder.glob(name))
     return sorted(found)
+
+
+def remove_stale_candidates(path: str | Path) -> list[Path]:
+    """Delete the candidates of :func:`replace_checked` for ``path`` (``.<name>.*.tmp`` beside it)
+    that no process holds locked (those of killed processes); returns the files deleted."""
+    import fcntl
+
+    path, removed = Path(path), []
+    for candidate in sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")):
+        try:
+            fd = os.open(candidate, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live writer holds it
+            continue
+        else:
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+        finally:
+            os.close(fd)
+    return removed
+
+
+@contextlib.contextmanager
+def replace_checked(path: str | Path) -> Iterator[Path]:
+    """A candidate file beside ``path`` to write and check in the block: it replaces ``path``
+    atomically (and the folder is fsynced) when the block ends without error, and is deleted
+    otherwise, so a failed write or check leaves ``path`` as it was.
+
+    The candidate (``.<name>.<random>.tmp``) is locked (``flock``) while the block runs: a
+    :func:`remove_stale_candidates` of another process keeps it; the candidates of killed processes
+    are deleted first. Needs ``fcntl`` (POSIX).
+
+    Yields:
+        The candidate's path (an empty file).
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_candidates(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    candidate = Path(name)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until the end: marks the candidate as in use
+        yield candidate
+        os.replace(candidate, path)
+    finally:
+        candidate.unlink(missing_ok=True)
+        os.close(fd)
+    _fsync_folder(path.parent)

@@ -119,6 +119,19 @@ class ExportFacts:
     output: str = OUTPUT_NAME
     version: str = ""
 
+    def differences(self, image_size: int | Sequence[int], crop: Mapping[str, str],
+                    mean: Sequence[float], std: Sequence[float]) -> list[str]:
+        """How the recorded preprocessing differs from the given one, one entry per field
+        (``"<field> <recorded> (given: <value>)"``; ``mean`` and ``std`` within 1e-6); empty when
+        they agree. ``crop`` gives modes by modality; a modality left out is ``"sector"``."""
+        size = (image_size,) * 2 if isinstance(image_size, int) else tuple(image_size)
+        given = {"image_size": size, "crop": {m: crop.get(m, "sector") for m in self.modalities},
+                 "mean": tuple(mean), "std": tuple(std)}
+        recorded = {"image_size": tuple(self.image_size), "crop": dict(self.crop),
+                    "mean": tuple(self.mean), "std": tuple(self.std)}
+        return [f"{k} {recorded[k]} (given: {v})" for k, v in given.items()
+                if (not np.allclose(recorded[k], v, atol=1e-6) if k in ("mean", "std") else recorded[k] != v)]
+
     def to_metadata(self) -> dict[str, str]:
         """The ``metadata_props`` entries: ``mmfusion.<field>`` -> JSON value."""
         values: dict[str, Any] = {

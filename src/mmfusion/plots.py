@@ -5,7 +5,8 @@ The confusion matrix, ROC curves and reliability curve are scikit-learn's displa
 (:class:`~sklearn.metrics.ConfusionMatrixDisplay`, :class:`~sklearn.metrics.RocCurveDisplay`,
 :class:`~sklearn.calibration.CalibrationDisplay`) fed with the numbers of :mod:`mmfusion.metrics`,
 so a figure shows exactly what the report states; only the labels and styling are ours. Custom
-matplotlib where no display fits: the heat-map overlay (scikit-learn has no display for images)
+matplotlib where no display fits: the heat-map overlays (:func:`plot_overlay`, :func:`plot_maps`,
+:func:`plot_examples`: scikit-learn has no display for images)
 and the reliability diagram's bars and sample-share panel (``CalibrationDisplay`` draws a curve).
 
 matplotlib is an optional dependency (``mmfusion[example]``), imported inside the functions, so
@@ -17,7 +18,7 @@ ever opens and the caller's pyplot figures are left alone. Each function writes 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,15 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_confusion_matrix", "plot_overlay", "plot_reliability", "plot_roc"]
+__all__ = [
+    "plot_confusion_matrix",
+    "plot_examples",
+    "plot_maps",
+    "plot_overlay",
+    "plot_reliability",
+    "plot_roc",
+    "to_display",
+]
 
 _DPI = 150
 
@@ -313,3 +322,80 @@ def plot_reliability(
     bottom.set_xlabel("confidence (top-label probability)")
     bottom.set_ylabel("share of samples")
     return _save(fig, out)
+
+
+def to_display(image: Any, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Undo the normalisation of one ``[3, H, W]`` model input: ``[H, W, 3]`` uint8 for plotting."""
+    pixels = _as_array(image).astype(np.float32) * np.asarray(std, np.float32)[:, None, None]
+    pixels = np.clip(pixels + np.asarray(mean, np.float32)[:, None, None], 0, 1) * 255
+    return np.round(pixels).astype(np.uint8).transpose(1, 2, 0)
+
+
+def plot_maps(images: Mapping[str, Any], maps: Mapping[str, Mapping[str, Any]], path: str | Path,
+              title: str = "") -> Path:
+    """One PNG, a column per modality: its image, then one row per kind of map over it.
+
+    Args:
+        images: Modality -> ``[H, W, 3]`` image (:func:`to_display`).
+        maps: Kind (e.g. ``"attention"``) -> modality -> ``[h, w]`` heat map
+            (:func:`mmfusion.explain.explain_maps` of one sample); a modality may be left out.
+        path: The PNG to write.
+        title: The figure's title.
+    """
+    path, names = _png_path(path), list(images)
+    fig = _new_figure((3.0 * len(names), 3.0 * (1 + len(maps)) + 0.4))
+    axes = fig.subplots(1 + len(maps), len(names), squeeze=False)
+    for j, m in enumerate(names):
+        axes[0][j].imshow(_as_array(images[m]))
+        axes[0][j].set_title(m.upper(), fontsize=9)
+        axes[0][j].set_axis_off()
+        for i, (kind, per_modality) in enumerate(maps.items(), start=1):
+            if m in per_modality:
+                plot_overlay(images[m], per_modality[m], axes[i][j])
+                axes[i][j].set_title(f"{m.upper()} {kind}", fontsize=9)
+            axes[i][j].set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_examples(model: Any, dataset: Any, predictions: Any, folder: str | Path, class_names: Sequence[str],
+                  mean: Sequence[float], std: Sequence[float], n: int = 5, device: Any = "cpu") -> list[Path]:
+    """:func:`plot_maps` of ``n`` evaluated samples (one per true class first) into ``folder``:
+    attention maps where the model's fusion has them, Grad-CAM otherwise.
+
+    Args:
+        model: The :class:`~mmfusion.nn.MultiModalClassifier` that was evaluated.
+        dataset: The evaluated dataset (``dataset[i]`` -> modality -> ``[3, H, W]``).
+        predictions: Its :class:`~mmfusion.lightning.Predictions` (``indices`` into ``dataset``).
+        folder: Where ``<k>_<group>_<true class>.png`` go.
+        class_names: One name per class.
+        mean, std: The inputs' normalisation (:func:`to_display`).
+        n: How many samples.
+        device: Where the model is.
+    """
+    import torch
+
+    from mmfusion.explain import explain_maps
+    from mmfusion.nn import AttentionFusion
+
+    picks: list[int] = []
+    for label in range(len(class_names)):
+        hits = np.flatnonzero(predictions.labels == label)
+        if len(hits) and len(picks) < n:
+            picks.append(int(hits[0]))
+    picks += [i for i in range(len(predictions.labels)) if i not in picks][: max(0, n - len(picks))]
+    if not picks:
+        return []
+    modalities = list(model.modalities)
+    samples = [dataset[int(predictions.indices[i])] for i in picks]
+    inputs = {m: torch.stack([s[m] for s in samples]).to(device) for m in modalities}
+    maps = explain_maps(model, inputs, with_grad_cam=not isinstance(getattr(model, "fusion", None), AttentionFusion))
+    paths = []
+    for b, (i, sample) in enumerate(zip(picks, samples, strict=True)):
+        probs, group = predictions.probs["ensemble"][i], predictions.groups[i]
+        true, pred = class_names[int(predictions.labels[i])], class_names[int(probs.argmax())]
+        paths.append(plot_maps({m: to_display(sample[m], mean, std) for m in modalities},
+                               {kind: {m: v[b] for m, v in per_m.items()} for kind, per_m in maps.items()},
+                               Path(folder) / f"{b:02d}_{group}_{true}.png",
+                               f"{group}: true {true}, predicted {pred} (p = {probs.max():.2f})"))
+    return paths

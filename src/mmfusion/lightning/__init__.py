@@ -6,6 +6,8 @@
   :class:`~mmfusion.models.TrainingConfig`, and the library's metrics after validation and test.
 - :class:`FusionDataModule`: a manifest split by patient, the paper's augmentation, per-sample
   seeded sampling sharded over processes.
+
+And :mod:`~mmfusion.lightning.checkpoints`: atomic checkpoints, a checked resume, an epoch log.
 """
 
 try:
@@ -15,8 +17,18 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         'mmfusion.lightning needs the Lightning package: pip install "mmfusion[lightning]"'
     ) from err
 
+from mmfusion.lightning.checkpoints import AtomicCheckpointIO, EpochLog, check_checkpoint
 from mmfusion.lightning.datamodule import FusionDataModule, Split, make_splits
 from mmfusion.lightning.module import FusionModule
 from mmfusion.lightning.predictions import Predictions
 
-__all__ = ["FusionDataModule", "FusionModule", "Predictions", "Split", "make_splits"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "EpochLog",
+    "FusionDataModule",
+    "FusionModule",
+    "Predictions",
+    "Split",
+    "check_checkpoint",
+    "make_splits",
+]

@@ -64,11 +64,12 @@ _PHANTOM_NAMES = (
     "interaction_ceilings",
     "interaction_config",
     "make_phantom_dataset",
+    "phantom_ceilings",
     "phantom_truth",
     "sample_cohort",
 )
 
-_BASELINE_NAMES = ("FEATURE_NAMES", "LogisticBaseline", "baseline_features", "pair_features")
+_BASELINE_NAMES = ("FEATURE_NAMES", "LogisticBaseline", "baseline_features", "pair_features", "pair_inputs")
 
 _LAB_BASELINE_NAMES = (
     "LabCutoffBaseline",

@@ -36,7 +36,7 @@ from sklearn.preprocessing import StandardScaler
 from mmfusion.elastography.colour import decode_swe_kpa, detect_swe_box
 from mmfusion.liver.stages import NUM_STAGES
 
-__all__ = ["FEATURE_NAMES", "LogisticBaseline", "baseline_features", "pair_features"]
+__all__ = ["FEATURE_NAMES", "LogisticBaseline", "baseline_features", "pair_features", "pair_inputs"]
 
 #: Names of the columns of :func:`baseline_features`, in order.
 FEATURE_NAMES: tuple[str, ...] = (
@@ -252,3 +252,33 @@ class LogisticBaseline:
     def predict(self, features: Any) -> np.ndarray:
         """``[N]`` int64 predicted classes (arg-max of :meth:`predict_proba`)."""
         return self.predict_proba(features).argmax(axis=1).astype(np.int64)
+
+
+def pair_inputs(row: Any, kpa_max: float = 40.0) -> dict[str, Any]:
+    """The arguments of :func:`pair_features` for one manifest row (with ``us`` and ``swe`` images).
+
+    Reads both frames, detects the SWE colour box and its legend (the colour scale), takes the
+    scale's top from the row's ``swe_scale_kpa`` column or ``kpa_max``, and maps the SWE box onto
+    the B-mode frame through both frames' ROIs (a dual-view screen shows its fans side by side).
+
+    Returns:
+        ``{"us", "swe", "box", "colormap", "kpa_range", "us_box"}``.
+
+    Raises:
+        ValueError: The SWE frame has no colour box or no legend (the message names the file and
+            its manifest line).
+    """
+    from mmfusion.data import image_roi, load_image
+    from mmfusion.elastography import colour_bar_lut, detect_colour_bar, swe_scale_kpa
+
+    us, swe = load_image(row.paths["us"]), load_image(row.paths["swe"])
+    box, bar = detect_swe_box(swe), detect_colour_bar(swe)
+    if box is None or bar is None:
+        raise ValueError(f"{row.paths['swe']} (line {row.line}) has no "
+                         f"{'colour box' if box is None else 'colour bar (legend)'}")
+    sx0, sy0, _, _ = image_roi(row.paths["swe"], image=swe).roi.bbox
+    ux0, uy0, _, _ = image_roi(row.paths["us"], image=us).roi.bbox
+    x0, y0, x1, y1 = box
+    dx, dy = ux0 - sx0, uy0 - sy0
+    return {"us": us, "swe": swe, "box": box, "colormap": colour_bar_lut(swe, bar),
+            "kpa_range": (0.0, swe_scale_kpa(row) or kpa_max), "us_box": (x0 + dx, y0 + dy, x1 + dx, y1 + dy)}

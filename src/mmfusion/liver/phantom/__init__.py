@@ -9,10 +9,11 @@ scanner styles, and the ground truth needed to check ROI detection and models.
   patients, 3 sites).
 - :class:`ScannerStyle` and :data:`STYLES`: how each site's scanner lays out and codes its frames.
 - :func:`phantom_truth` reads a pair's ground truth (e.g. the SWE colour box) from its manifest row.
-- :func:`bayes_ceiling` is the accuracy of the Bayes-optimal classifier: the phantom's ceiling.
+- :func:`bayes_ceiling` is the accuracy of the Bayes-optimal classifier: the phantom's ceiling;
+  :func:`phantom_ceilings` the ceilings that match a trained model's inputs and test set.
 """
 
-from mmfusion.liver.phantom.ceiling import bayes_ceiling
+from mmfusion.liver.phantom.ceiling import bayes_ceiling, phantom_ceilings
 from mmfusion.liver.phantom.ceilings import interaction_ceilings
 from mmfusion.liver.phantom.cohort import PatientLatent, sample_cohort
 from mmfusion.liver.phantom.config import PhantomConfig
@@ -45,6 +46,7 @@ __all__ = [
     "interaction_ceilings",
     "interaction_config",
     "make_phantom_dataset",
+    "phantom_ceilings",
     "phantom_truth",
     "sample_cohort",
 ]
