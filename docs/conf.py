@@ -80,7 +80,7 @@ nitpick_ignore_regex = [
     (
         r"py:.*",
         r"(torch|torchvision|numpy|np|os|time|pathlib|collections|typing|timm|cv2|matplotlib|sklearn"
-        r"|lightning|pl|huggingface_hub)(\..*)?",
+        r"|lightning|pl|huggingface_hub|nn|contextlib)(\..*)?",
     ),
     (r"py:.*", r"(Tensor|Path|Module|Figure|Axes|ndarray|PathLike|Generator|Any)"),
     (r"py:.*", r"(Literal|Mapping|Sequence|Iterator|Iterable|Callable)"),

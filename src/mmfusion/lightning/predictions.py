@@ -84,7 +84,7 @@ class Predictions:
 
 def gather_predictions(module: lightning.pytorch.LightningModule, local: dict[str, Any] | None,
                        groups: Sequence[str]) -> Predictions | None:
-    """Every process's evaluation outputs, merged (:meth:`Predictions.merge`), on every process.
+    """Every process's evaluation outputs, merged (``Predictions.merge``), on every process.
 
     The tensors go through Lightning's :meth:`~lightning.pytorch.core.LightningModule.all_gather`
     (each process's rows padded to the largest share, since a collective needs equal shapes, and
