@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.activations import saved_bytes
 from benchmarks.results_io import environment, git_commit, utc_now, write_json
-from benchmarks.throughput import _Parser
+from benchmarks.throughput import _Parser, _positive_int
 from mmfusion.files import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -206,23 +206,13 @@ def _names(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: measure, then write the JSON and Markdown results."""
     parser = _Parser(prog="python -m benchmarks.fusion_cost",
                      description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--fusions", type=_names, default=None,
                         help="comma-separated fusion names (default: every registered fusion)")
-    parser.add_argument("--repeats", type=_positive, default=5, help="timed runs per latency")
+    parser.add_argument("--repeats", type=_positive_int, default=5, help="timed runs per latency")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     from mmfusion.nn.registry import list_fusions

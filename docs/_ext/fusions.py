@@ -16,6 +16,7 @@ from pathlib import Path
 
 from docutils import nodes
 from docutils.parsers.rst import Directive
+from presets import _row  # one table-row builder for the docs' extensions
 
 COST = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "fusion_cost_cpu.json"
 TOKENS = {"cross_attention", "bottleneck", "perceiver"}
@@ -63,15 +64,6 @@ def rows() -> list[list[str]]:
         out.append([name, cls.reference, kinds, count, cls.missing,
                     "yes" if getattr(cls, "compiles", True) else "no", *measured])
     return out
-
-
-def _row(cells: list[nodes.Node]) -> nodes.row:
-    row = nodes.row()
-    for cell in cells:
-        entry = nodes.entry()
-        entry += nodes.paragraph("", "", cell)
-        row += entry
-    return row
 
 
 class FusionCatalogue(Directive):
