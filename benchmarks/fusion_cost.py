@@ -153,7 +153,9 @@ def run(names: Sequence[str], *, repeats: int, preset: str = "liver_fibrosis_qui
     }
 
 
-def _human(n: float) -> str:
+def human_count(n: float) -> str:
+    """``n`` with a k / M / G suffix and two decimals (``131072 -> "131.07 k"``), as the tables
+    (this file's and the docs' catalogue) print counts."""
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= size:
             return f"{n / size:.2f} {unit}"
@@ -185,11 +187,11 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     ]
     for r in doc["rows"]:
         lines.append(
-            f"| `{r['fusion']}` | {_human(r['fusion_params'])} | {_human(r['params'])} "
-            f"| {_human(r['fusion_flops_per_pair'])} | {_human(r['flops_per_pair'])} "
+            f"| `{r['fusion']}` | {human_count(r['fusion_params'])} | {human_count(r['params'])} "
+            f"| {human_count(r['fusion_flops_per_pair'])} | {human_count(r['flops_per_pair'])} "
             f"| {r['latency_ms']['1']:.1f} ms | {r['latency_ms']['32']:.1f} ms "
             f"| {r['fusion_latency_ms']['32']:.2f} ms "
-            f"| {_human(r['added_param_bytes'])}B | {_human(r['added_saved_bytes_per_pair'])}B |"
+            f"| {human_count(r['added_param_bytes'])}B | {human_count(r['added_saved_bytes_per_pair'])}B |"
         )
     return "\n".join(lines) + "\n"
 

@@ -70,3 +70,8 @@ def test_the_committed_cost_table_covers_the_catalogue() -> None:
     assert set(CATALOGUE) <= {r["fusion"] for r in committed["rows"]}
     assert committed["environment"]["cpu_model"]
     assert committed["setup"]["preset"] == "liver_fibrosis_quick" and not committed["setup"]["changes"]
+
+
+def test_counts_print_with_a_unit_suffix() -> None:
+    assert fusion_cost.human_count(131072) == "131.07 k"
+    assert fusion_cost.human_count(4.8e6) == "4.80 M" and fusion_cost.human_count(999) == "999"

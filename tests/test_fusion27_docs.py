@@ -66,6 +66,6 @@ def test_the_table_is_the_classes_attributes_and_the_cost_run(fusions_ext: objec
         assert row[5] == ("yes" if cls.compiles else "no")
         assert row[2].startswith(" / ".join(cls.kinds))
         if name in cost:
-            assert row[6] == fusions_ext._human(cost[name]["fusion_params"])
+            assert row[6] == fusions_ext.human_count(cost[name]["fusion_params"])
         else:
             assert row[6] == "not measured"

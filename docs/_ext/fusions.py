@@ -12,11 +12,15 @@ missing from the cost run shows "not measured".
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from docutils import nodes
 from docutils.parsers.rst import Directive
 from presets import _row  # one table-row builder for the docs' extensions
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks
+from benchmarks.fusion_cost import human_count  # noqa: E402 - after the path
 
 COST = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "fusion_cost_cpu.json"
 TOKENS = {"cross_attention", "bottleneck", "perceiver"}
@@ -29,13 +33,6 @@ def catalogue() -> tuple[str, ...]:
     from mmfusion.nn import registry
 
     return tuple(registry._FUSIONS.builtins)
-
-
-def _human(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f}"
 
 
 def rows() -> list[list[str]]:
@@ -57,7 +54,7 @@ def rows() -> list[list[str]]:
             count += ", maps of one size"
         row = cost.get(name)
         measured = (
-            [_human(row["fusion_params"]), _human(row["fusion_flops_per_pair"]),
+            [human_count(row["fusion_params"]), human_count(row["fusion_flops_per_pair"]),
              f"{row['fusion_latency_ms']['32']:.2f} ms"]
             if row else ["not measured"] * 3
         )
