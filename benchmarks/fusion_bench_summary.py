@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.fusion_bench_verdicts import render_verdicts, verdicts
 from mmfusion.files import atomic_write_text
 
 __all__ = ["load_runs", "summarise", "write_summary"]
@@ -90,6 +91,7 @@ def _row(method_runs: list[dict[str, Any]], late_runs: dict[int, dict[str, Any]]
         "accuracy_se": float(np.mean([r["per_patient"]["accuracy_se"] for r in runs])),
         "accuracy_view": float(np.mean([r["per_view"]["accuracy"] for r in runs])),
         "auc_macro": _mean([r["per_patient"]["auc_macro"] for r in runs]),
+        "auc_bootstrap": [pooled["ci"]["auc_macro"]["lower"], pooled["ci"]["auc_macro"]["upper"]],
         "qwk": _mean([r["per_patient"]["qwk"] for r in runs]),
         "ece": _mean([r["per_patient"]["ece"] for r in runs]),
         "test_patients": first["test_cohort"]["patients"],
@@ -142,6 +144,7 @@ def summarise(runs: Sequence[dict[str, Any]], n_bootstrap: int = 1000) -> dict[s
         out["settings"] = first["settings"]
         out["machine"] = first.get("machine")
         out["test_cohort"] = first["test_cohort"]
+        out["verdicts"] = verdicts(runs, n_bootstrap=n_bootstrap)
     return out
 
 
@@ -162,6 +165,11 @@ def _diff(part: Mapping[str, Any] | None, key: str = "mean") -> str:
         return "-"
     value = part.get(key, part.get("difference"))
     return f"{100 * value:+.1f} {_interval(part['lower'], part['upper'])}"
+
+
+def _auc_cell(row: Mapping[str, Any]) -> str:
+    lo, hi = row.get("auc_bootstrap") or (None, None)
+    return _num(row["auc_macro"]) + ("" if lo is None or hi is None else f" [{lo:.3f}, {hi:.3f}]")
 
 
 def _cost_cell(row: Mapping[str, Any]) -> str:
@@ -200,7 +208,9 @@ def render_markdown(summary: Mapping[str, Any], figures: Sequence[str]) -> str:
         "the test cohort (seeds stacked). *vs late*: difference to late fusion, paired t over "
         "seeds / paired patient bootstrap. *Gap*: ceiling minus accuracy (the method's own "
         "ceilings: its modalities; joint sees where the decoy is, late cannot). *Regret*: ceiling "
-        "without the modality minus accuracy without it (-SWE / -US / -labs).",
+        "without the modality minus accuracy without it (-SWE / -US / -labs). *AUC*: macro "
+        "one-vs-rest AUROC per patient, mean over seeds [patient-bootstrap interval, seeds "
+        "stacked].",
         "",
     ]
     header = ["method", "inputs", "n", "accuracy (seeds)", "bootstrap", "vs late (t)",
@@ -229,13 +239,15 @@ def render_markdown(summary: Mapping[str, Any], figures: Sequence[str]) -> str:
                 f"{_pct(a['mean'])} {_interval(a['lower'], a['upper'])}",
                 _interval(*r["accuracy_bootstrap"]),
                 _diff(r.get("vs_late_t")), _diff(r.get("vs_late_bootstrap"), "difference"),
-                _pct(r["accuracy_view"]), _num(r["auc_macro"]), _num(r["qwk"]), _num(r["ece"]), _pct(r.get("gap_joint")), _pct(r.get("gap_late")),
+                _pct(r["accuracy_view"]), _auc_cell(r), _num(r["qwk"]), _num(r["ece"]), _pct(r.get("gap_joint")), _pct(r.get("gap_late")),
                 "/".join(_pct(regret.get(m)) for m in MISSING),
                 _cost_cell(r), f"{r['seconds']:.0f}, "
                 + ("-" if r.get("cpu_seconds") is None else f"{r['cpu_seconds']:.0f}"),
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if summary.get("verdicts"):
+        lines += render_verdicts(summary["verdicts"])
     lines += ["Figures: " + ", ".join(f"![{Path(f).stem}]({f})" for f in figures), ""] if figures else []
     lines += ["Cost: parameters of the benchmark's model; fusion FLOPs per pair and batch-1 CPU "
               "latency from `benchmarks/results/fusion_cost_cpu.json` (the catalogue's cost run, "

@@ -127,6 +127,10 @@ def test_summarise_only_reads(bench: dict[str, Any]) -> None:
     diff = csa["per_patient"]["accuracy"] - late["per_patient"]["accuracy"]
     assert rows["cross_spatial_attention"]["vs_late_bootstrap"]["difference"] == pytest.approx(diff)
     assert rows["cross_spatial_attention"]["vs_late_t"]["mean"] == pytest.approx(diff)
+    (verdict,) = summary["verdicts"]["fusions"]  # one fusion besides late, one seed: no verdict
+    assert verdict["vs_late"]["0"]["difference"] == pytest.approx(diff)
+    assert verdict["vs_late"]["0"]["verdict"] == "one seed: no verdict"
+    assert "## Verdicts" in text and "| cross_spatial_attention | us+swe |" in text
     assert {p: os.stat(out / p).st_mtime_ns for p in _files(out) if "rho-" in p} == {
         p: t for p, t in before.items() if "rho-" in p}
 
