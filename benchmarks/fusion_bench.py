@@ -36,7 +36,7 @@ import io
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +64,18 @@ def run_paths(out: Path, rho: float, method: str, seed: int) -> tuple[Path, Path
     return folder / f"seed{seed}.json", folder / f"seed{seed}.npz"
 
 
-def finished(path: Path, settings: BenchSettings) -> bool:
-    """Whether ``path`` holds a finished run made with ``settings``.
+def finished(path: Path, settings: BenchSettings, cohorts: Mapping[str, str] | None = None) -> bool:
+    """Whether ``path`` holds a finished run made with ``settings`` on ``cohorts``.
+
+    Args:
+        path: The run's result JSON.
+        settings: This call's settings.
+        cohorts: ``{"test_cohort": folder, "train_cohort": folder}`` that this phantom generator
+            gives for the run (:func:`cohort_folders`); ``None`` skips that check.
 
     Raises:
-        ValueError: It holds a finished run made with other settings.
+        ValueError: It holds a finished run made with other settings, or on cohorts that the
+            phantom generator no longer makes (the generator changed since: the run is stale).
     """
     if not path.is_file():
         return False
@@ -76,7 +83,22 @@ def finished(path: Path, settings: BenchSettings) -> bool:
     if doc.get("settings") != settings.to_dict():
         raise ValueError(f"--out: {path} holds a run made with other settings "
                          f"({doc.get('settings')}); pass another --out (or delete the folder)")
+    stale = {k: (doc.get(k) or {}).get("folder") for k in cohorts or {}
+             if (doc.get(k) or {}).get("folder") != cohorts[k]}  # type: ignore[index]
+    if stale:
+        raise ValueError(f"--out: {path} was made on {stale}, which the phantom generator no longer "
+                         f"makes (now {({k: cohorts[k] for k in stale})}); move the stale runs "  # type: ignore[index]
+                         "aside and rerun, or pass another --out")
     return True
+
+
+def cohort_folders(rho: float, seed: int, settings: BenchSettings) -> dict[str, str]:
+    """The cache folders of a run's test and training cohorts (keyed by the generator's version)."""
+    width, height = settings.frame
+    return {"test_cohort": CohortSpec(rho, "test", settings.test_patients, TEST_SEED, width, height,
+                                      settings.test_views).folder,
+            "train_cohort": CohortSpec(rho, "train", settings.train_patients, seed, width,
+                                       height).folder}
 
 
 def write_run(json_path: Path, npz_path: Path, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -169,8 +191,9 @@ def run_all(*, out: Path, cache: Path, rhos: Sequence[float], seeds: Sequence[in
     from benchmarks.results_io import cpu_model, git_commit, utc_now
 
     todo = plan(rhos, seeds, rows)
+    folders = {(rho, seed): cohort_folders(rho, seed, settings) for rho, seed, _ in todo}
     pending = [(rho, seed, m) for rho, seed, m in todo
-               if not finished(run_paths(out, rho, m.name, seed)[0], settings)]
+               if not finished(run_paths(out, rho, m.name, seed)[0], settings, folders[rho, seed])]
     say(f"{len(todo)} runs, {len(todo) - len(pending)} finished, {len(pending)} to make")
     cost = load_cost()
     data = Datasets(settings.image_size)

@@ -91,21 +91,17 @@ def contrast(terms: Sequence[Term], *, offset: float = 0.0, n_bootstrap: int = 1
     seeds = sorted(set.intersection(*(set(runs) for _, runs in terms))) if terms else []
     if not seeds:
         return None
+    scored = [(coef, i, runs[s]) for coef, runs in terms for i, s in enumerate(seeds)]
+    first = _correct(scored[0][2])
     per_seed = np.zeros(len(seeds))
-    per_patient: np.ndarray | None = None
-    reference: tuple[np.ndarray, np.ndarray] | None = None
-    for coef, runs in terms:
-        for i, s in enumerate(seeds):
-            correct, labels, ids = _correct(runs[s])
-            if reference is None:
-                reference = (labels, ids)
-                per_patient = np.zeros(len(ids))
-            elif not (np.array_equal(labels, reference[0]) and np.array_equal(ids, reference[1])):
-                raise ValueError(f"terms: run {runs[s].get('method')!r} seed {s} was scored on "
-                                 "other patients or labels than the first term")
-            per_seed[i] += coef * correct.mean()
-            per_patient += coef * correct / len(seeds)
-    assert per_patient is not None
+    per_patient = np.zeros(len(first[2]))
+    for coef, i, run in scored:
+        correct, labels, ids = _correct(run)
+        if not (np.array_equal(labels, first[1]) and np.array_equal(ids, first[2])):
+            raise ValueError(f"terms: run {run.get('method')!r} seed {seeds[i]} was scored on "
+                             "other patients or labels than the first term")
+        per_seed[i] += coef * correct.mean()
+        per_patient += coef * correct / len(seeds)
     per_seed -= offset
     per_patient -= offset
     t = t_interval(per_seed, ci=level)

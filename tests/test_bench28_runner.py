@@ -79,6 +79,24 @@ def test_a_rerun_skips_finished_runs(bench: dict[str, Any]) -> None:
                 settings=BenchSettings(**{**TINY.__dict__, "epochs": 2}))
 
 
+def test_a_run_made_on_a_cohort_the_generator_no_longer_makes_is_refused(
+    bench: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    src, _ = run_paths(bench["out"], 0.0, "baseline_fib4_apri", 0)
+    dst, _ = run_paths(out, 0.0, "baseline_fib4_apri", 0)
+    dst.parent.mkdir(parents=True)
+    doc = json.loads(src.read_text())
+    old_folder = doc["test_cohort"]["folder"]
+    doc["test_cohort"]["folder"] = "rho-0/test-seed28000-n8-200x150-00000000"  # an older generator
+    dst.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"was made on .*test_cohort.*00000000.*no longer makes "
+                                         rf".*{old_folder}.*move the stale runs aside"):
+        run_all(out=out, cache=bench["cache"], rhos=(0.0,), seeds=(0,),
+                rows=select("baseline_fib4_apri"), settings=TINY)
+    assert json.loads(dst.read_text()) == doc  # left as it was
+
+
 def test_a_run_that_dies_leaves_no_result_and_is_made_next_time(
     bench: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
