@@ -179,7 +179,8 @@ class Datasets:
 
 def plan(rhos: Sequence[float], seeds: Sequence[int], rows: Sequence[Method]) -> list[tuple[float, int, Method]]:
     """Every run, in the order they are made (rho, then seed, then method); a method that does
-    not depend on the seed runs at the first seed only."""
+    not depend on the seed runs at the first seed only (and :func:`run_all` skips it where a run
+    of it at another seed is finished)."""
     return [(rho, seed, m) for rho in rhos for seed in seeds for m in rows
             if m.seeded or seed == seeds[0]]
 
@@ -193,7 +194,8 @@ def run_all(*, out: Path, cache: Path, rhos: Sequence[float], seeds: Sequence[in
     todo = plan(rhos, seeds, rows)
     folders = {(rho, seed): cohort_folders(rho, seed, settings) for rho, seed, _ in todo}
     pending = [(rho, seed, m) for rho, seed, m in todo
-               if not finished(run_paths(out, rho, m.name, seed)[0], settings, folders[rho, seed])]
+               if not finished(run_paths(out, rho, m.name, seed)[0], settings, folders[rho, seed])
+               and (m.seeded or not any(run_paths(out, rho, m.name, 0)[0].parent.glob("seed*.json")))]
     say(f"{len(todo)} runs, {len(todo) - len(pending)} finished, {len(pending)} to make")
     cost = load_cost()
     data = Datasets(settings.image_size)

@@ -79,6 +79,8 @@ def _row(method_runs: list[dict[str, Any]], late_runs: dict[int, dict[str, Any]]
     )
 
     runs = sorted(method_runs, key=lambda r: r["seed"])
+    if not runs[0].get("seeded", True):  # the same result at every seed: one run counts
+        runs = runs[:1]
     first = runs[0]
     acc = [r["per_patient"]["accuracy"] for r in runs]
     probs, labels, groups = _stacked(runs)

@@ -79,6 +79,14 @@ def test_a_rerun_skips_finished_runs(bench: dict[str, Any]) -> None:
                 settings=BenchSettings(**{**TINY.__dict__, "epochs": 2}))
 
 
+def test_a_seedless_baseline_is_not_made_again_at_another_seed(bench: dict[str, Any]) -> None:
+    out = bench["out"]
+    counts = run_all(out=out, cache=bench["cache"], rhos=(0.0,), seeds=(1,),
+                     rows=select("baseline_fib4_apri"), settings=TINY)
+    assert counts == {"made": 0, "skipped": 1}
+    assert not run_paths(out, 0.0, "baseline_fib4_apri", 1)[0].exists()
+
+
 def test_a_run_made_on_a_cohort_the_generator_no_longer_makes_is_refused(
     bench: dict[str, Any], tmp_path: Path
 ) -> None:
