@@ -14,7 +14,7 @@ help:
 	@echo "make docs   - build the Sphinx docs (warnings are errors) into docs/_build/html"
 	@echo "make bench  - throughput benchmark (GPU if present, else the quick CPU mode)"
 	@echo "make fusion-cost - cost of every fusion method on this CPU (benchmarks/results)"
-	@echo "make fusion-bench - the fusion benchmark of issue 28 (resumable, ~3 h on 2 cores)"
+	@echo "make fusion-bench - the fusion benchmark of issue 28 (resumable, about 2 h on 2 cores)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

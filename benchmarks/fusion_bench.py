@@ -19,12 +19,12 @@ finished, so a rerun skips it, and a run that dies leaves no JSON. A finished ru
 settings is refused (pass another ``--out``). At the end (and with ``--summarise``, which runs
 nothing) :mod:`benchmarks.fusion_bench_summary` writes the table ``--summary`` and the figures.
 
-Budget (measured on the 2-core AMD EPYC, shared with other jobs, load 3-5; one run of ``late``,
-rho 0, seed 0, the defaults of :class:`~benchmarks.fusion_bench_run.BenchSettings`, before the
-SWE input became ``box_mask`` and the texture the weak preset): test cohort
-generated in 112 s, a training cohort in 19 s; the run 149 s wall (6 epochs 55 s; evaluation,
-reports and the one-off crop decoding of both cohorts, about 40 s, the rest). Projected for the
-default table (rho 0,1 x seeds 0,1,2: 72 trained runs, 10 baseline runs): about 2.6 hours.
+Budget (measured on the 2-core AMD EPYC, 2026-12-07, the defaults of
+:class:`~benchmarks.fusion_bench_run.BenchSettings`): 45 runs (rho 1 seed 2, rho 0 seeds 1-2 and
+two remade runs) took 49 min of wall time, 65 s per run; the 88 finished runs' own bodies sum to
+1.75 h (part of them made on a busier machine); a 2,000-patient test cohort is generated in about
+2 min, a training cohort in about 20 s, once each. The whole default table (rho 0,1 x seeds
+0,1,2: 72 trained runs, 8 baseline runs) from nothing: about 2 hours.
 
 A bad argument prints one line and exits with status 2.
 """
