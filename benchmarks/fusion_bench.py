@@ -24,7 +24,7 @@ Budget (measured on the 2-core AMD EPYC, 2026-12-07, the defaults of
 two remade runs) took 49 min of wall time, 65 s per run; the 88 finished runs' own bodies sum to
 1.75 h (part of them made on a busier machine); a 2,000-patient test cohort is generated in about
 2 min, a training cohort in about 20 s, once each. The whole default table (rho 0,1 x seeds
-0,1,2: 72 trained runs, 8 baseline runs) from nothing: about 2 hours.
+0,1,2: 72 trained networks and 10 baseline runs) from nothing: about 2 hours.
 
 A bad argument prints one line and exits with status 2.
 """
