@@ -83,13 +83,20 @@ def finished(path: Path, settings: BenchSettings, cohorts: Mapping[str, str] | N
     if doc.get("settings") != settings.to_dict():
         raise ValueError(f"--out: {path} holds a run made with other settings "
                          f"({doc.get('settings')}); pass another --out (or delete the folder)")
-    stale = {k: (doc.get(k) or {}).get("folder") for k in cohorts or {}
-             if (doc.get(k) or {}).get("folder") != cohorts[k]}  # type: ignore[index]
+    expected = dict(cohorts or {})
+    made_on = {k: (doc.get(k) or {}).get("folder") for k in expected}
+    stale = [k for k in expected if made_on[k] != expected[k]]
     if stale:
-        raise ValueError(f"--out: {path} was made on {stale}, which the phantom generator no longer "
-                         f"makes (now {({k: cohorts[k] for k in stale})}); move the stale runs "  # type: ignore[index]
-                         "aside and rerun, or pass another --out")
+        raise ValueError(f"--out: {path} was made on {({k: made_on[k] for k in stale})}, which the "
+                         f"phantom generator no longer makes (now {({k: expected[k] for k in stale})}); "
+                         "move the stale runs aside and rerun, or pass another --out")
     return True
+
+
+def made_at_any_seed(out: Path, rho: float, method: str) -> bool:
+    """Whether a finished run of ``method`` at ``rho`` exists at any seed (for the rows that do
+    not depend on the seed)."""
+    return any(run_paths(out, rho, method, 0)[0].parent.glob("seed*.json"))
 
 
 def cohort_folders(rho: float, seed: int, settings: BenchSettings) -> dict[str, str]:
@@ -187,7 +194,7 @@ def plan(rhos: Sequence[float], seeds: Sequence[int], rows: Sequence[Method]) ->
 
 def run_all(*, out: Path, cache: Path, rhos: Sequence[float], seeds: Sequence[int],
             rows: Sequence[Method], settings: BenchSettings,
-            summarise: Callable[[], None] | None = None) -> dict[str, int]:
+            summarise: Callable[[], object] | None = None) -> dict[str, int]:
     """Make every run of :func:`plan` that is not finished; returns ``{"made", "skipped"}``."""
     from benchmarks.results_io import cpu_model, git_commit, utc_now
 
@@ -195,7 +202,7 @@ def run_all(*, out: Path, cache: Path, rhos: Sequence[float], seeds: Sequence[in
     folders = {(rho, seed): cohort_folders(rho, seed, settings) for rho, seed, _ in todo}
     pending = [(rho, seed, m) for rho, seed, m in todo
                if not finished(run_paths(out, rho, m.name, seed)[0], settings, folders[rho, seed])
-               and (m.seeded or not any(run_paths(out, rho, m.name, 0)[0].parent.glob("seed*.json")))]
+               and (m.seeded or not made_at_any_seed(out, rho, m.name))]
     say(f"{len(todo)} runs, {len(todo) - len(pending)} finished, {len(pending)} to make")
     cost = load_cost()
     data = Datasets(settings.image_size)

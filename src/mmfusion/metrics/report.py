@@ -30,9 +30,14 @@ class LabelSpecLike(Protocol):
     """What the metrics read of a :class:`~mmfusion.labels.LabelSpec` (this package imports no
     other part of mmfusion): the class names, whether they are ordered, the named cut-offs."""
 
-    names: tuple[str, ...]
-    ordinal: bool
-    cutoffs: Mapping[str, int]
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    @property
+    def ordinal(self) -> bool: ...
+
+    @property
+    def cutoffs(self) -> Mapping[str, int]: ...
 
 
 def _ratio(num: int, den: int) -> float | None:
