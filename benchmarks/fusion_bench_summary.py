@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.fusion_bench_verdicts import render_verdicts, verdicts
-from mmfusion.files import atomic_write_text
+from mmfusion.files import atomic_write, atomic_write_text
 
 __all__ = ["load_runs", "summarise", "write_summary"]
 
@@ -257,6 +257,17 @@ def render_markdown(summary: Mapping[str, Any], figures: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _save_figure(fig: Any, path: Path) -> Path:
+    """Lay out ``fig``, write it as a PNG atomically (a temporary file in the folder, then
+    renamed: a reader never sees half a figure) and close it; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    plt.close(fig)
+    return path
+
+
 def write_figures(summary: Mapping[str, Any], folder: Path) -> list[Path]:
     """The three figures (PNG) into ``folder``; their paths."""
     import matplotlib
@@ -287,10 +298,7 @@ def write_figures(summary: Mapping[str, Any], folder: Path) -> list[Path]:
         ax.set_title(f"rho = {rho}")
         ax.set_ylabel("accuracy per patient")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(folder / "fusion_bench_ceilings.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save_figure(fig, folder / "fusion_bench_ceilings.png"))
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for k, rho in enumerate(rhos):
@@ -312,10 +320,7 @@ def write_figures(summary: Mapping[str, Any], folder: Path) -> list[Path]:
     ax.set_xlabel("parameters")
     ax.set_ylabel("accuracy per patient")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(folder / "fusion_bench_pareto.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save_figure(fig, folder / "fusion_bench_pareto.png"))
 
     fig, axes = plt.subplots(1, len(rhos), figsize=(6 * len(rhos), 4.5), squeeze=False)
     for ax, rho in zip(axes[0], rhos, strict=True):
@@ -328,10 +333,7 @@ def write_figures(summary: Mapping[str, Any], folder: Path) -> list[Path]:
         ax.set_title(f"rho = {rho}")
         ax.set_ylabel("regret (ceiling without - accuracy without)")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(folder / "fusion_bench_regret.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save_figure(fig, folder / "fusion_bench_regret.png"))
     return paths
 
 

@@ -161,6 +161,28 @@ def test_summarise_only_reads(bench: dict[str, Any]) -> None:
         p: t for p, t in before.items() if "rho-" in p}
 
 
+def test_a_figure_write_that_fails_midway_leaves_the_previous_figure(
+    bench: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from matplotlib.figure import Figure
+
+    from benchmarks.fusion_bench_summary import load_runs, summarise, write_figures
+
+    summary = summarise(load_runs(bench["out"]), n_bootstrap=20)
+    folder = tmp_path / "figures"
+    first = write_figures(summary, folder)
+    before = {p.name: p.read_bytes() for p in first}
+
+    def dies_midway(self: Any, target: Any, **kwargs: Any) -> None:
+        target.write(b"\x89PNG half a figure")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", dies_midway)
+    with pytest.raises(OSError, match="disk full"):
+        write_figures(summary, folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no half file, no .tmp
+
+
 def test_plan_and_selection() -> None:
     rows = methods(["late", "cross_spatial_attention"])
     assert [(m.name, m.modalities) for m in rows[:2]] == [
